@@ -1,0 +1,214 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"go.uber.org/zap"
+)
+
+// Chunk is the unit of buffering, acknowledgement and shipping: one tag and
+// a run of msgpack-encoded [time, record] entries, exactly the payload of a
+// Fluentd PackedForward request, with the number of entries in it.
+type Chunk struct {
+	Tag     string
+	Entries []byte
+	Count   int
+}
+
+// Batch is a chunk read back from the buffer for an output: its partition
+// and offset identify it for good (the forward output derives its chunk id
+// from them, so a resend after a crash carries the same id).
+type Batch struct {
+	Chunk
+	Partition int
+	Offset    uint64
+}
+
+// AckFunc learns the fate of an emitted chunk: nil once it is durable in the
+// buffer (or was dropped on purpose by a filter), an error if it was not
+// stored and the input must not acknowledge it to its source.
+type AckFunc func(err error)
+
+// Emitter is how an input hands chunks to the pipeline.
+type Emitter interface {
+	// Emit runs the matching filters on c and appends the result to the
+	// buffer. It blocks while the buffer cannot take more (backpressure)
+	// until ctx is done, and then returns ctx's error; ack is not called in
+	// that case. When Emit returns nil the pipeline has copied c: the
+	// caller may reuse c.Entries at once, and ack is called exactly once,
+	// maybe before Emit returns, maybe from another goroutine. ack must not
+	// block: it runs on the buffer's sync goroutine.
+	Emit(ctx context.Context, c Chunk, ack AckFunc) error
+}
+
+// Input reads events from somewhere (files, sockets) and emits chunks.
+type Input interface {
+	// Start begins reading and returns once the input is ready (listening,
+	// files opened). It must not block beyond that; the work runs on
+	// goroutines the input owns. ctx carries values only; Stop ends the
+	// work.
+	Start(ctx context.Context, emit Emitter) error
+	// Stop stops taking new data, waits until every chunk already emitted
+	// has been acknowledged (and the source told: forward acks sent, tail
+	// checkpoints written) or ctx is done, and releases every resource.
+	Stop(ctx context.Context) error
+}
+
+// Filter changes chunks before they reach the buffer. Filters run once,
+// before the buffer, and only for the tags they match.
+type Filter interface {
+	// Filter returns the chunk to pass on. It may return c itself, a new
+	// chunk (Count 0 drops the events) or an error, which rejects the chunk
+	// back to its input.
+	Filter(c Chunk) (Chunk, error)
+}
+
+// Output delivers batches read from the buffer. The runner reads each
+// partition with the output's own cursor, in order, skips the tags the
+// output does not match and moves the cursor only after the output accepted
+// a batch.
+type Output interface {
+	// Start prepares the output (opens files, dials lazily).
+	Start(ctx context.Context) error
+	// Write delivers b and returns nil once the receiver accepted it. A
+	// Permanent error means the batch can never be delivered: the runner
+	// counts and skips it. Any other error is retried with backoff. Write
+	// is called concurrently for different partitions, one batch at a time
+	// per partition. The output must not keep b.Entries after returning.
+	Write(ctx context.Context, b Batch) error
+	// Stop flushes and releases resources; no Write is in flight.
+	Stop(ctx context.Context) error
+}
+
+// PipelinedOutput is an Output that keeps several batches of a partition in
+// flight at once (a network output waiting for acknowledgements).
+type PipelinedOutput interface {
+	Output
+	// WriteAsync starts delivering b and calls done exactly once when the
+	// receiver accepted it (nil) or it can never be delivered (a Permanent
+	// error), or the output was stopped (any other error: the batch stays
+	// in the buffer). The output retries transient failures itself.
+	// b.Entries may be kept until done is called.
+	WriteAsync(ctx context.Context, b Batch, done func(error))
+	// MaxInFlight is the number of batches per partition that may be in
+	// flight at once.
+	MaxInFlight() int
+}
+
+// permanentError marks an error that retrying cannot cure.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return "permanent: " + e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// Permanent wraps err to say that retrying cannot cure it.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err}
+}
+
+// IsPermanent reports whether err, or an error it wraps, is Permanent.
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
+// Kind is the role a plugin plays.
+type Kind string
+
+// The plugin kinds.
+const (
+	KindInput  Kind = "input"
+	KindFilter Kind = "filter"
+	KindOutput Kind = "output"
+)
+
+// Config is a plugin's configuration struct. The config loader decodes the
+// plugin's YAML block into it (unknown keys are errors) and then calls
+// Validate. A Validate error may be, or join, FieldErrors so that the
+// message names the key and its line.
+type Config interface {
+	Validate() error
+}
+
+// FieldError is a validation error about one key of a plugin's config.
+type FieldError struct {
+	Field string // the YAML key, dotted for nested keys: "tls.cert_file"
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// FieldErr is a shorthand for &FieldError{field, fmt.Errorf(format, args...)}.
+func FieldErr(field, format string, args ...any) error {
+	return &FieldError{Field: field, Err: fmt.Errorf(format, args...)}
+}
+
+// Settings is what every plugin instance gets besides its config.
+type Settings struct {
+	Name    string // unique component name, TYPE.INDEX when not configured
+	Type    string
+	Role    string // "agent" or "aggregator"
+	DataDir string // the service's data_dir; a plugin keeps its state under DataDir/<kind>/<name>
+	Logger  *zap.Logger
+	Metrics *ComponentMetrics
+}
+
+// Factory creates instances of one plugin type.
+type Factory struct {
+	Type string
+	Kind Kind
+	// NewConfig returns a pointer to a config struct holding the defaults.
+	NewConfig func() Config
+	// Create builds an instance. For inputs it returns an Input, for
+	// filters a Filter and for outputs an Output.
+	Create func(set Settings, cfg Config) (any, error)
+}
+
+// Registry holds the factories the engine may use. The engine names no
+// plugin: the binary fills a Registry from plugins/all.
+type Registry struct {
+	factories map[Kind]map[string]Factory
+}
+
+// NewRegistry builds a registry and rejects duplicates.
+func NewRegistry(fs ...Factory) (*Registry, error) {
+	r := &Registry{factories: map[Kind]map[string]Factory{}}
+	for _, f := range fs {
+		if f.Type == "" || f.NewConfig == nil || f.Create == nil {
+			return nil, fmt.Errorf("factory %q (%s) is incomplete", f.Type, f.Kind)
+		}
+		m := r.factories[f.Kind]
+		if m == nil {
+			m = map[string]Factory{}
+			r.factories[f.Kind] = m
+		}
+		if _, dup := m[f.Type]; dup {
+			return nil, fmt.Errorf("%s type %q registered twice", f.Kind, f.Type)
+		}
+		m[f.Type] = f
+	}
+	return r, nil
+}
+
+// Lookup finds a factory.
+func (r *Registry) Lookup(k Kind, typ string) (Factory, bool) {
+	f, ok := r.factories[k][typ]
+	return f, ok
+}
+
+// Types lists the registered types of a kind, sorted.
+func (r *Registry) Types(k Kind) []string {
+	var out []string
+	for t := range r.factories[k] {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
