@@ -3,6 +3,7 @@ package pipeline
 import (
 	"encoding/binary"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -80,5 +81,21 @@ func (t *EventTime) UnmarshalMsgpack(b []byte) error {
 }
 
 func init() {
-	msgpack.RegisterExt(EventTimeExtType, (*EventTime)(nil))
+	// Registered by value so that EventTime values (not only pointers)
+	// encode as ext 0 inside maps and slices; decoding yields EventTime.
+	msgpack.RegisterExtEncoder(EventTimeExtType, EventTime{}, func(_ *msgpack.Encoder, v reflect.Value) ([]byte, error) {
+		return v.Interface().(EventTime).MarshalMsgpack()
+	})
+	msgpack.RegisterExtDecoder(EventTimeExtType, EventTime{}, func(d *msgpack.Decoder, v reflect.Value, n int) error {
+		b := make([]byte, n)
+		if err := d.ReadFull(b); err != nil {
+			return err
+		}
+		t, err := ParseEventTimeExt(b)
+		if err != nil {
+			return err
+		}
+		v.Set(reflect.ValueOf(t))
+		return nil
+	})
 }

@@ -364,3 +364,73 @@ func AppendEntry(dst []byte, t EventTime, record []byte) []byte {
 	dst = t.AppendMsgpack(dst)
 	return append(dst, record...)
 }
+
+// AppendMapHeader appends a msgpack map header for n pairs.
+func AppendMapHeader(dst []byte, n int) []byte {
+	switch {
+	case n < 16:
+		return append(dst, 0x80|byte(n))
+	case n <= math.MaxUint16:
+		return append(dst, 0xde, byte(n>>8), byte(n))
+	}
+	return binary.BigEndian.AppendUint32(append(dst, 0xdf), uint32(n))
+}
+
+// AppendArrayHeader appends a msgpack array header for n elements.
+func AppendArrayHeader(dst []byte, n int) []byte {
+	switch {
+	case n < 16:
+		return append(dst, 0x90|byte(n))
+	case n <= math.MaxUint16:
+		return append(dst, 0xdc, byte(n>>8), byte(n))
+	}
+	return binary.BigEndian.AppendUint32(append(dst, 0xdd), uint32(n))
+}
+
+// AppendString appends s as a msgpack str.
+func AppendString(dst []byte, s string) []byte {
+	switch n := len(s); {
+	case n < 32:
+		dst = append(dst, 0xa0|byte(n))
+	case n <= math.MaxUint8:
+		dst = append(dst, 0xd9, byte(n))
+	case n <= math.MaxUint16:
+		dst = append(dst, 0xda, byte(n>>8), byte(n))
+	default:
+		dst = binary.BigEndian.AppendUint32(append(dst, 0xdb), uint32(n))
+	}
+	return append(dst, s...)
+}
+
+// AppendStringBytes is AppendString for a byte slice, without a copy to a
+// string.
+func AppendStringBytes(dst, s []byte) []byte {
+	switch n := len(s); {
+	case n < 32:
+		dst = append(dst, 0xa0|byte(n))
+	case n <= math.MaxUint8:
+		dst = append(dst, 0xd9, byte(n))
+	case n <= math.MaxUint16:
+		dst = append(dst, 0xda, byte(n>>8), byte(n))
+	default:
+		dst = binary.BigEndian.AppendUint32(append(dst, 0xdb), uint32(n))
+	}
+	return append(dst, s...)
+}
+
+// AppendInt appends v in its shortest msgpack form.
+func AppendInt(dst []byte, v int64) []byte {
+	switch {
+	case v >= 0 && v <= 0x7f:
+		return append(dst, byte(v))
+	case v < 0 && v >= -32:
+		return append(dst, byte(v))
+	case v >= math.MinInt8 && v <= math.MaxInt8:
+		return append(dst, 0xd0, byte(v))
+	case v >= math.MinInt16 && v <= math.MaxInt16:
+		return binary.BigEndian.AppendUint16(append(dst, 0xd1), uint16(v))
+	case v >= math.MinInt32 && v <= math.MaxInt32:
+		return binary.BigEndian.AppendUint32(append(dst, 0xd2), uint32(v))
+	}
+	return binary.BigEndian.AppendUint64(append(dst, 0xd3), uint64(v))
+}

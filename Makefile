@@ -1,0 +1,59 @@
+# logship: the targets people expect.
+GO        ?= go
+BIN       := bin/logship
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+PKGS      := ./...
+# -race on the packages whose concurrency matters most; the rest without,
+# to keep `make test` well inside CI's time on 2 cores.
+RACE_PKGS := ./pipeline/... ./broker/... ./plugins/...
+
+.PHONY: all build test test-unit test-race run bench fuzz lint fmt vet docs docs-check peers clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/logship
+
+# The whole test suite: what .ci/run calls. Optional peers (npm and Python
+# forward clients) are installed first when the registries can be reached;
+# tests that lack one print SKIP with the reason.
+test: peers
+	$(GO) vet $(PKGS)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(GO) test -count=1 -race -short -timeout 20m $(RACE_PKGS)
+
+test-unit:
+	$(GO) test -count=1 -short $(PKGS)
+
+run: build
+	@mkdir -p data out
+	./$(BIN) agent -c conf/examples/agent-demo.yaml
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./pipeline/... ./broker/... ./plugins/...
+
+FUZZTIME ?= 2m
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecoder -fuzztime $(FUZZTIME) ./plugins/forwardproto/
+
+peers:
+	@bash scripts/install-peers.sh || echo "peers: install failed; the tests that need them will SKIP"
+
+GOLANGCI_VERSION ?= v2.6.2
+lint:
+	@command -v golangci-lint >/dev/null 2>&1 || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+	golangci-lint run ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+vet:
+	$(GO) vet $(PKGS)
+
+docs:
+	$(GO) run ./internal/docgen/cmd > docs/config-reference.md
+
+clean:
+	rm -rf bin data out

@@ -1,0 +1,254 @@
+package conf_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/logship/logship/conf"
+	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/plugins/all"
+)
+
+func env(vars map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
+}
+
+func parse(t *testing.T, text string, vars map[string]string) (*conf.Config, error) {
+	t.Helper()
+	return conf.Parse("agent.yaml", []byte(strings.TrimPrefix(text, "\n")), conf.RoleAgent, all.Registry(), env(vars))
+}
+
+const minimal = `
+inputs:
+  - type: dummy
+outputs:
+  - type: stdout
+`
+
+func TestDefaultsAndMinimal(t *testing.T) {
+	cfg, err := parse(t, minimal, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Buffer.Partitions != 4 || cfg.Buffer.MaxBytes != 1<<30 || cfg.Buffer.SegmentBytes != 64<<20 ||
+		cfg.Buffer.Sync != "interval" || cfg.Buffer.SyncInterval.D() != 200*time.Millisecond || cfg.Buffer.WhenFull != "block" {
+		t.Fatalf("buffer defaults: %+v", cfg.Buffer)
+	}
+	if cfg.Service.ShutdownTimeout.D() != 30*time.Second || cfg.Service.HTTPListen != "127.0.0.1:2020" {
+		t.Fatalf("service defaults: %+v", cfg.Service)
+	}
+	if got := cfg.Inputs[0].Name; got != "dummy.0" {
+		t.Fatalf("default name %q, want dummy.0", got)
+	}
+	if got := cfg.Outputs[0]; got.Name != "stdout.0" || got.Match != "**" || !got.Matcher.Match("any.tag") {
+		t.Fatalf("output defaults: %+v", got)
+	}
+	agg, err := conf.Parse("agg.yaml", []byte(minimal), conf.RoleAggregator, all.Registry(), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if agg.Buffer.Partitions != 8 || agg.Service.HTTPListen != "127.0.0.1:2021" {
+		t.Fatalf("aggregator defaults: %+v %+v", agg.Buffer, agg.Service)
+	}
+}
+
+func TestFullConfig(t *testing.T) {
+	cfg, err := parse(t, `
+service:
+  data_dir: ${DATA:-/tmp/ls}
+  log_level: debug
+  http_listen: ""
+  shutdown_timeout: 5s
+buffer:
+  partitions: 2
+  max_bytes: 512MiB
+  segment_bytes: 8MiB
+  sync: always
+  sync_interval: 50ms
+  when_full: drop_oldest
+inputs:
+  - type: dummy
+    name: gen
+    tag: app.${APP}
+    rate: 0
+    count: 10
+outputs:
+  - type: file
+    name: all
+    match: "app.** sys.*"
+    path: ${OUT}/all.log
+    tag_key: tag
+    time_key: time
+`, map[string]string{"APP": "web", "OUT": "/var/out"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Service.DataDir != "/tmp/ls" || cfg.Service.HTTPListen != "" || cfg.Service.ShutdownTimeout.D() != 5*time.Second {
+		t.Fatalf("service: %+v", cfg.Service)
+	}
+	if cfg.Buffer.MaxBytes != 512<<20 || cfg.Buffer.SegmentBytes != 8<<20 || cfg.Buffer.Partitions != 2 || cfg.Buffer.WhenFull != "drop_oldest" {
+		t.Fatalf("buffer: %+v", cfg.Buffer)
+	}
+	in := cfg.Inputs[0]
+	if in.Name != "gen" || in.Line != 14 {
+		t.Fatalf("input %s at line %d", in.Name, in.Line)
+	}
+	out := cfg.Outputs[0]
+	if !out.Matcher.Match("sys.x") || out.Matcher.Match("sys.x.y") {
+		t.Fatal("match pattern not compiled as written")
+	}
+	if got := reflectField(out.Config, "Path"); got != "/var/out/all.log" {
+		t.Fatalf("path %q", got)
+	}
+	if got := reflectField(in.Config, "Tag"); got != "app.web" {
+		t.Fatalf("tag %q", got)
+	}
+}
+
+// TestErrors checks exact messages and lines: every error at once.
+func TestErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		text string
+		vars map[string]string
+		want []string
+	}{
+		{"unknown top key", `
+inputs: [{type: dummy}]
+outputs: [{type: stdout}]
+ouputs: []
+`, nil, []string{"agent.yaml:3: ouputs: unknown key (known: service, buffer, inputs, filters, outputs)"}},
+		{"unknown nested key and bad size and bad duration", `
+service:
+  data_dir: /x
+  shutdown_timeot: 1s
+buffer:
+  max_bytes: 12XB
+  sync_interval: soon
+inputs: [{type: dummy}]
+outputs: [{type: stdout}]
+`, nil, []string{
+			"agent.yaml:3: service.shutdown_timeot: unknown key (known: data_dir, http_listen, log_format, log_level, shutdown_timeout)",
+			`agent.yaml:5: buffer.max_bytes: invalid size "12XB" (want a byte count or a number with KiB, MiB, GiB)`,
+			`agent.yaml:6: buffer.sync_interval: invalid duration "soon" (want a Go duration such as 200ms, 30s)`,
+		}},
+		{"plugin errors", `
+inputs:
+  - type: dummy
+    rate: fast
+    colour: blue
+  - type: nosuch
+outputs:
+  - type: file
+    match: "a.{b"
+  - name: x
+`, nil, []string{
+			`agent.yaml:3: inputs[0].rate: want a number, got "fast"`,
+			"agent.yaml:4: inputs[0].colour: unknown key (known: chunk_events, count, rate, record, sequence_key, start_sequence, tag)",
+			`agent.yaml:5: inputs[1].type: unknown input type "nosuch" (known: dummy)`,
+			`agent.yaml:8: outputs[0].match: match pattern "a.{b": unbalanced braces`,
+			"agent.yaml:7: outputs[0].path: is required",
+			"agent.yaml:9: outputs[1].type: is required (one of file, stdout)",
+		}},
+		{"missing required sections", `
+service:
+  log_level: loud
+`, nil, []string{
+			`agent.yaml:2: service.log_level: "loud" is not one of debug, info, warn, error`,
+			"agent.yaml:1: inputs: at least one input is required",
+			"agent.yaml:1: outputs: at least one output is required",
+		}},
+		{"env not set", `
+inputs:
+  - type: dummy
+    tag: ${NOPE}
+outputs: [{type: stdout}]
+`, nil, []string{
+			"agent.yaml:3: environment variable NOPE is not set (write ${NOPE:-default} for a default)",
+			"agent.yaml:3: inputs[0].tag: must not be empty",
+		}},
+		{"duplicate names and validation", `
+buffer:
+  partitions: 0
+  when_full: drop_newest
+inputs:
+  - type: dummy
+    name: a
+    chunk_events: 0
+outputs:
+  - type: stdout
+    name: a
+`, nil, []string{
+			"agent.yaml:2: buffer.partitions: 0 is out of range 1..1024",
+			`agent.yaml:3: buffer.when_full: "drop_newest" is not one of block, drop_oldest`,
+			"agent.yaml:7: inputs[0].chunk_events: must be at least 1",
+			`agent.yaml:9: outputs: name "a" is already used by the component on line 5`,
+		}},
+		{"yaml syntax", "outputs: []\ninputs:\n\t- type: dummy\n", nil, []string{"agent.yaml:3: found character that cannot start any token"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := parse(t, c.text, c.vars)
+			var errs conf.Errors
+			if !errors.As(err, &errs) {
+				t.Fatalf("want conf.Errors, got %v", err)
+			}
+			var got []string
+			for _, e := range errs {
+				got = append(got, e.Error())
+			}
+			sortedWant := append([]string(nil), c.want...)
+			if strings.Join(sorted(got), "\n") != strings.Join(sorted(sortedWant), "\n") {
+				t.Fatalf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(c.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestEnvExpansion(t *testing.T) {
+	cfg, err := parse(t, `
+# ${NOT_EXPANDED_IN_COMMENTS}
+inputs:
+  - type: dummy
+    tag: ${A}.${B:-dflt}.${C:-}x.$${LIT}
+outputs: [{type: stdout}]
+`, map[string]string{"A": "one", "C": ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := reflectField(cfg.Inputs[0].Config, "Tag"); got != "one.dflt.x.${LIT}" {
+		t.Fatalf("tag %q", got)
+	}
+}
+
+func TestSizes(t *testing.T) {
+	for in, want := range map[string]conf.Size{"512KiB": 512 << 10, "64MiB": 64 << 20, "1GiB": 1 << 30, "1048576": 1 << 20, "10KB": 10000} {
+		got, err := conf.ParseSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "1.5GiB", "ten", "99999999999999GiB"} {
+		if _, err := conf.ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) succeeded", in)
+		}
+	}
+}
+
+func TestPluginValidateFieldErrorLine(t *testing.T) {
+	_, err := parse(t, `
+inputs:
+  - type: dummy
+    tag: ""
+    count: -3
+outputs: [{type: stdout}]
+`, nil)
+	want := "agent.yaml:3: inputs[0].tag: must not be empty\nagent.yaml:4: inputs[0].count: must not be negative"
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v\nwant %s", err, want)
+	}
+}
+
+var _ pipeline.Config = (*struct{ pipeline.Config })(nil)

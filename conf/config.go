@@ -1,0 +1,114 @@
+// Package conf loads logship's YAML configuration: `${VAR}` expansion,
+// per-role defaults, strict decoding (an unknown key is an error) and
+// validation that reports every problem at once as `file:line: key: msg`.
+// Each plugin owns its config struct; conf decodes a plugin's block into the
+// struct its factory returns and calls its Validate.
+package conf
+
+import (
+	"github.com/logship/logship/pipeline"
+)
+
+// Roles.
+const (
+	RoleAgent      = "agent"
+	RoleAggregator = "aggregator"
+)
+
+// Config is a whole configuration file, decoded and validated.
+type Config struct {
+	// Service holds process-wide settings.
+	Service Service `yaml:"service"`
+	// Buffer configures the durable partitioned buffer.
+	Buffer Buffer `yaml:"buffer"`
+
+	Inputs  []Plugin `yaml:"-"`
+	Filters []Plugin `yaml:"-"`
+	Outputs []Plugin `yaml:"-"`
+
+	// File is the path the config was read from, Role the role it was
+	// validated for.
+	File string `yaml:"-"`
+	Role string `yaml:"-"`
+}
+
+// Service holds process-wide settings.
+type Service struct {
+	// DataDir holds the buffer's segments, the outputs' cursors and the
+	// inputs' checkpoints. It must survive restarts for the delivery
+	// guarantee to hold.
+	DataDir string `yaml:"data_dir"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+	// LogFormat is console (human-readable) or json.
+	LogFormat string `yaml:"log_format"`
+	// HTTPListen is the address of /metrics, /healthz and /readyz; ""
+	// turns the server off.
+	HTTPListen string `yaml:"http_listen"`
+	// ShutdownTimeout bounds how long a stop waits for in-flight
+	// deliveries; what is not delivered stays buffered.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+// Buffer configures the durable partitioned buffer.
+type Buffer struct {
+	// Partitions is the number of partitions; events of one tag always go
+	// to one partition, so they keep their order.
+	Partitions int `yaml:"partitions"`
+	// MaxBytes bounds the whole buffer on disk.
+	MaxBytes Size `yaml:"max_bytes"`
+	// SegmentBytes is the size at which a partition starts a new segment
+	// file.
+	SegmentBytes Size `yaml:"segment_bytes"`
+	// Sync is always (fdatasync before every acknowledgement, grouped),
+	// interval (fdatasync every sync_interval; acknowledgements wait for
+	// it) or none (acknowledge after write: survives a process crash, not
+	// a power cut).
+	Sync string `yaml:"sync"`
+	// SyncInterval is the fsync period of sync: interval.
+	SyncInterval Duration `yaml:"sync_interval"`
+	// WhenFull is block (inputs wait: backpressure) or drop_oldest (the
+	// oldest segment is deleted and the loss counted).
+	WhenFull string `yaml:"when_full"`
+}
+
+// Plugin is one configured input, filter or output.
+type Plugin struct {
+	Kind    pipeline.Kind
+	Type    string
+	Name    string
+	Match   string            // filters and outputs
+	Matcher *pipeline.Matcher // compiled Match
+	Config  pipeline.Config
+	Factory pipeline.Factory
+	Line    int // line of the block in the file
+}
+
+// Defaults returns the configuration a role starts from before the file
+// is applied.
+func Defaults(role string) *Config {
+	c := &Config{
+		Role: role,
+		Service: Service{
+			DataDir:         "./data",
+			LogLevel:        "info",
+			LogFormat:       "console",
+			HTTPListen:      "127.0.0.1:2020",
+			ShutdownTimeout: Duration(30e9),
+		},
+		Buffer: Buffer{
+			Partitions:   4,
+			MaxBytes:     1 << 30,
+			SegmentBytes: 64 << 20,
+			Sync:         "interval",
+			SyncInterval: Duration(200e6),
+			WhenFull:     "block",
+		},
+	}
+	if role == RoleAggregator {
+		c.Service.HTTPListen = "127.0.0.1:2021"
+		c.Buffer.Partitions = 8
+		c.Buffer.MaxBytes = 4 << 30
+	}
+	return c
+}

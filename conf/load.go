@@ -1,0 +1,356 @@
+package conf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/logship/logship/pipeline"
+)
+
+// Error is one problem in a config file.
+type Error struct {
+	File string
+	Line int    // 0 when the problem is not tied to a line
+	Path string // key path: "outputs[0].servers"
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	b.WriteString(": ")
+	if e.Path != "" {
+		b.WriteString(e.Path)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Errors is every problem found in a config file, in file order.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	s := make([]string, len(es))
+	for i, e := range es {
+		s[i] = e.Error()
+	}
+	return strings.Join(s, "\n")
+}
+
+type loader struct {
+	file string
+	errs Errors
+}
+
+func (l *loader) add(line int, path, format string, args ...any) {
+	l.errs = append(l.errs, &Error{File: l.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// Load reads, expands, decodes and validates a config file for a role.
+// The error, if any, is an Errors listing every problem.
+func Load(path, role string, reg *pipeline.Registry) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, Errors{{File: path, Msg: err.Error()}}
+	}
+	return Parse(path, data, role, reg, os.LookupEnv)
+}
+
+var envRef = regexp.MustCompile(`\$\$\{|\$\{([^}:]*)(:-([^}]*))?\}`)
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// expandEnv replaces ${VAR} and ${VAR:-default}; $${ stays a literal ${.
+// Comment lines are left alone.
+func (l *loader) expandEnv(data []byte, lookup func(string) (string, bool)) []byte {
+	lines := strings.SplitAfter(string(data), "\n")
+	var out strings.Builder
+	for i, line := range lines {
+		if strings.HasPrefix(strings.TrimSpace(line), "#") {
+			out.WriteString(line)
+			continue
+		}
+		out.WriteString(envRef.ReplaceAllStringFunc(line, func(m string) string {
+			if m == "$${" {
+				return "${"
+			}
+			sub := envRef.FindStringSubmatch(m)
+			name, hasDef, def := sub[1], sub[2] != "", sub[3]
+			if !envName.MatchString(name) {
+				l.add(i+1, "", "invalid environment variable reference %q", m)
+				return m
+			}
+			v, ok := lookup(name)
+			if ok && (v != "" || !hasDef) {
+				return v
+			}
+			if hasDef {
+				return def
+			}
+			l.add(i+1, "", "environment variable %s is not set (write ${%s:-default} for a default)", name, name)
+			return ""
+		}))
+	}
+	return []byte(out.String())
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// Parse is Load on bytes already read; lookup resolves environment
+// variables.
+func Parse(file string, data []byte, role string, reg *pipeline.Registry, lookup func(string) (string, bool)) (*Config, error) {
+	if role != RoleAgent && role != RoleAggregator {
+		return nil, Errors{{File: file, Msg: fmt.Sprintf("unknown role %q (want agent or aggregator)", role)}}
+	}
+	l := &loader{file: file}
+	data = l.expandEnv(data, lookup)
+	cfg := Defaults(role)
+	cfg.File = file
+
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		msg := err.Error()
+		if m := yamlLine.FindStringSubmatch(msg); m != nil {
+			var line int
+			fmt.Sscan(m[1], &line)
+			l.add(line, "", "%s", m[2])
+		} else {
+			l.add(0, "", "%s", strings.TrimPrefix(msg, "yaml: "))
+		}
+		return nil, l.errs
+	}
+	var root *yaml.Node
+	if len(doc.Content) > 0 {
+		root = doc.Content[0]
+	}
+	if root == nil || (root.Kind == yaml.ScalarNode && root.Tag == "!!null") {
+		l.add(0, "", "the file is empty")
+		return nil, l.errs
+	}
+	if root.Kind != yaml.MappingNode {
+		l.add(root.Line, "", "the file must be a mapping of service, buffer, inputs, filters, outputs")
+		return nil, l.errs
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		if seen[k.Value] {
+			l.add(k.Line, k.Value, "duplicate key")
+			continue
+		}
+		seen[k.Value] = true
+		switch k.Value {
+		case "service":
+			l.decode(v, &cfg.Service, "service", nil)
+		case "buffer":
+			l.decode(v, &cfg.Buffer, "buffer", nil)
+		case "inputs":
+			cfg.Inputs = l.plugins(v, "inputs", pipeline.KindInput, reg, role)
+		case "filters":
+			cfg.Filters = l.plugins(v, "filters", pipeline.KindFilter, reg, role)
+		case "outputs":
+			cfg.Outputs = l.plugins(v, "outputs", pipeline.KindOutput, reg, role)
+		default:
+			l.add(k.Line, k.Value, "unknown key (known: service, buffer, inputs, filters, outputs)")
+		}
+	}
+	l.validateTop(cfg, root)
+	if len(l.errs) > 0 {
+		sort.SliceStable(l.errs, func(i, j int) bool { return l.errs[i].Line < l.errs[j].Line })
+		return nil, l.errs
+	}
+	return cfg, nil
+}
+
+func keyLine(root *yaml.Node, path ...string) int {
+	n := root
+	line := root.Line
+	for _, p := range path {
+		if n.Kind != yaml.MappingNode {
+			return line
+		}
+		found := false
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == p {
+				line = n.Content[i].Line
+				n = n.Content[i+1]
+				found = true
+				break
+			}
+		}
+		if !found {
+			return line
+		}
+	}
+	return line
+}
+
+func (l *loader) validateTop(cfg *Config, root *yaml.Node) {
+	s, b := &cfg.Service, &cfg.Buffer
+	at := func(path ...string) int { return keyLine(root, path...) }
+	if s.DataDir == "" {
+		l.add(at("service", "data_dir"), "service.data_dir", "must not be empty")
+	}
+	switch s.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		l.add(at("service", "log_level"), "service.log_level", "%q is not one of debug, info, warn, error", s.LogLevel)
+	}
+	switch s.LogFormat {
+	case "console", "json":
+	default:
+		l.add(at("service", "log_format"), "service.log_format", "%q is not one of console, json", s.LogFormat)
+	}
+	if b.Partitions < 1 || b.Partitions > 1024 {
+		l.add(at("buffer", "partitions"), "buffer.partitions", "%d is out of range 1..1024", b.Partitions)
+	}
+	if b.SegmentBytes < 4096 {
+		l.add(at("buffer", "segment_bytes"), "buffer.segment_bytes", "%s is below the minimum 4KiB", b.SegmentBytes)
+	}
+	if b.MaxBytes < b.SegmentBytes*2 {
+		l.add(at("buffer", "max_bytes"), "buffer.max_bytes", "%s must be at least twice segment_bytes (%s)", b.MaxBytes, b.SegmentBytes)
+	}
+	switch b.Sync {
+	case "always", "interval", "none":
+	default:
+		l.add(at("buffer", "sync"), "buffer.sync", "%q is not one of always, interval, none", b.Sync)
+	}
+	if b.Sync == "interval" && b.SyncInterval.D() < time.Millisecond {
+		l.add(at("buffer", "sync_interval"), "buffer.sync_interval", "must be at least 1ms")
+	}
+	switch b.WhenFull {
+	case "block", "drop_oldest":
+	default:
+		l.add(at("buffer", "when_full"), "buffer.when_full", "%q is not one of block, drop_oldest", b.WhenFull)
+	}
+	if len(cfg.Inputs) == 0 && !l.hasErrorAt("inputs") {
+		l.add(at("inputs"), "inputs", "at least one input is required")
+	}
+	if len(cfg.Outputs) == 0 && !l.hasErrorAt("outputs") {
+		l.add(at("outputs"), "outputs", "at least one output is required")
+	}
+	names := map[string]int{}
+	for _, list := range [][]Plugin{cfg.Inputs, cfg.Filters, cfg.Outputs} {
+		for _, p := range list {
+			if prev, dup := names[p.Name]; dup {
+				l.add(p.Line, string(p.Kind)+"s", "name %q is already used by the component on line %d", p.Name, prev)
+				continue
+			}
+			names[p.Name] = p.Line
+		}
+	}
+}
+
+func (l *loader) hasErrorAt(prefix string) bool {
+	for _, e := range l.errs {
+		if strings.HasPrefix(e.Path, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+func (l *loader) plugins(n *yaml.Node, section string, kind pipeline.Kind, reg *pipeline.Registry, role string) []Plugin {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		l.add(n.Line, section, "want a list of %ss", kind)
+		return nil
+	}
+	var out []Plugin
+	for i, item := range n.Content {
+		path := fmt.Sprintf("%s[%d]", section, i)
+		if item.Kind != yaml.MappingNode {
+			l.add(item.Line, path, "want a mapping with a type")
+			continue
+		}
+		p := Plugin{Kind: kind, Line: item.Line}
+		rest := &yaml.Node{Kind: yaml.MappingNode, Line: item.Line, Column: item.Column}
+		typeLine := item.Line
+		for j := 0; j+1 < len(item.Content); j += 2 {
+			k, v := item.Content[j], item.Content[j+1]
+			switch {
+			case k.Value == "type":
+				p.Type, typeLine = v.Value, k.Line
+			case k.Value == "name":
+				p.Name = v.Value
+				if !nameRe.MatchString(v.Value) {
+					l.add(k.Line, path+".name", "%q is not a valid name (letters, digits, '_', '.', '-')", v.Value)
+				}
+			case k.Value == "match" && kind != pipeline.KindInput:
+				p.Match = v.Value
+				m, err := pipeline.CompileMatch(v.Value)
+				if err != nil {
+					l.add(k.Line, path+".match", "%v", err)
+				}
+				p.Matcher = m
+			default:
+				rest.Content = append(rest.Content, k, v)
+			}
+		}
+		if p.Type == "" {
+			l.add(item.Line, path+".type", "is required (one of %s)", strings.Join(reg.Types(kind), ", "))
+			continue
+		}
+		f, ok := reg.Lookup(kind, p.Type)
+		if !ok {
+			l.add(typeLine, path+".type", "unknown %s type %q (known: %s)", kind, p.Type, strings.Join(reg.Types(kind), ", "))
+			continue
+		}
+		p.Factory = f
+		if p.Name == "" {
+			p.Name = fmt.Sprintf("%s.%d", p.Type, i)
+		}
+		if kind != pipeline.KindInput && p.Match == "" {
+			p.Match = "**"
+			p.Matcher = pipeline.MustCompileMatch("**")
+		}
+		p.Config = f.NewConfig()
+		lines := map[string]int{}
+		before := len(l.errs)
+		l.decode(rest, p.Config, path, lines)
+		if len(l.errs) == before {
+			if err := p.Config.Validate(); err != nil {
+				l.validationErrors(err, path, item.Line, lines)
+			}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// validationErrors turns a Validate error (maybe joined FieldErrors) into
+// located errors.
+func (l *loader) validationErrors(err error, path string, line int, lines map[string]int) {
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	for _, e := range errs {
+		var fe *pipeline.FieldError
+		if errors.As(e, &fe) {
+			ln, ok := lines[fe.Field]
+			if !ok {
+				ln = line
+			}
+			l.add(ln, path+"."+fe.Field, "%v", fe.Err)
+			continue
+		}
+		l.add(line, path, "%v", e)
+	}
+}

@@ -1,0 +1,28 @@
+// Package all names every plugin logship is built with. The engine never
+// imports a plugin; the binary passes this list to pipeline.NewRegistry.
+package all
+
+import (
+	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/plugins/input/dummy"
+	"github.com/logship/logship/plugins/output/file"
+	"github.com/logship/logship/plugins/output/stdout"
+)
+
+// Factories returns the factory of every plugin.
+func Factories() []pipeline.Factory {
+	return []pipeline.Factory{
+		dummy.Factory(),
+		file.Factory(),
+		stdout.Factory(),
+	}
+}
+
+// Registry returns a registry of every plugin.
+func Registry() *pipeline.Registry {
+	r, err := pipeline.NewRegistry(Factories()...)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
