@@ -5,6 +5,7 @@ package all
 import (
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/input/dummy"
+	"github.com/logship/logship/plugins/input/forward"
 	"github.com/logship/logship/plugins/output/file"
 	"github.com/logship/logship/plugins/output/stdout"
 )
@@ -13,6 +14,7 @@ import (
 func Factories() []pipeline.Factory {
 	return []pipeline.Factory{
 		dummy.Factory(),
+		forward.Factory(),
 		file.Factory(),
 		stdout.Factory(),
 	}
