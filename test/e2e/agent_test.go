@@ -182,7 +182,8 @@ func TestSIGHUPBrokenConfigKeepsFlowing(t *testing.T) {
 		}
 		return nil
 	})
-	writeFile(t, cfg, agentConfig(filepath.Join(dir, "data"), "", input, out2))
+	// The new dummy counts from 1,000,000 so both runs can be told apart.
+	writeFile(t, cfg, agentConfig(filepath.Join(dir, "data"), "", input+"    start_sequence: 1000000\n", out2))
 	p.signal(syscall.SIGHUP)
 	checkFor(t, 10*time.Second, func() error {
 		if c := countLines(out2); c < 50 {
@@ -194,12 +195,30 @@ func TestSIGHUPBrokenConfigKeepsFlowing(t *testing.T) {
 	if code := p.wait(15 * time.Second); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
-	// Across both files, the sequence has no gap and no duplicate.
+	// Across both files, each run's sequence has no gap and no duplicate:
+	// what the old pipeline buffered but had not delivered went to the new
+	// file.
 	all := append(readJSONLines(t, out1), readJSONLines(t, out2)...)
 	seen := seqs(t, all)
-	for i := range len(all) {
+	maxOld, maxNew := -1, -1
+	for s := range seen {
+		if s >= 1000000 {
+			maxNew = max(maxNew, s)
+		} else {
+			maxOld = max(maxOld, s)
+		}
+	}
+	if maxNew < 1000000 {
+		t.Fatal("no event of the reloaded pipeline")
+	}
+	for i := 0; i <= maxOld; i++ {
 		if !seen[i] {
-			t.Fatalf("seq %d missing across the reload", i)
+			t.Fatalf("seq %d of the first run missing across the reload", i)
+		}
+	}
+	for i := 1000000; i <= maxNew; i++ {
+		if !seen[i] {
+			t.Fatalf("seq %d of the second run missing", i)
 		}
 	}
 }
