@@ -19,6 +19,7 @@ buffer:
   partitions: 2
   segment_bytes: 1MiB
   max_bytes: 64MiB
+  sync_interval: 20ms
 inputs:
 %s
 outputs:
