@@ -1,0 +1,149 @@
+// Package broker is logship's durable partitioned log: the buffer between
+// inputs and outputs.
+//
+// An input appends whole chunks (one tag, a run of msgpack [time, record]
+// entries that the broker never decodes) with Append or AppendAsync and
+// learns when the chunk is durable. Every output reads each partition through
+// its own named Cursor and commits what the receiver accepted. A segment is
+// deleted once every cursor has passed it.
+//
+// # Directory layout
+//
+// Open(dir) owns dir (e.g. DATA_DIR/buffer):
+//
+//	dir/LOCK                             flock(2)ed exclusively while a Broker is open
+//	dir/META                             "logship-buffer 1\n": the format version
+//	dir/p0000/                           partition 0
+//	dir/p0000/00000000000000000000.seg   segment whose first record has offset 0
+//	dir/p0000/00000000000000004711.seg   next segment, base offset 4711
+//	dir/p0000/cursors/forward.0.cur      cursor "forward.0" of partition 0
+//	dir/p0001/...
+//
+// Segment files are named by the offset of their first record, in decimal,
+// zero-padded to 20 digits, so that a lexical sort is the log order. A
+// cursor file is named by its cursor name with every byte outside
+// [A-Za-z0-9_.-] (and a leading '.') written as %XX; partition-local cursor
+// files keep every partition directory self-contained.
+//
+// # Offsets
+//
+// Record offsets are per-partition logical sequence numbers 0, 1, 2, ...
+// assigned in append order. Within a partition offsets strictly increase
+// from one record to the next and are normally contiguous; a gap appears only
+// where recovery skipped corrupted records or a repair replaced them by a
+// lost marker (see below). A segment's base offset is its first offset; its
+// end is the next segment's base offset (or, for the last segment, the
+// partition's next offset).
+//
+// # Segment file
+//
+// A segment starts with a 32-byte header, then frames back to back, no
+// padding. All integers are little-endian.
+//
+//	header: 0 magic "LSHPSEG\x00" | 8 version u16 (=1) | 10 flags u16 (=0)
+//	        12 partition u32 | 16 base offset u64 | 24 reserved u32
+//	        28 CRC32C of bytes [0,28)
+//
+//	frame:  0 magic u32 (0x52534CF7) | 4 CRC32C of bytes [8, 32+length)
+//	        8 length u32 (tag + entries) | 12 count u32 (events in entries)
+//	        16 offset u64 | 24 tag length u16 | 26 flags u16 | 28 reserved u32
+//	        32 tag bytes | entries bytes
+//
+// The CRC (Castagnoli) covers everything in the frame after itself, so a
+// torn, truncated or flipped frame is detected, and so is a frame whose
+// offset or length was altered. Flag 1 (lost) marks a frame written by
+// "buffer check --repair": it has no payload and says that count offsets
+// starting at offset were lost to corruption; readers skip it.
+//
+// A segment is append-only: frames are written with one pwritev(2) per group
+// of concurrent appenders at the segment's current end, and never rewritten
+// in place by a running broker. A segment is sealed when the next one is
+// created (with its header). With SyncAlways and SyncInterval the sync
+// goroutine fdatasyncs the sealed segment and fsyncs the directory before
+// it acknowledges any record after them; the writer never waits for it.
+//
+// # Durability and acknowledgement
+//
+//   - SyncAlways: an append is acknowledged once an fdatasync that started
+//     after its write returned; appends that wait together share one
+//     fdatasync (group commit).
+//   - SyncInterval: the same, but the sync goroutine fdatasyncs every
+//     sync interval (and earlier once 16 MiB are unsynced, which bounds the
+//     acknowledgements waiting), so many appends share one fdatasync. A
+//     synchronous Append therefore waits up to one interval: inputs pipeline
+//     with AppendAsync.
+//   - SyncNone: an append is acknowledged once write(2) returned: it
+//     survives a process kill, not a power cut.
+//
+// A reader may see a record once write(2) returned, before it is synced: it
+// is then fully written and recovery after a process kill keeps it. After a
+// power cut it may be gone; the cursor that consumed it is then clamped to
+// the end of the log on the next Open, so no later record is skipped.
+//
+// # Invariants
+//
+//  1. Nothing is acknowledged that is not stored (durably, per the sync
+//     mode). A failed or partial write is cut back (ftruncate) to the last
+//     complete frame before anything is retried.
+//  2. Every byte of a segment below the published write position is a
+//     complete frame; readers never read past it.
+//  3. A committed cursor position only moves forward in a running broker.
+//  4. A segment is deleted only when every cursor opened since Open has
+//     committed past its end, or by the drop_oldest policy (counted, logged
+//     with the cursor names that lost data). The last segment of a partition
+//     is never deleted.
+//  5. Buffer size is the sum of the segment file sizes; appends reserve
+//     their frame size before being written.
+//
+// # Recovery (Open)
+//
+// Open scans the last segment of every partition frame by frame. A frame
+// that does not validate (magic, length within the file, CRC) starts a bad
+// span; the scan resynchronises on the next valid frame (magic and CRC
+// match, offset greater than the last good one and no more lost records than
+// the skipped bytes could hold). If one is found the span is a corrupted
+// record in the middle: it is skipped and the lost offsets are counted
+// (logship_buffer_corrupted_records_total) and logged. If none is found up to
+// the end of the file, the span is a torn tail: the file is truncated after
+// the last valid frame. Sealed segments are not read at Open; readers apply
+// the same resynchronisation when they meet a bad frame and count each bad
+// span once. A segment header that does not validate is counted and the base
+// offset is taken from the file name; a last segment shorter than its header
+// gets a new header. A header with a valid CRC but an unknown version makes
+// Open fail: a newer logship wrote it. Nothing else makes Open refuse to
+// start.
+//
+// Cursor files are hints. A cursor file that does not validate is ignored
+// (logged); the cursor then starts at the oldest retained offset, which
+// re-delivers rather than loses. A cursor pointing past the end of the log is
+// clamped to the end, and one pointing before the first retained segment is
+// clamped to its base; both are logged.
+//
+// # Partitions
+//
+// Open creates WithPartitions(n) partitions. A chunk goes to partition
+// FNV-1a(tag) % n, so one tag keeps its order. If dir holds more partitions
+// than n (the option was lowered) the extra ones are kept read-only: nothing
+// is appended to them, Partitions() counts them so outputs drain them, and no
+// data is lost; only the order of a tag across the change is not kept.
+//
+// # Retention and a full buffer
+//
+// Retention only considers cursors opened in this process (a cursor that is
+// closed keeps holding its committed position until RemoveCursor or the next
+// Open). If no cursor was opened, nothing is deleted except by drop_oldest.
+// When the buffer would exceed max_bytes, FullPolicy decides: Block makes
+// appends wait (cancellable by their context) until retention frees space;
+// DropOldest deletes the oldest sealed segment (by seal time), moves lagging
+// cursors past it and counts the lost records, events and bytes. A full
+// filesystem (ENOSPC, EDQUOT) is backpressure too: the partial write is cut
+// back, the append waits and retries, and the error is logged rate-limited.
+// The segment size is capped at max_bytes/(2*partitions) so that consumed
+// data is always in sealed, deletable segments.
+//
+// # File descriptors
+//
+// A partition keeps its last segment open; a sealed segment is open only
+// while a cursor is reading it. The number of open descriptors is bounded by
+// partitions * (2 + open cursors).
+package broker

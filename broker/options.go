@@ -1,0 +1,190 @@
+package broker
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// SyncMode says when an append is acknowledged (buffer.sync).
+type SyncMode int
+
+const (
+	// SyncInterval acknowledges once the periodic fdatasync covers the record.
+	SyncInterval SyncMode = iota
+	// SyncAlways acknowledges once an fdatasync (shared by every append
+	// waiting at the time) covers the record.
+	SyncAlways
+	// SyncNone acknowledges once write(2) returned: safe against a process
+	// kill, not against a power cut.
+	SyncNone
+)
+
+func (m SyncMode) String() string {
+	switch m {
+	case SyncInterval:
+		return "interval"
+	case SyncAlways:
+		return "always"
+	case SyncNone:
+		return "none"
+	}
+	return fmt.Sprintf("SyncMode(%d)", int(m))
+}
+
+// ParseSyncMode parses "always", "interval" or "none".
+func ParseSyncMode(s string) (SyncMode, error) {
+	switch s {
+	case "interval":
+		return SyncInterval, nil
+	case "always":
+		return SyncAlways, nil
+	case "none":
+		return SyncNone, nil
+	}
+	return 0, fmt.Errorf("broker: unknown sync mode %q (want always, interval or none)", s)
+}
+
+// FullPolicy says what happens when the buffer reaches max_bytes
+// (buffer.when_full).
+type FullPolicy int
+
+const (
+	// Block makes appends wait until space frees (backpressure).
+	Block FullPolicy = iota
+	// DropOldest deletes the oldest segment and counts the loss.
+	DropOldest
+)
+
+func (p FullPolicy) String() string {
+	switch p {
+	case Block:
+		return "block"
+	case DropOldest:
+		return "drop_oldest"
+	}
+	return fmt.Sprintf("FullPolicy(%d)", int(p))
+}
+
+// ParseFullPolicy parses "block" or "drop_oldest".
+func ParseFullPolicy(s string) (FullPolicy, error) {
+	switch s {
+	case "block":
+		return Block, nil
+	case "drop_oldest":
+		return DropOldest, nil
+	}
+	return 0, fmt.Errorf("broker: unknown when_full policy %q (want block or drop_oldest)", s)
+}
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	partitions   int
+	segmentBytes int64
+	maxBytes     int64
+	sync         SyncMode
+	syncInterval time.Duration
+	whenFull     FullPolicy
+	logger       *zap.Logger
+	registerer   prometheus.Registerer
+
+	// test hooks
+	openFile     func(path string, flag int) (segFile, error)
+	syncDir      func(dir string) error
+	flushEvery   time.Duration
+	retryBackoff time.Duration
+}
+
+func defaultOptions() options {
+	return options{
+		partitions:   4,
+		segmentBytes: 64 << 20,
+		maxBytes:     1 << 30,
+		sync:         SyncInterval,
+		syncInterval: 200 * time.Millisecond,
+		whenFull:     Block,
+		logger:       zap.NewNop(),
+		openFile:     openOSFile,
+		syncDir:      syncDir,
+		flushEvery:   time.Second,
+		retryBackoff: 50 * time.Millisecond,
+	}
+}
+
+// WithPartitions sets the number of partitions appended to. Default 4.
+func WithPartitions(n int) Option { return func(o *options) { o.partitions = n } }
+
+// WithSegmentBytes sets the size at which a segment file is sealed and a new
+// one started. Default 64 MiB. It is capped at max_bytes/(2*partitions).
+func WithSegmentBytes(n int64) Option { return func(o *options) { o.segmentBytes = n } }
+
+// WithMaxBytes sets the size of the whole buffer on disk (the sum of the
+// segment files). Default 1 GiB.
+func WithMaxBytes(n int64) Option { return func(o *options) { o.maxBytes = n } }
+
+// WithSync sets when appends are acknowledged. Default SyncInterval.
+func WithSync(m SyncMode) Option { return func(o *options) { o.sync = m } }
+
+// WithSyncInterval sets the fdatasync period of SyncInterval. Default 200ms.
+func WithSyncInterval(d time.Duration) Option { return func(o *options) { o.syncInterval = d } }
+
+// WithWhenFull sets what happens when the buffer is full. Default Block.
+func WithWhenFull(p FullPolicy) Option { return func(o *options) { o.whenFull = p } }
+
+// WithLogger sets the logger. Default zap.NewNop().
+func WithLogger(l *zap.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithRegisterer registers the broker's metrics (prefixed
+// logship_buffer_) with r; Close unregisters them. Default nil: no metrics
+// are registered.
+func WithRegisterer(r prometheus.Registerer) Option { return func(o *options) { o.registerer = r } }
+
+// withOpenFile replaces how segment files are opened (fault injection in
+// tests).
+func withOpenFile(f func(path string, flag int) (segFile, error)) Option {
+	return func(o *options) { o.openFile = f }
+}
+
+// withSyncDir replaces how the partition directory is fsync'd after a
+// segment was created (tests simulating a power cut).
+func withSyncDir(f func(dir string) error) Option { return func(o *options) { o.syncDir = f } }
+
+// withFlushEvery sets the cursor flusher period. Default 1s.
+func withFlushEvery(d time.Duration) Option { return func(o *options) { o.flushEvery = d } }
+
+// withRetryBackoff sets the first wait after a full disk. Default 50ms.
+func withRetryBackoff(d time.Duration) Option { return func(o *options) { o.retryBackoff = d } }
+
+func (o *options) validate() error {
+	if o.partitions < 1 || o.partitions > 9999 {
+		return fmt.Errorf("broker: partitions must be in [1, 9999], got %d", o.partitions)
+	}
+	if o.segmentBytes < minSegmentBytes {
+		return fmt.Errorf("broker: segment bytes must be at least %d, got %d", minSegmentBytes, o.segmentBytes)
+	}
+	if o.maxBytes < 2*minSegmentBytes*int64(o.partitions) {
+		return fmt.Errorf("broker: max bytes must be at least %d for %d partitions, got %d",
+			2*minSegmentBytes*int64(o.partitions), o.partitions, o.maxBytes)
+	}
+	if o.syncInterval <= 0 {
+		return fmt.Errorf("broker: sync interval must be positive, got %s", o.syncInterval)
+	}
+	switch o.sync {
+	case SyncAlways, SyncInterval, SyncNone:
+	default:
+		return fmt.Errorf("broker: unknown sync mode %d", int(o.sync))
+	}
+	switch o.whenFull {
+	case Block, DropOldest:
+	default:
+		return fmt.Errorf("broker: unknown when_full policy %d", int(o.whenFull))
+	}
+	if o.logger == nil {
+		o.logger = zap.NewNop()
+	}
+	return nil
+}

@@ -1,0 +1,780 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// earlySyncBytes makes SyncInterval sync before the tick once this much is
+// unsynced, which bounds the acknowledgements waiting.
+const earlySyncBytes = 16 << 20
+
+type partition struct {
+	b        *Broker
+	id       int
+	dir      string
+	writable bool
+
+	mu      sync.Mutex
+	segs    []*segment
+	next    uint64 // records below next are completely written
+	dataCh  chan struct{}
+	waiting bool // a reader waits on dataCh
+	cursors map[string]*Cursor
+	// sealed segments not yet fdatasync'd (each holds a reference handed
+	// from the writer to the syncer), and whether a segment was created
+	// since the directory was last fsync'd
+	unsyncedSegs []*segment
+	dirDirty     bool
+
+	qmu   sync.Mutex
+	queue []*appendReq
+	qkick chan struct{}
+
+	// owned by the writer goroutine (and Open/Close around it); active is
+	// also read under mu.
+	active *segment
+	wf     segFile
+	spare  []*appendReq
+	hdrs   []byte
+	iovs   [][]byte
+
+	smu      sync.Mutex
+	acks     []ack
+	unsynced int64
+	synced   uint64
+	skick    chan struct{}
+	sAcks    []ack // syncer's delivery buffer
+
+	cmu sync.Mutex // serialises cursor file writes
+}
+
+// appendReq is one chunk on its way from Append to the writer goroutine.
+type appendReq struct {
+	ctx     context.Context
+	tag     string
+	entries []byte
+	count   uint32
+	frame   int64
+	done    func(Pos, error) // AppendAsync
+	async   bool
+	ch      chan appendResult // capacity 1
+}
+
+type appendResult struct {
+	pos Pos
+	err error
+}
+
+type ack struct {
+	off   uint64
+	bytes int64
+	pos   Pos
+	ch    chan appendResult
+	done  func(Pos, error)
+}
+
+var reqPool = sync.Pool{New: func() any { return &appendReq{ch: make(chan appendResult, 1)} }}
+
+func (b *Broker) openPartition(id int) (*partition, error) {
+	p := &partition{
+		b:        b,
+		id:       id,
+		dir:      filepath.Join(b.dir, partDirName(id)),
+		writable: id < b.nWrite,
+		dataCh:   make(chan struct{}),
+		cursors:  map[string]*Cursor{},
+		qkick:    make(chan struct{}, 1),
+		skick:    make(chan struct{}, 1),
+	}
+	if err := os.MkdirAll(filepath.Join(p.dir, cursorsDir), 0o755); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	ents, err := os.ReadDir(p.dir)
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	var bases []uint64
+	for _, e := range ents {
+		name := e.Name()
+		if base, ok := parseSegName(name); ok && e.Type().IsRegular() {
+			bases = append(bases, base)
+		} else if strings.HasSuffix(name, tmpSuffix) {
+			_ = os.Remove(filepath.Join(p.dir, name)) // an interrupted repair
+		}
+	}
+	slices.Sort(bases)
+	if len(bases) == 0 {
+		path := filepath.Join(p.dir, segName(0))
+		if err := createSegmentFile(path, id, 0); err != nil {
+			return nil, fmt.Errorf("broker: partition %d: %w", id, err)
+		}
+		if err := syncDir(p.dir); err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		bases = []uint64{0}
+	}
+	for i, base := range bases {
+		s := &segment{p: p, base: base, path: filepath.Join(p.dir, segName(base)), records: -1, events: -1}
+		if i < len(bases)-1 {
+			if err := p.openSealed(s, bases[i+1]); err != nil {
+				return nil, err
+			}
+		} else if err := p.recoverTail(s); err != nil {
+			return nil, err
+		}
+		p.segs = append(p.segs, s)
+	}
+	last := p.segs[len(p.segs)-1]
+	p.next = last.next
+	p.synced = p.next
+	p.active = last
+	if !p.writable {
+		p.wf = nil
+		last.release()
+	}
+	if err := p.loadCursors(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func createSegmentFile(path string, partition int, base uint64) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	var hdr [segHeaderSize]byte
+	putSegHeader(hdr[:], partition, base)
+	_, err = f.Write(hdr[:])
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// openSealed sets up a segment that is not the last one without reading
+// its frames: readers check them.
+func (p *partition) openSealed(s *segment, next uint64) error {
+	f, err := os.Open(s.path)
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	var hb [segHeaderSize]byte
+	n, _ := f.ReadAt(hb[:], 0)
+	h, herr := parseSegHeader(hb[:n])
+	switch {
+	case errors.Is(herr, errUnknownVersion):
+		return fmt.Errorf("broker: %s: %w", s.path, herr)
+	case herr != nil || h.base != s.base:
+		p.b.log.Warn("segment header corrupted; using the base offset of the file name",
+			zap.Int("partition", p.id), zap.String("segment", s.path))
+	}
+	s.size = st.Size()
+	s.next = next
+	s.sealed = true
+	s.sealTime = st.ModTime()
+	return nil
+}
+
+// recoverTail scans the last segment, cuts a torn tail and records bad
+// spans. It leaves the segment open read-write with the writer's reference.
+func (p *partition) recoverTail(s *segment) error {
+	f, err := p.b.opts.openFile(s.path, os.O_RDWR)
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	size, err := f.Size()
+	if err != nil {
+		_ = f.Close()
+		return fmt.Errorf("broker: %w", err)
+	}
+	res, err := scanSegment(f, size, s.base, nil)
+	if err != nil {
+		_ = f.Close()
+		return fmt.Errorf("broker: scan %s: %w", s.path, err)
+	}
+	if res.headerErr != nil {
+		_ = f.Close()
+		return fmt.Errorf("broker: %s: %w", s.path, res.headerErr)
+	}
+	log := p.b.log.With(zap.Int("partition", p.id), zap.String("segment", s.path))
+	fix := func(what string, fn func() error) error {
+		if err := fn(); err != nil {
+			_ = f.Close()
+			return fmt.Errorf("broker: %s %s: %w", what, s.path, err)
+		}
+		return nil
+	}
+	if res.shortHead {
+		log.Warn("segment shorter than its header; rewriting the header", zap.Int64("bytes", size))
+		var hdr [segHeaderSize]byte
+		putSegHeader(hdr[:], p.id, s.base)
+		if err := fix("rewrite header of", func() error {
+			if err := f.Truncate(0); err != nil {
+				return err
+			}
+			_, err := f.WriteVAt([][]byte{hdr[:]}, 0)
+			return err
+		}); err != nil {
+			return err
+		}
+		res.validEnd = segHeaderSize
+	} else if res.headerBad {
+		log.Warn("segment header corrupted; using the base offset of the file name")
+	}
+	for _, bs := range res.bad {
+		if bs.torn {
+			log.Warn("cutting torn tail of segment", zap.Int64("at", bs.start), zap.Int64("bytes", bs.end-bs.start))
+			p.b.m.tornBytes.Add(uint64(bs.end - bs.start))
+			if err := fix("truncate", func() error { return f.Truncate(bs.start) }); err != nil {
+				return err
+			}
+			continue
+		}
+		log.Warn("skipping corrupted records", zap.Int64("at", bs.start), zap.Int64("bytes", bs.end-bs.start),
+			zap.Uint64("first_offset", bs.firstLost), zap.Uint64("records", bs.lost))
+		p.b.m.corruptRecords.Add(bs.lost)
+		s.bad = append(s.bad, bs)
+	}
+	if err := fix("sync", f.Datasync); err != nil {
+		return err
+	}
+	s.size = res.validEnd
+	s.next = res.next
+	s.records = res.records
+	s.events = int64(res.events)
+	s.index = res.index
+	s.adopt(f)
+	p.wf = f
+	return nil
+}
+
+func (p *partition) loadCursors() error {
+	dir := filepath.Join(p.dir, cursorsDir)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	first := p.segs[0].base
+	for _, e := range ents {
+		fname := e.Name()
+		if strings.HasSuffix(fname, tmpSuffix) {
+			_ = os.Remove(filepath.Join(dir, fname))
+			continue
+		}
+		if !strings.HasSuffix(fname, curSuffix) {
+			continue
+		}
+		name, ok := unescapeCursorName(strings.TrimSuffix(fname, curSuffix))
+		if !ok || name == "" {
+			continue
+		}
+		log := p.b.log.With(zap.String("cursor", name), zap.Int("partition", p.id))
+		data, err := os.ReadFile(filepath.Join(dir, fname))
+		if err != nil {
+			return fmt.Errorf("broker: %w", err)
+		}
+		committed, _, err := decodeCursor(data)
+		if err != nil {
+			log.Warn("ignoring unreadable cursor file; the cursor restarts at the oldest retained record", zap.Error(err))
+			continue
+		}
+		c := p.newCursor(name, committed)
+		switch {
+		case committed > p.next:
+			log.Warn("cursor points past the end of the log; clamped to the end",
+				zap.Uint64("committed", committed), zap.Uint64("end", p.next))
+			c.committed, c.dirty = p.next, true
+		case committed < first:
+			log.Warn("cursor points into a deleted segment; clamped to the oldest retained record",
+				zap.Uint64("committed", committed), zap.Uint64("oldest", first), zap.Uint64("lost_records", first-committed))
+			c.committed, c.dirty = first, true
+		}
+		c.readOff = c.committed
+		p.cursors[name] = c
+	}
+	return nil
+}
+
+func (p *partition) bytesLocked() int64 {
+	var n int64
+	for _, s := range p.segs {
+		n += s.size
+	}
+	return n
+}
+
+func (p *partition) closeFiles() {
+	p.mu.Lock()
+	segs := slices.Clone(p.segs)
+	p.mu.Unlock()
+	for _, s := range segs {
+		s.fmu.Lock()
+		if s.f != nil {
+			_ = s.f.Close()
+			s.f = nil
+		}
+		s.refs = 0
+		s.fmu.Unlock()
+	}
+	p.wf = nil
+}
+
+// --- writer ---
+
+func (p *partition) enqueue(r *appendReq) bool {
+	p.qmu.Lock()
+	if p.b.closed.Load() {
+		p.qmu.Unlock()
+		return false
+	}
+	p.queue = append(p.queue, r)
+	p.qmu.Unlock()
+	select {
+	case p.qkick <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+func (p *partition) writeLoop() {
+	defer p.b.wg.Done()
+	for {
+		select {
+		case <-p.qkick:
+		case <-p.b.closing:
+			p.qmu.Lock()
+			q := p.queue
+			p.queue = nil
+			p.qmu.Unlock()
+			for _, r := range q {
+				p.fail(r, ErrClosed)
+			}
+			return
+		}
+		p.qmu.Lock()
+		batch := p.queue
+		p.queue = p.spare[:0]
+		p.qmu.Unlock()
+		p.writeBatch(batch)
+		clear(batch)
+		p.spare = batch[:0]
+	}
+}
+
+func (p *partition) fail(r *appendReq, err error) {
+	p.b.unreserve(r.frame)
+	r.ch <- appendResult{err: err}
+}
+
+// writeBatch writes the requests in order, one pwritev per group that fits
+// the active segment. A full disk makes it cut back, wait and retry.
+func (p *partition) writeBatch(batch []*appendReq) {
+	backoff := p.b.opts.retryBackoff
+	for len(batch) > 0 {
+		live := batch[:0]
+		for _, r := range batch {
+			if p.b.closed.Load() {
+				p.fail(r, ErrClosed)
+			} else if err := r.ctx.Err(); err != nil {
+				p.fail(r, err)
+			} else {
+				live = append(live, r)
+			}
+		}
+		batch = live
+		if len(batch) == 0 {
+			return
+		}
+		n, err := p.writeGroup(batch)
+		batch = batch[n:]
+		if err == nil {
+			backoff = p.b.opts.retryBackoff
+			continue
+		}
+		if isDiskFull(err) {
+			p.b.m.diskFull.Add(1)
+			p.b.rl.warn("disk-full", "filesystem full: appends wait and retry until space frees",
+				zap.Int("partition", p.id), zap.Error(err))
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-p.b.closing:
+				t.Stop()
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		p.b.rl.warn("write-error", "buffer write failed; appends get the error",
+			zap.Int("partition", p.id), zap.Error(err))
+		for _, r := range batch {
+			p.fail(r, fmt.Errorf("broker: append: %w", err))
+		}
+		return
+	}
+}
+
+// writeGroup writes a prefix of batch into the active segment (rolling it
+// first when full) and returns how many were written.
+func (p *partition) writeGroup(batch []*appendReq) (int, error) {
+	s := p.active
+	start := s.size
+	if start > segHeaderSize && start+batch[0].frame > p.b.segMax {
+		if err := p.roll(); err != nil {
+			return 0, err
+		}
+		s = p.active
+		start = s.size
+	}
+	hdrTotal, j, end := 0, 0, start
+	for j < len(batch) && (j == 0 || end+batch[j].frame <= p.b.segMax) {
+		hdrTotal += frameHeaderSize + len(batch[j].tag)
+		end += batch[j].frame
+		j++
+	}
+	if cap(p.hdrs) < hdrTotal {
+		p.hdrs = make([]byte, hdrTotal)
+	}
+	p.hdrs = p.hdrs[:hdrTotal]
+	iovs := p.iovs[:0]
+	off := p.next
+	h := 0
+	for i := 0; i < j; i++ {
+		r := batch[i]
+		hb := p.hdrs[h : h+frameHeaderSize+len(r.tag)]
+		putFrameHeader(hb, uint32(len(r.tag)+len(r.entries)), r.count, off+uint64(i), uint16(len(r.tag)), 0)
+		copy(hb[frameHeaderSize:], r.tag)
+		setFrameCRC(hb, frameCRC(hb, hb[frameHeaderSize:], r.entries))
+		iovs = append(iovs, hb)
+		if len(r.entries) > 0 {
+			iovs = append(iovs, r.entries)
+		}
+		h += len(hb)
+	}
+	_, err := p.wf.WriteVAt(iovs, start)
+	clear(iovs)
+	p.iovs = iovs[:0]
+	if err != nil {
+		// cut back a partial write; were that to fail too, the next write
+		// at start overwrites it anyway.
+		if terr := p.wf.Truncate(start); terr != nil {
+			p.b.rl.warn("truncate", "cannot cut back a failed write", zap.Int("partition", p.id), zap.Error(terr))
+		}
+		return 0, err
+	}
+	p.publish(batch[:j], start, end)
+	return j, nil
+}
+
+// publish makes written records visible to readers and hands their
+// acknowledgements on.
+func (p *partition) publish(reqs []*appendReq, start, end int64) {
+	p.mu.Lock()
+	s := p.active
+	first := p.next
+	pos := start
+	var total int64
+	for i, r := range reqs {
+		s.addIndex(first+uint64(i), pos)
+		pos += r.frame
+		total += r.frame
+		s.events += int64(r.count)
+	}
+	s.records += int64(len(reqs))
+	s.size = end
+	p.next = first + uint64(len(reqs))
+	s.next = p.next
+	if p.waiting {
+		close(p.dataCh)
+		p.dataCh = make(chan struct{})
+		p.waiting = false
+	}
+	p.mu.Unlock()
+	p.b.written(total, 0)
+	p.b.m.appendRecords.Add(uint64(len(reqs)))
+	p.b.m.appendBytes.Add(uint64(total))
+
+	if p.b.opts.sync == SyncNone {
+		for i, r := range reqs {
+			pos := Pos{Partition: p.id, Offset: first + uint64(i)}
+			if r.done != nil {
+				r.done(pos, nil)
+			}
+			r.ch <- appendResult{pos: pos}
+		}
+		return
+	}
+	p.smu.Lock()
+	for i, r := range reqs {
+		a := ack{off: first + uint64(i), bytes: r.frame, pos: Pos{Partition: p.id, Offset: first + uint64(i)}}
+		if r.async {
+			a.done = r.done
+			p.acks = append(p.acks, a)
+			// written: AppendAsync returns (r is not touched after this)
+			r.ch <- appendResult{pos: a.pos}
+		} else {
+			a.ch = r.ch
+			p.acks = append(p.acks, a)
+		}
+	}
+	p.unsynced += total
+	kick := p.b.opts.sync == SyncAlways || p.unsynced >= earlySyncBytes
+	p.smu.Unlock()
+	if kick {
+		select {
+		case p.skick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// roll seals the active segment and starts a new one at the next offset.
+// The writer does not wait for fsyncs here: the syncer fdatasyncs the
+// sealed segment and the directory before it acknowledges anything after
+// them.
+func (p *partition) roll() error {
+	old := p.active
+	base := p.next
+	path := filepath.Join(p.dir, segName(base))
+	f, err := p.b.opts.openFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC)
+	if err != nil {
+		return err
+	}
+	var hdr [segHeaderSize]byte
+	putSegHeader(hdr[:], p.id, base)
+	if _, err = f.WriteVAt([][]byte{hdr[:]}, 0); err != nil {
+		_ = f.Close()
+		_ = os.Remove(path)
+		return err
+	}
+	s := &segment{p: p, base: base, path: path, size: segHeaderSize, next: base}
+	s.adopt(f)
+	syncing := p.b.opts.sync != SyncNone
+	p.mu.Lock()
+	old.sealed = true
+	old.sealTime = time.Now()
+	p.segs = append(p.segs, s)
+	p.active = s
+	if syncing {
+		p.unsyncedSegs = append(p.unsyncedSegs, old) // the writer's reference goes with it
+		p.dirDirty = true
+	}
+	p.mu.Unlock()
+	if !syncing {
+		old.release()
+	}
+	p.wf = f
+	p.b.written(0, segHeaderSize)
+	p.b.kickRetention()
+	return nil
+}
+
+// --- syncer ---
+
+func (p *partition) syncLoop() {
+	defer p.b.wg.Done()
+	var tick <-chan time.Time
+	if p.b.opts.sync == SyncInterval {
+		t := time.NewTicker(p.b.opts.syncInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-p.b.closing:
+			return
+		case <-p.skick:
+		case <-tick:
+		}
+		_ = p.syncNow(&p.sAcks) // logged; the appends it covered get the error
+	}
+}
+
+// syncNow fdatasyncs what is unsynced (sealed segments first, then the
+// directory if segments were created, then the active segment) and
+// acknowledges what it covered.
+func (p *partition) syncNow(buf *[]ack) error {
+	p.mu.Lock()
+	s, target := p.active, p.next
+	sealed, dirDirty := p.unsyncedSegs, p.dirDirty
+	p.unsyncedSegs, p.dirDirty = nil, false
+	p.mu.Unlock()
+	p.smu.Lock()
+	synced := p.synced
+	p.smu.Unlock()
+	if target <= synced && len(sealed) == 0 && !dirDirty {
+		p.completeSync(synced, nil, buf)
+		return nil
+	}
+	var err error
+	datasync := func(f segFile) {
+		t := time.Now()
+		err = f.Datasync()
+		p.b.m.observeFsync(time.Since(t))
+	}
+	for _, o := range sealed {
+		if f := o.file(); err == nil && f != nil {
+			datasync(f)
+		}
+		o.release()
+	}
+	if err == nil && dirDirty {
+		if err = p.b.opts.syncDir(p.dir); err != nil {
+			p.mu.Lock()
+			p.dirDirty = true
+			p.mu.Unlock()
+		}
+	}
+	if err == nil {
+		var f segFile
+		if f, err = s.acquire(); err == nil {
+			datasync(f)
+			s.release()
+		}
+	}
+	if err != nil {
+		p.b.rl.warn("fsync", "fdatasync failed; the appends it covered get the error", zap.Int("partition", p.id), zap.Error(err))
+	}
+	p.completeSync(target, err, buf)
+	return err
+}
+
+// completeSync acknowledges every pending append below target: durable if
+// err is nil, failed otherwise.
+func (p *partition) completeSync(target uint64, err error, buf *[]ack) {
+	p.smu.Lock()
+	if err == nil && target > p.synced {
+		p.synced = target
+	}
+	i := 0
+	for i < len(p.acks) && p.acks[i].off < target {
+		p.unsynced -= p.acks[i].bytes
+		i++
+	}
+	done := append((*buf)[:0], p.acks[:i]...)
+	n := copy(p.acks, p.acks[i:])
+	clear(p.acks[n:])
+	p.acks = p.acks[:n]
+	p.smu.Unlock()
+	if err != nil {
+		err = fmt.Errorf("broker: sync: %w", err)
+	}
+	for _, a := range done {
+		if a.done != nil {
+			a.done(a.pos, err)
+		} else {
+			a.ch <- appendResult{pos: a.pos, err: err}
+		}
+	}
+	clear(done)
+	*buf = done[:0]
+}
+
+// finalSync runs in Close after the writer and the syncer stopped.
+func (p *partition) finalSync() error {
+	if p.wf == nil {
+		return nil
+	}
+	if p.b.opts.sync != SyncNone {
+		if err := p.syncNow(&p.sAcks); err != nil {
+			return fmt.Errorf("broker: partition %d: %w", p.id, err)
+		}
+		return nil
+	}
+	if err := p.wf.Datasync(); err != nil {
+		return fmt.Errorf("broker: partition %d: %w", p.id, err)
+	}
+	return nil
+}
+
+// --- cursor files ---
+
+func (p *partition) cursorPath(name string) string {
+	return filepath.Join(p.dir, cursorsDir, escapeCursorName(name)+curSuffix)
+}
+
+// flushCursors persists the dirty cursors of the partition: each file is
+// written to a temp file, fsync'd and renamed; then the directory is
+// fsync'd once.
+func (p *partition) flushCursors() error {
+	p.cmu.Lock()
+	defer p.cmu.Unlock()
+	p.mu.Lock()
+	var dirty []*Cursor
+	for _, c := range p.cursors {
+		c.mu.Lock()
+		if c.dirty {
+			dirty = append(dirty, c)
+		}
+		c.mu.Unlock()
+	}
+	p.mu.Unlock()
+	if len(dirty) == 0 {
+		return nil
+	}
+	var errs []error
+	var written []*Cursor
+	for _, c := range dirty {
+		c.mu.Lock()
+		v := c.committed
+		c.dirty = false
+		c.mu.Unlock()
+		if err := writeCursorFile(c.path, v); err != nil {
+			c.markDirty()
+			errs = append(errs, err)
+			continue
+		}
+		written = append(written, c)
+	}
+	if len(written) > 0 {
+		if err := syncDir(filepath.Join(p.dir, cursorsDir)); err != nil {
+			for _, c := range written {
+				c.markDirty()
+			}
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func writeCursorFile(path string, committed uint64) error {
+	var b [cursorFileSize]byte
+	encodeCursor(b[:], committed, time.Now().UnixNano())
+	tmp := path + tmpSuffix
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b[:])
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
+}
