@@ -3,7 +3,6 @@ package forward
 import (
 	"errors"
 	"net"
-	"os"
 
 	"github.com/logship/logship/conf"
 	"github.com/logship/logship/pipeline"
@@ -25,7 +24,7 @@ type Config struct {
 	// SharedKey, when set, makes the HELO/PING/PONG handshake mandatory:
 	// clients must prove they know it.
 	SharedKey string `yaml:"shared_key"`
-	// SelfHostname is the hostname sent in PONG; default: the machine's.
+	// SelfHostname is the hostname sent in PONG; "" means the machine's.
 	SelfHostname string `yaml:"self_hostname"`
 	// Users, when set (with shared_key), also requires a username and
 	// password in the handshake.
@@ -58,10 +57,8 @@ type Config struct {
 }
 
 func defaultConfig() *Config {
-	host, _ := os.Hostname()
 	return &Config{
 		Listen:               "0.0.0.0:24224",
-		SelfHostname:         host,
 		Heartbeat:            true,
 		MaxFrameBytes:        32 << 20,
 		MaxDecompressedBytes: 128 << 20,

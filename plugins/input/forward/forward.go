@@ -84,6 +84,12 @@ type Input struct {
 // New builds the input; Start listens.
 func New(set pipeline.Settings, cfg *Config) (*Input, error) {
 	in := &Input{set: set, cfg: cfg, log: set.Logger, conns: map[*conn]struct{}{}}
+	if cfg.SelfHostname == "" {
+		host, _ := os.Hostname()
+		c := *cfg
+		c.SelfHostname = host
+		in.cfg = &c
+	}
 	if in.log == nil {
 		in.log = zap.NewNop()
 	}
