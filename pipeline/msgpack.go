@@ -388,23 +388,13 @@ func AppendArrayHeader(dst []byte, n int) []byte {
 }
 
 // AppendString appends s as a msgpack str.
-func AppendString(dst []byte, s string) []byte {
-	switch n := len(s); {
-	case n < 32:
-		dst = append(dst, 0xa0|byte(n))
-	case n <= math.MaxUint8:
-		dst = append(dst, 0xd9, byte(n))
-	case n <= math.MaxUint16:
-		dst = append(dst, 0xda, byte(n>>8), byte(n))
-	default:
-		dst = binary.BigEndian.AppendUint32(append(dst, 0xdb), uint32(n))
-	}
-	return append(dst, s...)
-}
+func AppendString(dst []byte, s string) []byte { return appendStr(dst, s) }
 
 // AppendStringBytes is AppendString for a byte slice, without a copy to a
 // string.
-func AppendStringBytes(dst, s []byte) []byte {
+func AppendStringBytes(dst, s []byte) []byte { return appendStr(dst, s) }
+
+func appendStr[T string | []byte](dst []byte, s T) []byte {
 	switch n := len(s); {
 	case n < 32:
 		dst = append(dst, 0xa0|byte(n))
