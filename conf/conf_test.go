@@ -192,11 +192,13 @@ inputs:
 outputs:
   - type: stdout
     name: a
+  - type: stdout
+    name: a
 `, nil, []string{
 			"agent.yaml:2: buffer.partitions: 0 is out of range 1..1024",
 			`agent.yaml:3: buffer.when_full: "drop_newest" is not one of block, drop_oldest`,
 			"agent.yaml:7: inputs[0].chunk_events: must be at least 1",
-			`agent.yaml:9: outputs: name "a" is already used by the component on line 5`,
+			`agent.yaml:11: outputs: name "a" is already used by the component on line 9`,
 		}},
 		{"yaml syntax", "outputs: []\ninputs:\n\t- type: dummy\n", nil, []string{"agent.yaml:3: found character that cannot start any token"}},
 	}

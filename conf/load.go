@@ -239,8 +239,10 @@ func (l *loader) validateTop(cfg *Config, root *yaml.Node) {
 	if len(cfg.Outputs) == 0 && !l.hasErrorAt("outputs") {
 		l.add(at("outputs"), "outputs", "at least one output is required")
 	}
-	names := map[string]int{}
+	// Names are unique within a kind (metrics carry the kind; an input and
+	// an output may both be forward.0).
 	for _, list := range [][]Plugin{cfg.Inputs, cfg.Filters, cfg.Outputs} {
+		names := map[string]int{}
 		for _, p := range list {
 			if prev, dup := names[p.Name]; dup {
 				l.add(p.Line, string(p.Kind)+"s", "name %q is already used by the component on line %d", p.Name, prev)
