@@ -110,7 +110,7 @@ func defaultOptions() options {
 		logger:       zap.NewNop(),
 		openFile:     openOSFile,
 		syncDir:      syncDir,
-		flushEvery:   time.Second,
+		flushEvery:   250 * time.Millisecond,
 		retryBackoff: 50 * time.Millisecond,
 	}
 }
@@ -153,8 +153,13 @@ func withOpenFile(f func(path string, flag int) (segFile, error)) Option {
 // segment was created (tests simulating a power cut).
 func withSyncDir(f func(dir string) error) Option { return func(o *options) { o.syncDir = f } }
 
-// withFlushEvery sets the cursor flusher period. Default 1s.
+// withFlushEvery sets the cursor flusher period. Default 250ms.
 func withFlushEvery(d time.Duration) Option { return func(o *options) { o.flushEvery = d } }
+
+// WithCursorFlushInterval sets how often committed cursor positions are
+// persisted. After a crash an output delivers again at most what it
+// committed in the last interval. Default 250ms.
+func WithCursorFlushInterval(d time.Duration) Option { return withFlushEvery(d) }
 
 // withRetryBackoff sets the first wait after a full disk. Default 50ms.
 func withRetryBackoff(d time.Duration) Option { return func(o *options) { o.retryBackoff = d } }

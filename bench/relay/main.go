@@ -174,7 +174,18 @@ outputs:
 	if err := cmd.Start(); err != nil {
 		return result{}, err
 	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	defer func() {
+		// SIGTERM, so that a LOGSHIP_CPUPROFILE is written.
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}()
 	return drive(listen, cmd.Process.Pid, recv, payload)
 }
 

@@ -33,6 +33,14 @@ func (e *exitError) Unwrap() error { return e.err }
 func usageErr(err error) error { return &exitError{code: 2, err: err} }
 
 func main() {
+	if path := os.Getenv("LOGSHIP_CPUPROFILE"); path != "" {
+		// For benchmarks: a CPU profile of the whole run.
+		if stop, err := startCPUProfile(path); err == nil {
+			code := run(os.Args[1:])
+			stop()
+			os.Exit(code)
+		}
+	}
 	os.Exit(run(os.Args[1:]))
 }
 
