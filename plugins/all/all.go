@@ -7,6 +7,7 @@ import (
 	"github.com/logship/logship/plugins/input/dummy"
 	"github.com/logship/logship/plugins/input/forward"
 	"github.com/logship/logship/plugins/output/file"
+	fwdout "github.com/logship/logship/plugins/output/forward"
 	"github.com/logship/logship/plugins/output/stdout"
 )
 
@@ -16,6 +17,7 @@ func Factories() []pipeline.Factory {
 		dummy.Factory(),
 		forward.Factory(),
 		file.Factory(),
+		fwdout.Factory(),
 		stdout.Factory(),
 	}
 }
