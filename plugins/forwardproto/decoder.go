@@ -1,0 +1,419 @@
+package forwardproto
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/logship/logship/pipeline"
+)
+
+// Default limits.
+const (
+	DefaultMaxFrameBytes        = 16 << 20
+	DefaultMaxDecompressedBytes = 64 << 20
+)
+
+// Limits bound what one connection's decoder may hold in memory. The zero
+// value means the defaults.
+type Limits struct {
+	// MaxFrameBytes is the largest frame (one request, with its entries,
+	// as it travels on the wire) accepted. Default 16 MiB.
+	MaxFrameBytes int
+	// MaxDecompressedBytes is the largest size compressed entries may
+	// inflate to. Default 64 MiB.
+	MaxDecompressedBytes int
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxFrameBytes <= 0 {
+		l.MaxFrameBytes = DefaultMaxFrameBytes
+	}
+	if l.MaxDecompressedBytes <= 0 {
+		l.MaxDecompressedBytes = DefaultMaxDecompressedBytes
+	}
+	return l
+}
+
+// Mode is the shape a request arrived in.
+type Mode int
+
+// The four forward-protocol modes.
+const (
+	ModeMessage                 Mode = iota + 1 // [tag, time, record, option?]
+	ModeForward                                 // [tag, [[time, record], ...], option?]
+	ModePackedForward                           // [tag, bin|str entries, option?]
+	ModeCompressedPackedForward                 // PackedForward with option compressed gzip or zstd
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeMessage:
+		return "Message"
+	case ModeForward:
+		return "Forward"
+	case ModePackedForward:
+		return "PackedForward"
+	case ModeCompressedPackedForward:
+		return "CompressedPackedForward"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// Compression is the compressed option of a PackedForward request.
+type Compression int
+
+// Supported compressions.
+const (
+	CompressNone Compression = iota // no option, or "text"
+	CompressGzip                    // "gzip": one or more concatenated gzip members
+	CompressZstd                    // "zstd" (fluentd 1.19+)
+)
+
+func (c Compression) String() string {
+	switch c {
+	case CompressNone:
+		return "text"
+	case CompressGzip:
+		return "gzip"
+	case CompressZstd:
+		return "zstd"
+	}
+	return fmt.Sprintf("Compression(%d)", int(c))
+}
+
+// Request is one decoded request. Its byte slices alias the decoder's
+// buffers: they are valid until the next call on the Decoder. Copy what must
+// outlive it (the chunk id of a pending ack, say).
+type Request struct {
+	// Tag is the request's tag.
+	Tag string
+	// Entries are the events as concatenated msgpack [time, record] arrays,
+	// time an integer or an EventTime ext and never nil, 0 or negative,
+	// record a map: the pipeline's chunk format.
+	Entries []byte
+	// Count is the number of events in Entries.
+	Count int
+	// Dropped is the number of invalid events left out (record not a map,
+	// entry not a [time, record] array, time not a time).
+	Dropped int
+	// Chunk is the chunk option's value, raw. Answer AppendAck(Chunk) once
+	// the events are durable.
+	Chunk []byte
+	// HasChunk reports whether the request carried a chunk option (it may
+	// be empty): if not, send no answer.
+	HasChunk bool
+	// Mode is the shape the request arrived in.
+	Mode Mode
+	// Compression is the compression of a CompressedPackedForward request.
+	Compression Compression
+	// JSON reports a JSON connection: answer in JSON.
+	JSON bool
+	// FrameBytes is the size of the request on the wire.
+	FrameBytes int
+}
+
+// Stream formats, decided by a connection's first non-whitespace byte.
+const (
+	formatUnknown = iota
+	formatMsgpack
+	formatJSON
+)
+
+const (
+	initialBuffer = 64 << 10
+	maxEmptyReads = 100
+	maxTags       = 256
+)
+
+// Decoder reads forward-protocol values from a stream: requests on the
+// server side (Next, NextPing), answers on the client side (NextHelo,
+// NextPong, NextAck). It buffers what it reads and reuses its buffers, so
+// decoding PackedForward allocates nothing in steady state. A Decoder is not
+// safe for concurrent use.
+type Decoder struct {
+	r   io.Reader
+	lim Limits
+
+	buf        []byte // len == cap; unconsumed bytes are buf[start:end]
+	start, end int
+	rerr       error // a read error held back because enough data came with it
+	format     int
+	inFrame    bool // a frame has started: no heartbeat or whitespace skipping
+	mf         msgFramer
+	jf         jsonFramer
+	err        error // final error
+
+	req      Request
+	out      []byte // rewritten entries
+	inflated []byte // decompressed entries
+	jbuf     []byte // a JSON frame as msgpack
+	src      bytes.Reader
+	gz       *gzip.Reader
+	zd       *zstd.Decoder
+
+	lastTag string
+	tags    map[string]string
+
+	now     pipeline.EventTime // time of decoding, fetched once per request
+	hasNow  bool
+	nowFunc func() pipeline.EventTime
+}
+
+// NewDecoder returns a decoder reading from r (usually a net.Conn; the
+// decoder buffers, so do not wrap it in a bufio.Reader).
+func NewDecoder(r io.Reader, lim Limits) *Decoder {
+	d := &Decoder{nowFunc: pipeline.Now}
+	d.lim = lim.withDefaults()
+	d.r = r
+	return d
+}
+
+// Reset makes d read a new stream from r, keeping its buffers, so a pool of
+// decoders can serve many connections.
+func (d *Decoder) Reset(r io.Reader) {
+	d.r = r
+	d.start, d.end = 0, 0
+	d.rerr, d.err = nil, nil
+	d.format = formatUnknown
+	d.inFrame = false
+	d.mf.reset()
+	d.jf.reset()
+	d.req = Request{}
+}
+
+// Buffered returns the number of bytes read from the stream but not yet
+// consumed.
+func (d *Decoder) Buffered() int { return d.end - d.start }
+
+func (d *Decoder) fail(err error) error {
+	d.err = err
+	return err
+}
+
+// fill reads until at least need bytes are buffered after start.
+func (d *Decoder) fill(need int) error {
+	if need > len(d.buf)-d.start {
+		if need <= len(d.buf) {
+			d.end = copy(d.buf, d.buf[d.start:d.end])
+			d.start = 0
+		} else {
+			size := max(need, 2*len(d.buf), initialBuffer)
+			size = min(size, max(need, d.lim.MaxFrameBytes))
+			nb := make([]byte, size)
+			d.end = copy(nb, d.buf[d.start:d.end])
+			d.start = 0
+			d.buf = nb
+		}
+	} else if d.start > 0 && d.start >= len(d.buf)/2 {
+		// Make room for large reads.
+		d.end = copy(d.buf, d.buf[d.start:d.end])
+		d.start = 0
+	}
+	empty := 0
+	for d.end-d.start < need {
+		if d.rerr != nil {
+			err := d.rerr
+			d.rerr = nil
+			return err
+		}
+		n, err := d.r.Read(d.buf[d.end:])
+		d.end += n
+		if err != nil {
+			if d.end-d.start >= need {
+				d.rerr = err
+				return nil
+			}
+			return err
+		}
+		if n == 0 {
+			if empty++; empty >= maxEmptyReads {
+				return io.ErrNoProgress
+			}
+		}
+	}
+	return nil
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// nextFrame returns the next complete frame as msgpack (a JSON frame is
+// transcoded), skipping heartbeats, and consumes it. The frame is valid until
+// the next call. It returns io.EOF at a clean end of stream.
+func (d *Decoder) nextFrame() (frame []byte, wire int, err error) {
+	if d.err != nil {
+		return nil, 0, d.err
+	}
+	d.hasNow = false
+	for {
+		if !d.inFrame {
+			if d.start == d.end {
+				d.start, d.end = 0, 0
+				if err := d.fill(1); err != nil {
+					return nil, 0, err
+				}
+			}
+			c := d.buf[d.start]
+			if d.format != formatMsgpack && isSpace(c) {
+				d.start++
+				continue
+			}
+			if d.format == formatUnknown {
+				d.format = formatMsgpack
+				if c == '[' || c == '{' {
+					d.format = formatJSON
+				}
+			}
+			if d.format == formatMsgpack && c == 0xc0 {
+				d.start++ // heartbeat
+				continue
+			}
+			d.inFrame = true
+		}
+		var n, need int
+		if d.format == formatJSON {
+			n, need, err = d.jf.scan(d.buf[d.start:d.end], d.lim.MaxFrameBytes)
+		} else {
+			n, need, err = d.mf.scan(d.buf[d.start:d.end], d.lim.MaxFrameBytes)
+		}
+		if err != nil {
+			return nil, 0, d.fail(err)
+		}
+		if n > 0 {
+			frame = d.buf[d.start : d.start+n]
+			d.start += n
+			d.inFrame = false
+			if d.format == formatJSON {
+				d.jbuf, err = appendJSONAsMsgpack(d.jbuf[:0], frame)
+				if err != nil {
+					return nil, 0, d.fail(err)
+				}
+				return d.jbuf, n, nil
+			}
+			return frame, n, nil
+		}
+		if err := d.fill(need); err != nil {
+			if err == io.EOF {
+				return nil, 0, d.fail(fmt.Errorf("%w: stream ended inside a frame after %d bytes", io.ErrUnexpectedEOF, d.end-d.start))
+			}
+			return nil, 0, err
+		}
+	}
+}
+
+// Next reads the next request, skipping heartbeats. It returns io.EOF when
+// the stream ends cleanly between requests. The Request and its slices are
+// valid until the next call on d. See the package documentation for errors.
+func (d *Decoder) Next() (*Request, error) {
+	frame, wire, err := d.nextFrame()
+	if err != nil {
+		return nil, err
+	}
+	d.req = Request{JSON: d.format == formatJSON, FrameBytes: wire}
+	if err := d.parseRequest(frame, &d.req); err != nil {
+		return nil, d.fail(err)
+	}
+	return &d.req, nil
+}
+
+// tag returns b as a string, reusing the strings of recent tags so that a
+// connection repeating its tags does not allocate.
+func (d *Decoder) tag(b []byte) string {
+	if string(b) == d.lastTag {
+		return d.lastTag
+	}
+	if s, ok := d.tags[string(b)]; ok {
+		d.lastTag = s
+		return s
+	}
+	if d.tags == nil || len(d.tags) >= maxTags {
+		d.tags = make(map[string]string)
+	}
+	s := string(b)
+	d.tags[s] = s
+	d.lastTag = s
+	return s
+}
+
+func (d *Decoder) nowTime() pipeline.EventTime {
+	if !d.hasNow {
+		d.now, d.hasNow = d.nowFunc(), true
+	}
+	return d.now
+}
+
+// inflate decompresses src into d.inflated, at most MaxDecompressedBytes.
+func (d *Decoder) inflate(c Compression, src []byte) ([]byte, error) {
+	if len(src) == 0 {
+		return nil, nil
+	}
+	d.src.Reset(src)
+	var r io.Reader
+	switch c {
+	case CompressGzip:
+		var err error
+		if d.gz == nil {
+			d.gz, err = gzip.NewReader(&d.src)
+		} else {
+			err = d.gz.Reset(&d.src)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: gzip: %w", ErrMalformed, err)
+		}
+		d.gz.Multistream(true)
+		r = d.gz
+	case CompressZstd:
+		if d.zd == nil {
+			win := uint64(max(d.lim.MaxDecompressedBytes, zstd.MinWindowSize))
+			zd, err := zstd.NewReader(nil,
+				zstd.WithDecoderConcurrency(1),
+				zstd.WithDecoderLowmem(true),
+				zstd.WithDecoderMaxWindow(min(win, zstd.MaxWindowSize)),
+				zstd.WithDecoderMaxMemory(win))
+			if err != nil {
+				return nil, fmt.Errorf("forwardproto: zstd: %w", err)
+			}
+			d.zd = zd
+		}
+		if err := d.zd.Reset(&d.src); err != nil {
+			return nil, fmt.Errorf("%w: zstd: %w", ErrMalformed, err)
+		}
+		r = d.zd
+	}
+	limit := d.lim.MaxDecompressedBytes
+	out := d.inflated[:0]
+	for {
+		if len(out) == cap(out) {
+			// Grow, but never past one byte over the limit: that byte is
+			// how an oversize stream is told apart from one at the limit.
+			size := min(max(2*cap(out), initialBuffer, 4*len(src)), limit+1)
+			if size <= cap(out) {
+				return nil, fmt.Errorf("%w: more than %d bytes", ErrDecompressedTooLarge, limit)
+			}
+			nb := make([]byte, len(out), size)
+			copy(nb, out)
+			out = nb
+			d.inflated = out
+		}
+		n, err := r.Read(out[len(out):cap(out)])
+		out = out[:len(out)+n]
+		if len(out) > limit {
+			return nil, fmt.Errorf("%w: more than %d bytes", ErrDecompressedTooLarge, limit)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+				return nil, fmt.Errorf("%w: %w", ErrDecompressedTooLarge, err)
+			}
+			return nil, fmt.Errorf("%w: %s: %w", ErrMalformed, c, err)
+		}
+	}
+	d.inflated = out
+	return out, nil
+}

@@ -1,0 +1,323 @@
+package forwardproto
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/logship/logship/pipeline"
+)
+
+// parseRequest decodes one complete msgpack frame into req. The frame is
+// structurally valid msgpack (the framer checked), the entries inside a bin
+// or str are not.
+func (d *Decoder) parseRequest(f []byte, req *Request) error {
+	n, h, err := pipeline.ReadArrayHeader(f)
+	if err != nil {
+		return fmt.Errorf("%w: a request must be an array: %w", ErrMalformed, err)
+	}
+	if n < 2 || n > 4 {
+		return fmt.Errorf("%w: a request array of %d elements", ErrMalformed, n)
+	}
+	p := h
+	tag, tn, err := pipeline.ReadString(f[p:])
+	if err != nil {
+		return fmt.Errorf("%w: tag is not a string: %w", ErrMalformed, err)
+	}
+	req.Tag = d.tag(tag)
+	p += tn
+
+	var o reqOptions
+	switch second := f[p]; {
+	case isStrOrBin(second):
+		if n > 3 {
+			return fmt.Errorf("%w: a PackedForward array of %d elements", ErrMalformed, n)
+		}
+		raw, rn, _ := pipeline.ReadString(f[p:])
+		p += rn
+		if n == 3 {
+			if o, err = parseOptions(f[p:]); err != nil {
+				return err
+			}
+		}
+		req.Mode = ModePackedForward
+		entries := raw
+		if o.comp != CompressNone {
+			req.Mode, req.Compression = ModeCompressedPackedForward, o.comp
+			if entries, err = d.inflate(o.comp, raw); err != nil {
+				return err
+			}
+		}
+		req.Entries, req.Count, req.Dropped, err = d.normalise(entries)
+		if err != nil {
+			return err
+		}
+	case isArrayByte(second) && !messageTimeArray(f[p:], n):
+		if n > 3 {
+			return fmt.Errorf("%w: a Forward array of %d elements", ErrMalformed, n)
+		}
+		_, ah, _ := pipeline.ReadArrayHeader(f[p:])
+		an, err := pipeline.SkipValue(f[p:])
+		if err != nil {
+			return fmt.Errorf("%w: entries: %w", ErrMalformed, err)
+		}
+		body := f[p+ah : p+an]
+		p += an
+		if n == 3 {
+			if o, err = parseOptions(f[p:]); err != nil {
+				return err
+			}
+		}
+		req.Mode = ModeForward
+		req.Entries, req.Count, req.Dropped, err = d.normalise(body)
+		if err != nil {
+			return err
+		}
+	default:
+		if n < 3 {
+			return fmt.Errorf("%w: a Message array of %d elements", ErrMalformed, n)
+		}
+		ev, en, ok := parseEvent(f[p:])
+		if en < 0 {
+			return fmt.Errorf("%w: message time or record truncated", ErrMalformed)
+		}
+		p += en
+		if n == 4 {
+			if o, err = parseOptions(f[p:]); err != nil {
+				return err
+			}
+		}
+		req.Mode = ModeMessage
+		if ok {
+			d.out = d.appendEvent(d.out[:0], ev)
+			req.Entries, req.Count = d.out, 1
+		} else {
+			req.Dropped = 1
+		}
+	}
+	req.Chunk, req.HasChunk = o.chunk, o.hasChunk
+	return nil
+}
+
+// messageTimeArray tells a Message whose time is Fluent Bit's
+// [time, metadata] from a Forward request: its second element is an array of
+// two whose first element is not an array, and a map (the record) follows.
+func messageTimeArray(b []byte, n int) bool {
+	if n < 3 {
+		return false
+	}
+	cnt, h, err := pipeline.ReadArrayHeader(b)
+	if err != nil || cnt != 2 || h >= len(b) || isArrayByte(b[h]) {
+		return false
+	}
+	k, err := pipeline.SkipValue(b)
+	if err != nil || k >= len(b) {
+		return false
+	}
+	return isMapByte(b[k])
+}
+
+// reqOptions are the options the decoder acts on.
+type reqOptions struct {
+	chunk    []byte
+	hasChunk bool
+	comp     Compression
+}
+
+// parseOptions reads the option map (or nil) at the start of b. Unknown keys,
+// and size whatever its value, are ignored.
+func parseOptions(b []byte) (reqOptions, error) {
+	var o reqOptions
+	if len(b) > 0 && b[0] == 0xc0 {
+		return o, nil
+	}
+	n, p, err := pipeline.ReadMapHeader(b)
+	if err != nil {
+		return o, fmt.Errorf("%w: option is not a map: %w", ErrMalformed, err)
+	}
+	for range n {
+		k, kn, err := pipeline.ReadString(b[p:])
+		if err != nil { // not a string key: not one of ours
+			k = nil
+			if kn, err = pipeline.SkipValue(b[p:]); err != nil {
+				return o, fmt.Errorf("%w: option: %w", ErrMalformed, err)
+			}
+		}
+		p += kn
+		vn, err := pipeline.SkipValue(b[p:])
+		if err != nil {
+			return o, fmt.Errorf("%w: option: %w", ErrMalformed, err)
+		}
+		v := b[p : p+vn]
+		p += vn
+		if v[0] == 0xc0 {
+			continue // nil: as if absent
+		}
+		switch string(k) {
+		case "chunk":
+			s, _, err := pipeline.ReadString(v)
+			if err != nil {
+				return o, fmt.Errorf("%w: option chunk is not a string: %w", ErrMalformed, err)
+			}
+			o.chunk, o.hasChunk = s, true
+		case "compressed":
+			s, _, err := pipeline.ReadString(v)
+			if err != nil {
+				return o, fmt.Errorf("%w: option compressed is not a string: %w", ErrMalformed, err)
+			}
+			switch string(s) {
+			case "gzip":
+				o.comp = CompressGzip
+			case "zstd":
+				o.comp = CompressZstd
+			case "text", "":
+				o.comp = CompressNone
+			default:
+				return o, fmt.Errorf("%w: unsupported compression %q", ErrMalformed, s)
+			}
+		}
+	}
+	return o, nil
+}
+
+// event is one [time, record] pair.
+type event struct {
+	t   pipeline.EventTime
+	raw []byte // the time's bytes when they can be kept, else nil
+	rec []byte
+}
+
+// parseEvent reads a time and a record at the start of b. n is the bytes
+// both take (-1 if they are truncated: the caller's frame is malformed); ok
+// reports a valid event.
+func parseEvent(b []byte) (ev event, n int, ok bool) {
+	tn, err := pipeline.SkipValue(b)
+	if err != nil {
+		return ev, -1, false
+	}
+	rn, err := pipeline.SkipValue(b[tn:])
+	if err != nil {
+		return ev, -1, false
+	}
+	n = tn + rn
+	tb := b[:tn]
+	if isArrayByte(tb[0]) { // Fluent Bit 5.x: [time, metadata]
+		cnt, h, err := pipeline.ReadArrayHeader(tb)
+		if err != nil || cnt != 2 {
+			return ev, n, false
+		}
+		tb = tb[h:]
+	}
+	t, k, keep := readTime(tb)
+	if k == 0 {
+		return ev, n, false
+	}
+	ev.t = t
+	if keep {
+		ev.raw = tb[:k]
+	}
+	ev.rec = b[tn:n]
+	return ev, n, isMapByte(ev.rec[0])
+}
+
+// parseEntry reads one whole entry, a structurally valid msgpack value.
+func parseEntry(e []byte) (event, bool) {
+	cnt, h, err := pipeline.ReadArrayHeader(e)
+	if err != nil || cnt != 2 {
+		return event{}, false
+	}
+	ev, n, ok := parseEvent(e[h:])
+	return ev, ok && h+n == len(e)
+}
+
+// readTime reads a time: whatever pipeline.ReadTime reads, plus the msgpack
+// timestamp extension (-1). n is 0 if b does not start with a time; keep
+// reports a time whose bytes may be stored as they are (a positive integer
+// or a non-zero EventTime).
+func readTime(b []byte) (t pipeline.EventTime, n int, keep bool) {
+	t, n, err := pipeline.ReadTime(b)
+	if err == nil {
+		return t, n, !t.IsZero() && b[0] != 0xca && b[0] != 0xcb
+	}
+	switch {
+	case len(b) >= 6 && b[0] == 0xd6 && b[1] == 0xff:
+		return pipeline.EventTime{Sec: binary.BigEndian.Uint32(b[2:])}, 6, false
+	case len(b) >= 10 && b[0] == 0xd7 && b[1] == 0xff:
+		v := binary.BigEndian.Uint64(b[2:])
+		return clampTime(int64(v&(1<<34-1)), uint32(v>>34)), 10, false
+	case len(b) >= 15 && b[0] == 0xc7 && b[1] == 12 && b[2] == 0xff:
+		return clampTime(int64(binary.BigEndian.Uint64(b[7:])), binary.BigEndian.Uint32(b[3:])), 15, false
+	}
+	return pipeline.EventTime{}, 0, false
+}
+
+func clampTime(sec int64, nsec uint32) pipeline.EventTime {
+	switch {
+	case sec < 0:
+		return pipeline.EventTime{}
+	case sec > math.MaxUint32:
+		return pipeline.EventTime{Sec: math.MaxUint32}
+	}
+	return pipeline.EventTime{Sec: uint32(sec), Nsec: nsec}
+}
+
+// appendEvent appends ev as a stored entry: [time, record], a time of zero
+// (nil, 0, negative) becoming the time of decoding.
+func (d *Decoder) appendEvent(dst []byte, ev event) []byte {
+	dst = append(dst, 0x92)
+	if ev.raw != nil {
+		dst = append(dst, ev.raw...)
+	} else {
+		t := ev.t
+		if t.IsZero() {
+			t = d.nowTime()
+		}
+		dst = t.AppendMsgpack(dst)
+	}
+	return append(dst, ev.rec...)
+}
+
+// normalise checks concatenated entries and returns them in the pipeline's
+// chunk format. Entries that need no change are kept as they are: if none
+// needs one, body itself is returned, uncopied. Invalid events are dropped
+// and counted; bytes that are not msgpack fail with ErrMalformed.
+func (d *Decoder) normalise(body []byte) (out []byte, count, dropped int, err error) {
+	var dst []byte
+	copied := false
+	run := 0 // start of the entries kept as they are and not yet copied
+	for off := 0; off < len(body); {
+		e := body[off:]
+		// Fast path: fixarray 2, a time kept as it is, a map.
+		if e[0] == 0x92 && len(e) > 1 && e[1] != 0xca && e[1] != 0xcb {
+			if t, tn, err := pipeline.ReadTime(e[1:]); err == nil && !t.IsZero() && 1+tn < len(e) && isMapByte(e[1+tn]) {
+				if rn, err := pipeline.SkipValue(e[1+tn:]); err == nil {
+					off += 1 + tn + rn
+					count++
+					continue
+				}
+			}
+		}
+		n, err := pipeline.SkipValue(e)
+		if err != nil {
+			return nil, 0, 0, fmt.Errorf("%w: entry %d at offset %d: %w", ErrMalformed, count+dropped, off, err)
+		}
+		if !copied {
+			dst, copied = d.out[:0], true
+		}
+		dst = append(dst, body[run:off]...)
+		if ev, ok := parseEntry(e[:n]); ok {
+			dst = d.appendEvent(dst, ev)
+			count++
+		} else {
+			dropped++
+		}
+		off += n
+		run = off
+	}
+	if !copied {
+		return body, count, dropped, nil
+	}
+	dst = append(dst, body[run:]...)
+	d.out = dst
+	return dst, count, dropped, nil
+}
