@@ -35,7 +35,7 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		mixedStream(t),
 		[]byte{0xc0},
 		[]byte(`["t", 1700000000, {"a": [1, 2.5, "x", null, true]}, {"chunk": "j"}]`),
-		[]byte(` ["t", [[1.5, {"k": "v"}], [0, {}]], {}]` + "\n" + `["t", "\u0092\u0001\u0080"]`),
+		[]byte(` ["t", [[1.5, {"k": "v"}], [0, {}]], {}]`+"\n"+`["t", "\u0092\u0001\u0080"]`),
 		AppendHelo(nil, goldenHelo()),
 		AppendPong(nil, goldenHelo(), Ping{SharedKeySalt: goldenSalt}, "s", "k", nil),
 		AppendAck(nil, []byte("ack-id"), false),

@@ -174,7 +174,11 @@ func TestSharedKey(t *testing.T) {
 	em := &counter{}
 	in := receiver(t, "127.0.0.1:0", "k3y", em)
 	defer in.Stop(context.Background())
-	o := output(t, t.TempDir(), func(c *Config) { c.Servers = []string{in.Addr().String()}; c.SharedKey = "k3y"; c.SelfHostname = "client-a" })
+	o := output(t, t.TempDir(), func(c *Config) {
+		c.Servers = []string{in.Addr().String()}
+		c.SharedKey = "k3y"
+		c.SelfHostname = "client-a"
+	})
 	sendAll(t, o, []pipeline.Batch{batch(0, 0, 5)}, 5*time.Second)
 	o.Stop(context.Background())
 	bad := output(t, t.TempDir(), func(c *Config) { c.Servers = []string{in.Addr().String()}; c.SharedKey = "wrong" })
@@ -219,7 +223,10 @@ func TestNoAckNoDone(t *testing.T) {
 			}()
 		}
 	}()
-	o := output(t, t.TempDir(), func(c *Config) { c.Servers = []string{ln.Addr().String()}; c.AckTimeout = conf.Duration(100 * time.Millisecond) })
+	o := output(t, t.TempDir(), func(c *Config) {
+		c.Servers = []string{ln.Addr().String()}
+		c.AckTimeout = conf.Duration(100 * time.Millisecond)
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	o.WriteAsync(ctx, batch(0, 0, 5), func(err error) { errc <- err })
