@@ -59,7 +59,11 @@ func ParseEventTimeExt(data []byte) (EventTime, error) {
 	if len(data) != 8 {
 		return EventTime{}, fmt.Errorf("EventTime ext payload is %d bytes, want 8", len(data))
 	}
-	return EventTime{Sec: binary.BigEndian.Uint32(data), Nsec: binary.BigEndian.Uint32(data[4:])}, nil
+	t := EventTime{Sec: binary.BigEndian.Uint32(data), Nsec: binary.BigEndian.Uint32(data[4:])}
+	if t.Nsec >= 1e9 {
+		return EventTime{}, fmt.Errorf("EventTime nanoseconds %d out of range", t.Nsec)
+	}
+	return t, nil
 }
 
 // MarshalMsgpack lets vmihailenco/msgpack encode EventTime as ext 0.

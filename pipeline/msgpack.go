@@ -12,7 +12,8 @@ import (
 var ErrShortBuffer = errors.New("msgpack: value truncated")
 
 // ErrMalformed reports bytes that are not msgpack at all (the never-used
-// byte 0xc1) or a container that claims more elements than bytes remain.
+// byte 0xc1), a length beyond what a value may have, or a value of the
+// wrong type where a header, string or time is expected.
 var ErrMalformed = errors.New("msgpack: malformed value")
 
 // SkipValue returns the length in bytes of the one msgpack value at the
@@ -96,10 +97,12 @@ func SkipValue(b []byte) (int, error) {
 				return 0, err
 			}
 		}
-		pos += hdr + size
-		if pos > len(b) {
+		// Compared before adding, so a huge declared length cannot wrap
+		// pos around on 32-bit platforms.
+		if hdr+size > len(b)-pos {
 			return 0, ErrShortBuffer
 		}
+		pos += hdr + size
 		// Every value takes at least one byte, so a container claiming more
 		// children than there can be bytes left is only truncated if the
 		// stream goes on; callers bound frame sizes, so treat it as short.
@@ -272,7 +275,10 @@ func ReadTime(b []byte) (EventTime, int, error) {
 		if b[1] != EventTimeExtType {
 			return EventTime{}, 0, fmt.Errorf("%w: ext type %d is not EventTime", ErrMalformed, int8(b[1]))
 		}
-		t, _ := ParseEventTimeExt(b[2:10])
+		t, err := ParseEventTimeExt(b[2:10])
+		if err != nil {
+			return t, 0, fmt.Errorf("%w: %w", ErrMalformed, err)
+		}
 		return t, 10, nil
 	case 0xc7:
 		if err := need(3); err != nil {
@@ -284,11 +290,18 @@ func ReadTime(b []byte) (EventTime, int, error) {
 		if err := need(11); err != nil {
 			return EventTime{}, 0, err
 		}
-		t, _ := ParseEventTimeExt(b[3:11])
+		t, err := ParseEventTimeExt(b[3:11])
+		if err != nil {
+			return t, 0, fmt.Errorf("%w: %w", ErrMalformed, err)
+		}
 		return t, 11, nil
 	}
-	return EventTime{}, 0, fmt.Errorf("%w: 0x%02x is not a time", ErrMalformed, c)
+	return EventTime{}, 0, errNotATime
 }
+
+// errNotATime is preallocated: probing whether a value is a time costs no
+// allocation.
+var errNotATime = fmt.Errorf("%w: not a time", ErrMalformed)
 
 func secs(v int64) EventTime {
 	switch {

@@ -50,6 +50,7 @@ const (
 	ModeCompressedPackedForward                 // PackedForward with option compressed gzip or zstd
 )
 
+// String returns the mode's name as the protocol specification spells it.
 func (m Mode) String() string {
 	switch m {
 	case ModeMessage:
@@ -74,6 +75,7 @@ const (
 	CompressZstd                    // "zstd" (fluentd 1.19+)
 )
 
+// String returns the value of the compressed option: text, gzip or zstd.
 func (c Compression) String() string {
 	switch c {
 	case CompressNone:

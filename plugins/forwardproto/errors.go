@@ -40,6 +40,7 @@ type AuthError struct {
 	Reason string
 }
 
+// Error returns the reason, prefixed.
 func (e *AuthError) Error() string { return ErrAuth.Error() + ": " + e.Reason }
 
 // Is makes errors.Is(err, ErrAuth) true.

@@ -7,8 +7,6 @@ import (
 	"io"
 	"testing"
 
-	"github.com/vmihailenco/msgpack/v5"
-
 	"github.com/logship/logship/pipeline"
 )
 
@@ -151,5 +149,3 @@ func checkBounds(t *testing.T, d *Decoder, lim Limits) {
 		t.Fatalf("JSON buffer %d > %d", cap(d.jbuf), bound)
 	}
 }
-
-var _ = msgpack.Marshal

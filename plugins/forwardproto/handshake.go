@@ -5,6 +5,7 @@ import (
 	"crypto/sha512"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"fmt"
 
 	"github.com/logship/logship/pipeline"
@@ -231,7 +232,7 @@ func AppendPong(dst []byte, h Helo, p Ping, hostname, sharedKey string, err erro
 		return appendStr(dst, sharedKeyDigest(p.SharedKeySalt, hostname, h.Nonce, sharedKey))
 	}
 	reason := "invalid ping message"
-	if ae, ok := err.(*AuthError); ok {
+	if ae := (*AuthError)(nil); errors.As(err, &ae) {
 		reason = ae.Reason
 	}
 	dst = appendBool(dst, false)
@@ -341,4 +342,14 @@ func VerifyPong(p Pong, h Helo, a ClientAuth, salt []byte) error {
 		return &AuthError{Reason: "shared key mismatch"}
 	}
 	return nil
+}
+
+// UDPHeartbeatReply answers a datagram received on the forward port's UDP
+// socket. A heartbeat (the single byte 0x00, what fluentd's out_forward
+// sends) is answered with 0x00; anything else gets no answer (ok false).
+func UDPHeartbeatReply(datagram []byte) (reply []byte, ok bool) {
+	if len(datagram) == 1 && datagram[0] == 0x00 {
+		return []byte{0x00}, true
+	}
+	return nil, false
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -330,5 +331,27 @@ func TestHandshakeOverConn(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUDPHeartbeat: a 0x00 datagram is answered with 0x00, nothing else is.
+func TestUDPHeartbeat(t *testing.T) {
+	if r, ok := UDPHeartbeatReply([]byte{0}); !ok || !bytes.Equal(r, []byte{0}) {
+		t.Fatal(r, ok)
+	}
+	for _, d := range [][]byte{nil, {1}, {0, 0}, []byte("GET")} {
+		if _, ok := UDPHeartbeatReply(d); ok {
+			t.Fatalf("%q answered", d)
+		}
+	}
+}
+
+// TestPongReasonWrapped: a wrapped AuthError still gives its reason.
+func TestPongReasonWrapped(t *testing.T) {
+	var v []any
+	err := fmt.Errorf("ctx: %w", &AuthError{Reason: "shared_key mismatch"})
+	_ = msgpack.Unmarshal(AppendPong(nil, goldenHelo(), Ping{}, "s", "k", err), &v)
+	if v[2] != "shared_key mismatch" {
+		t.Fatal(v)
 	}
 }

@@ -220,6 +220,13 @@ func parseEvent(b []byte) (ev event, n int, ok bool) {
 	return ev, n, isMapByte(ev.rec[0])
 }
 
+// keepableTimeByte reports a type byte that may start a time kept as it is:
+// an integer or an EventTime (fixext8, ext8). It spares the fast path the
+// error values pipeline.ReadTime builds for anything else.
+func keepableTimeByte(c byte) bool {
+	return c <= 0x7f || (c >= 0xcc && c <= 0xd3) || c == 0xd7 || c == 0xc7
+}
+
 // parseEntry reads one whole entry, a structurally valid msgpack value.
 func parseEntry(e []byte) (event, bool) {
 	cnt, h, err := pipeline.ReadArrayHeader(e)
@@ -288,7 +295,7 @@ func (d *Decoder) normalise(body []byte) (out []byte, count, dropped int, err er
 	for off := 0; off < len(body); {
 		e := body[off:]
 		// Fast path: fixarray 2, a time kept as it is, a map.
-		if e[0] == 0x92 && len(e) > 1 && e[1] != 0xca && e[1] != 0xcb {
+		if e[0] == 0x92 && len(e) > 1 && keepableTimeByte(e[1]) {
 			if t, tn, err := pipeline.ReadTime(e[1:]); err == nil && !t.IsZero() && 1+tn < len(e) && isMapByte(e[1+tn]) {
 				if rn, err := pipeline.SkipValue(e[1+tn:]); err == nil {
 					off += 1 + tn + rn

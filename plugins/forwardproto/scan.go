@@ -22,7 +22,9 @@ func (s *msgFramer) reset() { *s = msgFramer{} }
 
 // scan continues over b, the frame's bytes so far. It returns the frame's
 // length once it is complete, or else the number of bytes it needs before it
-// can go on (more than len(b)). A frame longer than max fails with
+// can go on (more than len(b)): the next byte, or the end of a header or of
+// a str, bin or ext payload, never more, so that whatever arrives is scanned
+// as it arrives and a stream is judged the same however it is split. A frame longer than max fails with
 // ErrFrameTooLarge; byte 0xc1 fails with ErrMalformed.
 func (s *msgFramer) scan(b []byte, max int) (n, need int, err error) {
 	if s.remaining == 0 && s.pos == 0 {
@@ -30,7 +32,7 @@ func (s *msgFramer) scan(b []byte, max int) (n, need int, err error) {
 	}
 	for s.remaining > 0 {
 		if s.pos >= len(b) {
-			return 0, s.pos + s.remaining, nil
+			return 0, s.pos + 1, nil
 		}
 		c := b[s.pos]
 		var hdr, lw int    // header length, width of its length field
@@ -92,7 +94,7 @@ func (s *msgFramer) scan(b []byte, max int) (n, need int, err error) {
 		}
 		if lw > 0 {
 			if s.pos+1+lw > len(b) {
-				return 0, s.pos + 1 + lw + (s.remaining - 1), nil
+				return 0, s.pos + 1 + lw, nil
 			}
 			var l int64
 			switch lw {
