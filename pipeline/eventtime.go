@@ -61,7 +61,10 @@ func ParseEventTimeExt(data []byte) (EventTime, error) {
 	}
 	t := EventTime{Sec: binary.BigEndian.Uint32(data), Nsec: binary.BigEndian.Uint32(data[4:])}
 	if t.Nsec >= 1e9 {
-		return EventTime{}, fmt.Errorf("EventTime nanoseconds %d out of range", t.Nsec)
+		// Out of range (a buggy peer): carry the excess into the seconds
+		// rather than drop the event.
+		t.Sec += t.Nsec / 1e9
+		t.Nsec %= 1e9
 	}
 	return t, nil
 }
