@@ -3,6 +3,8 @@ package forward
 import (
 	"errors"
 	"net"
+	"strconv"
+	"time"
 
 	"github.com/logship/logship/conf"
 	"github.com/logship/logship/pipeline"
@@ -10,84 +12,132 @@ import (
 
 // Config is the forward output's configuration.
 type Config struct {
-	// Servers are the receivers (host:port): aggregators, fluentd or
-	// fluent-bit. Partition p prefers servers[p % len] and fails over to
-	// the next healthy one.
+	// Servers are the receivers (host:port): logship aggregators, fluentd
+	// or fluent-bit. Partition p prefers servers[p % len(servers)] and
+	// fails over to the next healthy one in the list.
 	Servers []string `yaml:"servers"`
-	// RequireAck waits for the receiver's {"ack": chunk} before the
-	// buffer's cursor moves past a chunk. Without it a chunk counts as
-	// delivered once written to the socket.
+	// RequireAck sends every chunk with its id and waits for the
+	// receiver's {"ack": id} before the buffer's cursor moves past it
+	// (at-least-once). Without it a chunk counts as delivered once written
+	// to the socket, and a connection that breaks can lose what was in it.
 	RequireAck bool `yaml:"require_ack"`
-	// AckTimeout is how long an acknowledgement may take before the
-	// connection is dropped and the chunk resent.
+	// AckTimeout is how long the ack of a sent chunk may take, and how long
+	// a write may wait for a receiver that does not read; past it the
+	// connection is closed and every chunk waiting on it is sent again
+	// (with the same id, so a logship receiver stores it once).
 	AckTimeout conf.Duration `yaml:"ack_timeout"`
-	// Compress is gzip (CompressedPackedForward) or none.
+	// Compress is gzip (CompressedPackedForward), zstd (fluentd 1.19+ and
+	// logship receivers) or none (PackedForward).
 	Compress string `yaml:"compress"`
-	// SharedKey performs the HELO/PING/PONG handshake with this key.
+	// SharedKey, when set, performs the HELO/PING/PONG handshake with this
+	// key on every connection. A refused handshake is logged and retried
+	// with backoff.
 	SharedKey string `yaml:"shared_key"`
 	// SelfHostname is the hostname sent in PING; "" means the machine's.
+	// It must differ from the receiver's own name.
 	SelfHostname string `yaml:"self_hostname"`
-	// Username is sent in the handshake when the server asks for one.
+	// Username is sent in the handshake when the receiver asks for a user
+	// (needs shared_key).
 	Username string `yaml:"username"`
-	// Password goes with Username.
+	// Password goes with username.
 	Password string `yaml:"password"`
-	// TLS connects with TLS; ca_file verifies the server, cert_file and
-	// key_file present a client certificate.
+	// TLS connects with TLS. It is on when any of ca_file, cert_file,
+	// insecure_skip_verify or server_name is set: ca_file verifies the
+	// server (the system's roots without it), cert_file and key_file
+	// present a client certificate, server_name overrides the host name
+	// verified (the host of each server by default).
 	TLS conf.TLS `yaml:"tls"`
-	// ConnectTimeout bounds a connection attempt and its handshake.
+	// ConnectTimeout bounds one connection attempt: TCP connect, TLS and
+	// shared-key handshakes.
 	ConnectTimeout conf.Duration `yaml:"connect_timeout"`
-	// RetryMin is the first wait before a failed chunk is sent again; it
-	// doubles (with jitter) up to RetryMax.
+	// TCPKeepalive is the interval of TCP keepalive probes on idle
+	// connections (connections are kept open and reused); 0 turns them off.
+	TCPKeepalive conf.Duration `yaml:"tcp_keepalive"`
+	// RetryMin is the wait after a server's first failure before it is
+	// tried again; the wait doubles with every further failure in a row,
+	// with jitter, up to retry_max. Meanwhile its chunks go to the other
+	// servers, or wait when none is healthy.
 	RetryMin conf.Duration `yaml:"retry_min"`
-	// RetryMax caps the wait between attempts.
+	// RetryMax caps the wait between attempts on a failing server.
 	RetryMax conf.Duration `yaml:"retry_max"`
-	// MaxInFlight is how many chunks of one partition may wait for their
-	// acknowledgement at once.
+	// MaxInFlight is how many chunks of one partition may be sent and
+	// waiting for their acks at once.
 	MaxInFlight int `yaml:"max_in_flight"`
 }
 
 func defaultConfig() *Config {
 	return &Config{
 		RequireAck:     true,
-		AckTimeout:     conf.Duration(30e9),
+		AckTimeout:     conf.Duration(30 * time.Second),
 		Compress:       "gzip",
-		ConnectTimeout: conf.Duration(10e9),
-		RetryMin:       conf.Duration(500e6),
-		RetryMax:       conf.Duration(30e9),
+		ConnectTimeout: conf.Duration(10 * time.Second),
+		TCPKeepalive:   conf.Duration(30 * time.Second),
+		RetryMin:       conf.Duration(500 * time.Millisecond),
+		RetryMax:       conf.Duration(30 * time.Second),
 		MaxInFlight:    16,
 	}
 }
+
+// maxInFlightLimit bounds max_in_flight: a receiver holds every chunk of a
+// connection that waits for its ack.
+const maxInFlightLimit = 1024
 
 // Validate implements pipeline.Config.
 func (c *Config) Validate() error {
 	var errs []error
 	if len(c.Servers) == 0 {
-		errs = append(errs, pipeline.FieldErr("servers", "at least one server is required"))
+		errs = append(errs, pipeline.FieldErr("servers", "at least one server (host:port) is required"))
 	}
-	for _, s := range c.Servers {
-		if _, _, err := net.SplitHostPort(s); err != nil {
-			errs = append(errs, pipeline.FieldErr("servers", "%q: %v", s, err))
+	seen := map[string]bool{}
+	for i, s := range c.Servers {
+		host, port, err := net.SplitHostPort(s)
+		if err != nil {
+			errs = append(errs, pipeline.FieldErr("servers", "[%d] %q: %v", i, s, err))
+			continue
 		}
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			errs = append(errs, pipeline.FieldErr("servers", "[%d] %q: port %q is not a number from 1 to 65535", i, s, port))
+		}
+		if host == "" {
+			errs = append(errs, pipeline.FieldErr("servers", "[%d] %q: no host", i, s))
+		}
+		if seen[s] {
+			errs = append(errs, pipeline.FieldErr("servers", "[%d] %q is listed twice", i, s))
+		}
+		seen[s] = true
 	}
-	switch c.Compress {
-	case "gzip", "none":
-	default:
-		errs = append(errs, pipeline.FieldErr("compress", "%q is not one of gzip, none", c.Compress))
+	if _, ok := compressions[c.Compress]; !ok {
+		errs = append(errs, pipeline.FieldErr("compress", "%q is not one of gzip, zstd, none", c.Compress))
 	}
-	if c.AckTimeout.D() <= 0 {
+	if c.AckTimeout <= 0 {
 		errs = append(errs, pipeline.FieldErr("ack_timeout", "must be positive"))
 	}
-	if c.RetryMin.D() <= 0 || c.RetryMax < c.RetryMin {
-		errs = append(errs, pipeline.FieldErr("retry_max", "retry_min must be positive and retry_max at least retry_min"))
+	if c.ConnectTimeout <= 0 {
+		errs = append(errs, pipeline.FieldErr("connect_timeout", "must be positive"))
 	}
-	if c.MaxInFlight < 1 {
-		errs = append(errs, pipeline.FieldErr("max_in_flight", "must be at least 1"))
+	if c.TCPKeepalive < 0 {
+		errs = append(errs, pipeline.FieldErr("tcp_keepalive", "must not be negative (0 turns it off)"))
+	}
+	if c.RetryMin <= 0 {
+		errs = append(errs, pipeline.FieldErr("retry_min", "must be positive"))
+	}
+	if c.RetryMax < c.RetryMin {
+		errs = append(errs, pipeline.FieldErr("retry_max", "must be at least retry_min (%s)", c.RetryMin))
+	}
+	if c.MaxInFlight < 1 || c.MaxInFlight > maxInFlightLimit {
+		errs = append(errs, pipeline.FieldErr("max_in_flight", "must be from 1 to %d", maxInFlightLimit))
 	}
 	if c.Username != "" && c.SharedKey == "" {
-		errs = append(errs, pipeline.FieldErr("username", "needs shared_key"))
+		errs = append(errs, pipeline.FieldErr("username", "needs shared_key: users are checked in the shared-key handshake"))
+	}
+	if c.Password != "" && c.Username == "" {
+		errs = append(errs, pipeline.FieldErr("password", "needs username"))
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		errs = append(errs, pipeline.FieldErr("tls", "cert_file and key_file go together"))
 	}
 	return errors.Join(errs...)
 }
+
+// tlsEnabled reports whether the tls block asks for TLS.
+func (c *Config) tlsEnabled() bool { return c.TLS.Enabled() || c.TLS.ServerName != "" }

@@ -1,40 +1,16 @@
-// Package forward is the forward output: it ships chunks to aggregators,
-// fluentd or fluent-bit with the Fluentd forward protocol, as
-// PackedForward (optionally gzip-compressed), waiting for acknowledgements.
-//
-//	outputs:
-//	  - type: forward
-//	    match: "**"
-//	    servers: [agg-0:24224, agg-1:24224]
-//	    require_ack: true
-//	    compress: gzip
-//
-// Every chunk carries an id derived from (sender id, partition, offset):
-// the sender id is made once and kept in data_dir, so a chunk resent after
-// a crash carries the same id and a logship receiver stores it once.
-// Several chunks of a partition are in flight on one connection; acks are
-// matched by id. A failed chunk (connection error, ack timeout, refused
-// handshake) is resent with exponential backoff and jitter, on the next
-// healthy server when there are several.
 package forward
 
 import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
+	"math"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
-	crand "crypto/rand"
-
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/logship/logship/pipeline"
@@ -53,65 +29,82 @@ func Factory() pipeline.Factory {
 	}
 }
 
-var (
-	acksTotal  = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "forward_out", Name: "acks_total", Help: "Chunks acknowledged by a receiver."}, []string{"component"})
-	ackLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "logship", Subsystem: "forward_out", Name: "ack_latency_seconds", Help: "From sending a chunk to its ack.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"component"})
-	reconnects = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "forward_out", Name: "connects_total", Help: "Connections made to receivers."}, []string{"component", "server"})
-	serverUp   = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "logship", Subsystem: "forward_out", Name: "server_up", Help: "1 while the last attempt on a server succeeded."}, []string{"component", "server"})
-)
+// ErrStopped is what a chunk still in flight gets when the output is
+// stopped: it is not delivered and stays in the buffer.
+var ErrStopped = errors.New("forward output stopped")
 
-// Output is a running forward output.
+var compressions = map[string]forwardproto.Compression{
+	"none": forwardproto.CompressNone,
+	"gzip": forwardproto.CompressGzip,
+	"zstd": forwardproto.CompressZstd,
+}
+
+// Output is a forward output. It implements pipeline.PipelinedOutput.
 type Output struct {
 	set     pipeline.Settings
-	cfg     *Config
+	cfg     Config // SelfHostname resolved
 	log     *zap.Logger
-	sender  [6]byte
 	comp    forwardproto.Compression
 	tlsConf *tls.Config
 	servers []*server
-	encs    sync.Pool
+	m       *metrics
+	sender  [6]byte
 
-	acks    prometheus.Counter
-	latency prometheus.Observer
+	// ctx lives until Stop: dials and handshakes run under it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.RWMutex
+	stopped bool
+	wg      sync.WaitGroup // delivery, dial and reader goroutines
+
+	wakeMu sync.Mutex
+	wake   chan struct{} // closed (and replaced) when a server comes back
+
+	laneMu sync.Mutex
+	lanes  map[int]chan struct{} // per partition: closed once the last chunk handed in was first written
+
+	encs   sync.Pool // *forwardproto.Encoder
+	frames sync.Pool // *[]byte
 }
 
-// New builds the output; it dials lazily.
+// New builds the output. Connections are dialed on first use.
 func New(set pipeline.Settings, cfg *Config) (*Output, error) {
-	o := &Output{set: set, cfg: cfg, log: set.Logger}
-	if o.log == nil {
-		o.log = zap.NewNop()
+	if set.Logger == nil {
+		set.Logger = zap.NewNop()
 	}
-	if cfg.Compress == "gzip" {
-		o.comp = forwardproto.CompressGzip
+	if set.Metrics == nil {
+		set.Metrics = pipeline.NopMetrics(pipeline.KindOutput, set.Name)
 	}
-	if cfg.SelfHostname == "" {
-		c := *cfg
-		c.SelfHostname, _ = os.Hostname()
-		o.cfg = &c
+	o := &Output{set: set, cfg: *cfg, log: set.Logger, lanes: map[int]chan struct{}{}, wake: make(chan struct{})}
+	if o.cfg.SelfHostname == "" {
+		o.cfg.SelfHostname, _ = os.Hostname()
 	}
-	if cfg.TLS.Enabled() {
+	comp, ok := compressions[cfg.Compress]
+	if !ok {
+		return nil, fmt.Errorf("compress: %q is not one of gzip, zstd, none", cfg.Compress)
+	}
+	o.comp = comp
+	if cfg.tlsEnabled() {
 		tc, err := clientTLS(cfg)
 		if err != nil {
 			return nil, err
 		}
 		o.tlsConf = tc
 	}
-	reg := set.Metrics.Registerer
-	l := prometheus.Labels{"component": set.Name}
-	o.acks = pipeline.RegisterOnce(reg, acksTotal).With(l)
-	o.latency = pipeline.RegisterOnce(reg, ackLatency).With(l)
-	rc := pipeline.RegisterOnce(reg, reconnects)
-	up := pipeline.RegisterOnce(reg, serverUp)
+	o.m = newMetrics(set)
 	for _, addr := range cfg.Servers {
-		o.servers = append(o.servers, &server{o: o, addr: addr,
-			connects: rc.WithLabelValues(set.Name, addr), up: up.WithLabelValues(set.Name, addr)})
+		o.servers = append(o.servers, newServer(o, addr))
 	}
+	o.ctx, o.cancel = context.WithCancel(context.Background())
 	o.encs.New = func() any { return forwardproto.NewEncoder() }
+	o.frames.New = func() any { return new([]byte) }
 	return o, nil
 }
 
 func clientTLS(cfg *Config) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.TLS.InsecureSkipVerify, ServerName: cfg.TLS.ServerName} //nolint:gosec // the user's explicit choice
+	//nolint:gosec // InsecureSkipVerify is the user's explicit choice.
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.TLS.InsecureSkipVerify, ServerName: cfg.TLS.ServerName}
 	if cfg.TLS.CAFile != "" {
 		pem, err := os.ReadFile(cfg.TLS.CAFile)
 		if err != nil {
@@ -119,403 +112,195 @@ func clientTLS(cfg *Config) (*tls.Config, error) {
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file: no certificate in %s", cfg.TLS.CAFile)
+			return nil, fmt.Errorf("tls.ca_file: no PEM certificate in %s", cfg.TLS.CAFile)
 		}
 		tc.RootCAs = pool
 	}
 	if cfg.TLS.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("tls: %w", err)
+			return nil, fmt.Errorf("tls.cert_file: %w", err)
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}
 	return tc, nil
 }
 
-// Start loads (or makes) the sender id.
+// Start loads the sender id from data_dir, making it the first time.
 func (o *Output) Start(context.Context) error {
-	id, err := loadSenderID(o.set.DataDir, o.set.Name)
+	id, err := loadSenderID(o.set.DataDir, o.set.Name, o.log)
 	if err != nil {
-		return fmt.Errorf("sender id: %w", err)
+		return fmt.Errorf("forward output %s: sender id: %w", o.set.Name, err)
 	}
 	o.sender = id
+	o.log.Info("forward output ready", zap.Strings("servers", o.cfg.Servers), zap.String("sender_id", fmt.Sprintf("%x", id[:])),
+		zap.Bool("require_ack", o.cfg.RequireAck), zap.String("compress", o.cfg.Compress), zap.Bool("tls", o.tlsConf != nil), zap.Bool("shared_key", o.cfg.SharedKey != ""))
 	return nil
 }
 
-// SenderID is the id this output's chunk ids start with.
+// SenderID is the id every chunk id of this output starts with.
 func (o *Output) SenderID() [6]byte { return o.sender }
 
-// loadSenderID reads DataDir/output/NAME/sender-id, creating it once.
-func loadSenderID(dataDir, name string) ([6]byte, error) {
-	var id [6]byte
-	if dataDir == "" {
-		_, err := crand.Read(id[:])
-		return id, err
-	}
-	dir := filepath.Join(dataDir, "output", name)
-	path := filepath.Join(dir, "sender-id")
-	if b, err := os.ReadFile(path); err == nil {
-		if n, err := hex.Decode(id[:], b[:min(len(b), 12)]); err == nil && n == 6 {
-			return id, nil
-		}
-	}
-	if _, err := crand.Read(id[:]); err != nil {
-		return id, err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return id, err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(hex.EncodeToString(id[:])+"\n"), 0o644); err != nil {
-		return id, err
-	}
-	f, err := os.Open(tmp)
-	if err == nil {
-		err = errors.Join(f.Sync(), f.Close())
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil {
-		var d *os.File
-		if d, err = os.Open(dir); err == nil {
-			err = errors.Join(d.Sync(), d.Close())
-		}
-	}
-	return id, err
-}
+// MaxInFlight implements pipeline.PipelinedOutput.
+func (o *Output) MaxInFlight() int { return o.cfg.MaxInFlight }
 
-// Write delivers one batch synchronously (the runner uses WriteAsync).
+// Write delivers b and waits for the outcome; the runner uses WriteAsync.
 func (o *Output) Write(ctx context.Context, b pipeline.Batch) error {
 	ch := make(chan error, 1)
 	o.WriteAsync(ctx, b, func(err error) { ch <- err })
 	return <-ch
 }
 
-// MaxInFlight implements pipeline.PipelinedOutput.
-func (o *Output) MaxInFlight() int { return o.cfg.MaxInFlight }
-
-// WriteAsync sends b and retries until it is acknowledged or ctx ends.
+// WriteAsync implements pipeline.PipelinedOutput: it delivers b on a
+// goroutine of its own and calls done(nil) once the receiver acknowledged
+// it (or, without require_ack, once it was written). Failures are retried
+// until ctx ends (done(ctx.Err())) or the output is stopped
+// (done(ErrStopped)). Chunks of one partition are first written in the
+// order WriteAsync was called for them.
 func (o *Output) WriteAsync(ctx context.Context, b pipeline.Batch, done func(error)) {
-	enc := o.encs.Get().(*forwardproto.Encoder)
+	if b.Partition < 0 || b.Partition > math.MaxUint16 {
+		done(pipeline.Permanent(fmt.Errorf("partition %d does not fit a chunk id", b.Partition)))
+		return
+	}
+	o.mu.RLock()
+	if o.stopped {
+		o.mu.RUnlock()
+		done(ErrStopped)
+		return
+	}
+	o.wg.Add(1)
+	o.mu.RUnlock()
+
+	next := make(chan struct{})
+	o.laneMu.Lock()
+	prev := o.lanes[b.Partition]
+	o.lanes[b.Partition] = next
+	o.laneMu.Unlock()
+	go o.deliver(ctx, b, done, prev, next)
+}
+
+// deliver encodes b, waits for its turn in the partition, and sends it
+// until it is acknowledged, ctx ends or the output stops.
+func (o *Output) deliver(ctx context.Context, b pipeline.Batch, reply func(error), prev <-chan struct{}, next chan struct{}) {
+	defer o.wg.Done()
+	o.m.inflight.Inc()
+	done := func(err error) {
+		o.m.inflight.Dec()
+		reply(err)
+	}
+	released := false
+	release := func() { // lets the partition's next chunk be written
+		if !released {
+			released = true
+			close(next)
+		}
+	}
+	defer release()
+
 	chunk := ""
 	if o.cfg.RequireAck {
 		chunk = forwardproto.ChunkID(o.sender, uint16(b.Partition), b.Offset)
 	}
-	frame, err := enc.AppendPackedForward(nil, b.Tag, b.Entries, b.Count, chunk, o.comp)
+	fp := o.frames.Get().(*[]byte)
+	defer o.frames.Put(fp)
+	enc := o.encs.Get().(*forwardproto.Encoder)
+	frame, err := enc.AppendPackedForward((*fp)[:0], b.Tag, b.Entries, b.Count, chunk, o.comp)
 	o.encs.Put(enc)
+	*fp = frame
 	if err != nil {
-		done(pipeline.Permanent(err))
+		done(pipeline.Permanent(fmt.Errorf("encode chunk: %w", err)))
 		return
 	}
-	go o.deliver(ctx, b, chunk, frame, done)
-}
 
-func (o *Output) deliver(ctx context.Context, b pipeline.Batch, chunk string, frame []byte, done func(error)) {
-	wait := o.cfg.RetryMin.D()
-	for attempt := 0; ; attempt++ {
-		srv := o.pick(b.Partition, attempt)
-		err := srv.send(ctx, chunk, frame)
-		if err == nil {
-			srv.healthy()
-			done(nil)
-			return
-		}
-		if ctx.Err() != nil {
-			done(ctx.Err())
-			return
-		}
-		srv.failed(err)
-		o.set.Metrics.Retries.Inc()
-		d := wait/2 + time.Duration(rand.Int64N(int64(wait)))
-		if attempt < len(o.servers)-1 {
-			d = 0 // another server first
-		}
+	if prev != nil {
 		select {
-		case <-time.After(d):
+		case <-prev:
 		case <-ctx.Done():
 			done(ctx.Err())
 			return
+		case <-o.ctx.Done():
+			done(ErrStopped)
+			return
 		}
-		if attempt >= len(o.servers)-1 {
-			wait = min(2*wait, o.cfg.RetryMax.D())
+	}
+	for sends := 0; ; {
+		wake := o.wakeChan()
+		s := o.pick(b.Partition)
+		if s == nil {
+			// Every server is down: wait until a probe brings one back.
+			t := time.NewTimer(o.cfg.RetryMax.D())
+			select {
+			case <-wake:
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				done(ctx.Err())
+				return
+			case <-o.ctx.Done():
+				t.Stop()
+				done(ErrStopped)
+				return
+			}
+			t.Stop()
+			continue
 		}
+		if sends++; sends > 1 {
+			o.set.Metrics.Retries.Inc()
+		}
+		err := s.send(ctx, chunk, frame, release)
+		if err == nil {
+			done(nil)
+			return
+		}
+		switch {
+		case ctx.Err() != nil:
+			done(ctx.Err())
+			return
+		case o.ctx.Err() != nil:
+			done(ErrStopped)
+			return
+		}
+		o.log.Debug("chunk not delivered; sending it again", zap.String("server", s.addr), zap.Int("partition", b.Partition), zap.Uint64("offset", b.Offset), zap.Int("attempt", sends), zap.Error(err))
 	}
 }
 
-// pick chooses the server for a partition's attempt: its preferred one,
-// then the next ones, skipping those that failed lately while a healthy
-// one is left.
-func (o *Output) pick(partition, attempt int) *server {
+// pick returns the server for partition p's next attempt: its preferred
+// server when usable, else the next usable one in the list, else nil.
+func (o *Output) pick(p int) *server {
 	n := len(o.servers)
-	first := (partition + attempt) % n
 	for i := range n {
-		s := o.servers[(first+i)%n]
-		if s.usable() {
+		if s := o.servers[(p+i)%n]; s.usable() {
 			return s
 		}
-	}
-	return o.servers[first]
-}
-
-// Start, Stop: Stop closes the connections; in-flight deliveries end with
-// their context.
-func (o *Output) Stop(context.Context) error {
-	for _, s := range o.servers {
-		s.close()
 	}
 	return nil
 }
 
-// server is one receiver with at most one connection.
-type server struct {
-	o        *Output
-	addr     string
-	mu       sync.Mutex
-	conn     *clientConn
-	dialing  chan struct{}
-	downTill time.Time
-	fails    int
-	connects prometheus.Counter
-	up       prometheus.Gauge
+func (o *Output) wakeChan() <-chan struct{} {
+	o.wakeMu.Lock()
+	defer o.wakeMu.Unlock()
+	return o.wake
 }
 
-func (s *server) usable() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return time.Now().After(s.downTill)
+// notify wakes every chunk waiting for a server to come back.
+func (o *Output) notify() {
+	o.wakeMu.Lock()
+	close(o.wake)
+	o.wake = make(chan struct{})
+	o.wakeMu.Unlock()
 }
 
-func (s *server) healthy() {
-	s.mu.Lock()
-	s.fails, s.downTill = 0, time.Time{}
-	s.mu.Unlock()
-	s.up.Set(1)
-}
-
-func (s *server) failed(err error) {
-	s.mu.Lock()
-	s.fails++
-	n := s.fails
-	s.downTill = time.Now().Add(min(time.Duration(n)*s.o.cfg.RetryMin.D(), s.o.cfg.RetryMax.D()))
-	s.mu.Unlock()
-	s.up.Set(0)
-	if n == 1 || n%10 == 0 {
-		s.o.log.Warn("forward delivery failed; retrying", zap.String("server", s.addr), zap.Int("failures", n), zap.Error(err))
+// Stop ends every delivery still in flight (done(ErrStopped): the chunks
+// stay buffered), closes the connections and waits for every goroutine of
+// the output.
+func (o *Output) Stop(context.Context) error {
+	o.mu.Lock()
+	o.stopped = true
+	o.mu.Unlock()
+	o.cancel()
+	for _, s := range o.servers {
+		s.stop()
 	}
-}
-
-func (s *server) close() {
-	s.mu.Lock()
-	c := s.conn
-	s.conn = nil
-	s.mu.Unlock()
-	if c != nil {
-		c.close(errors.New("output stopped"))
-	}
-}
-
-// get returns the live connection, dialing one if needed.
-func (s *server) get(ctx context.Context) (*clientConn, error) {
-	for {
-		s.mu.Lock()
-		if s.conn != nil && !s.conn.isClosed() {
-			c := s.conn
-			s.mu.Unlock()
-			return c, nil
-		}
-		if s.dialing != nil {
-			ch := s.dialing
-			s.mu.Unlock()
-			select {
-			case <-ch:
-				continue
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}
-		ch := make(chan struct{})
-		s.dialing = ch
-		s.mu.Unlock()
-		c, err := s.dial(ctx)
-		s.mu.Lock()
-		s.dialing = nil
-		if err == nil {
-			s.conn = c
-		}
-		s.mu.Unlock()
-		close(ch)
-		return c, err
-	}
-}
-
-func (s *server) dial(ctx context.Context) (*clientConn, error) {
-	cfg := s.o.cfg
-	d := net.Dialer{Timeout: cfg.ConnectTimeout.D(), KeepAlive: 30 * time.Second}
-	nc, err := d.DialContext(ctx, "tcp", s.addr)
-	if err != nil {
-		return nil, err
-	}
-	if s.o.tlsConf != nil {
-		tc := s.o.tlsConf.Clone()
-		if tc.ServerName == "" {
-			tc.ServerName, _, _ = net.SplitHostPort(s.addr)
-		}
-		tconn := tls.Client(nc, tc)
-		hctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout.D())
-		err := tconn.HandshakeContext(hctx)
-		cancel()
-		if err != nil {
-			nc.Close()
-			return nil, fmt.Errorf("tls: %w", err)
-		}
-		nc = tconn
-	}
-	dec := forwardproto.NewDecoder(nc, forwardproto.Limits{MaxFrameBytes: 1 << 20})
-	if cfg.SharedKey != "" {
-		_ = nc.SetDeadline(time.Now().Add(cfg.ConnectTimeout.D()))
-		if err := handshake(nc, dec, cfg); err != nil {
-			nc.Close()
-			return nil, err
-		}
-		_ = nc.SetDeadline(time.Time{})
-	}
-	s.connects.Inc()
-	c := &clientConn{nc: nc, dec: dec, pending: map[string]chan error{}, closed: make(chan struct{}), o: s.o}
-	if cfg.RequireAck {
-		go c.readAcks()
-	}
-	return c, nil
-}
-
-func handshake(nc net.Conn, dec *forwardproto.Decoder, cfg *Config) error {
-	helo, err := dec.NextHelo()
-	if err != nil {
-		return fmt.Errorf("handshake: waiting for HELO: %w", err)
-	}
-	auth := forwardproto.ClientAuth{Hostname: cfg.SelfHostname, SharedKey: cfg.SharedKey, Username: cfg.Username, Password: cfg.Password}
-	salt := forwardproto.NewSalt()
-	ping, err := forwardproto.AppendPing(nil, helo, auth, salt)
-	if err != nil {
-		return err
-	}
-	if _, err := nc.Write(ping); err != nil {
-		return err
-	}
-	pong, err := dec.NextPong()
-	if err != nil {
-		return fmt.Errorf("handshake: waiting for PONG: %w", err)
-	}
-	return forwardproto.VerifyPong(pong, helo, auth, salt)
-}
-
-// send writes one frame and, with require_ack, waits for its ack.
-func (s *server) send(ctx context.Context, chunk string, frame []byte) error {
-	c, err := s.get(ctx)
-	if err != nil {
-		return err
-	}
-	return c.send(ctx, chunk, frame)
-}
-
-// clientConn is one connection: writes are serialized, acks are read by
-// one goroutine and matched to the waiting chunks by id.
-type clientConn struct {
-	o       *Output
-	nc      net.Conn
-	dec     *forwardproto.Decoder
-	wmu     sync.Mutex
-	mu      sync.Mutex
-	pending map[string]chan error
-	closed  chan struct{}
-	err     error
-}
-
-func (c *clientConn) isClosed() bool {
-	select {
-	case <-c.closed:
-		return true
-	default:
-		return false
-	}
-}
-
-func (c *clientConn) close(err error) {
-	c.mu.Lock()
-	if c.err != nil {
-		c.mu.Unlock()
-		return
-	}
-	c.err = err
-	pend := c.pending
-	c.pending = map[string]chan error{}
-	close(c.closed)
-	c.mu.Unlock()
-	c.nc.Close()
-	for _, ch := range pend {
-		ch <- err
-	}
-}
-
-func (c *clientConn) readAcks() {
-	for {
-		id, err := c.dec.NextAck()
-		if err != nil {
-			c.close(fmt.Errorf("reading acks: %w", err))
-			return
-		}
-		c.mu.Lock()
-		ch, ok := c.pending[id]
-		delete(c.pending, id)
-		c.mu.Unlock()
-		if ok {
-			ch <- nil
-		}
-	}
-}
-
-func (c *clientConn) send(ctx context.Context, chunk string, frame []byte) error {
-	var ch chan error
-	if chunk != "" {
-		ch = make(chan error, 1)
-		c.mu.Lock()
-		if c.err != nil {
-			c.mu.Unlock()
-			return c.err
-		}
-		c.pending[chunk] = ch
-		c.mu.Unlock()
-	}
-	start := time.Now()
-	c.wmu.Lock()
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.o.cfg.AckTimeout.D()))
-	_, err := c.nc.Write(frame)
-	c.wmu.Unlock()
-	if err != nil {
-		c.close(fmt.Errorf("write: %w", err))
-		return err
-	}
-	if ch == nil {
-		return nil
-	}
-	t := time.NewTimer(c.o.cfg.AckTimeout.D())
-	defer t.Stop()
-	select {
-	case err := <-ch:
-		if err == nil {
-			c.o.acks.Inc()
-			c.o.latency.Observe(time.Since(start).Seconds())
-		}
-		return err
-	case <-t.C:
-		err := fmt.Errorf("no ack for chunk %s within %s", chunk, c.o.cfg.AckTimeout.D())
-		c.close(err)
-		return err
-	case <-ctx.Done():
-		c.mu.Lock()
-		delete(c.pending, chunk)
-		c.mu.Unlock()
-		return ctx.Err()
-	}
+	o.wg.Wait()
+	return nil
 }

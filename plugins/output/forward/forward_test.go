@@ -2,287 +2,632 @@ package forward
 
 import (
 	"context"
-	"fmt"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
 	"net"
-	"sync"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/logship/logship/conf"
 	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/plugins/forwardproto"
 	fwdin "github.com/logship/logship/plugins/input/forward"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// counter is a receiver's emitter: it counts events and acks at once.
-type counter struct {
-	mu     sync.Mutex
-	events int
-	chunks int
-}
-
-func (c *counter) Emit(_ context.Context, ch pipeline.Chunk, ack pipeline.AckFunc) error {
-	c.mu.Lock()
-	c.events += ch.Count
-	c.chunks++
-	c.mu.Unlock()
-	ack(nil)
-	return nil
-}
-
-func (c *counter) count() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.events
-}
-
-func receiver(t *testing.T, listen, sharedKey string, em pipeline.Emitter) *fwdin.Input {
-	t.Helper()
-	cfg := fwdin.Factory().NewConfig().(*fwdin.Config)
-	cfg.Listen, cfg.SharedKey, cfg.Heartbeat = listen, sharedKey, false
-	in, err := fwdin.New(pipeline.Settings{Name: "recv", DataDir: t.TempDir(), Logger: zap.NewNop(), Metrics: pipeline.NopMetrics(pipeline.KindInput, "recv")}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := in.Start(context.Background(), em); err != nil {
-		t.Fatal(err)
-	}
-	return in
-}
-
-func output(t *testing.T, dataDir string, mod func(*Config)) *Output {
-	t.Helper()
-	cfg := defaultConfig()
-	cfg.RetryMin, cfg.RetryMax = conf.Duration(20*time.Millisecond), conf.Duration(200*time.Millisecond)
-	cfg.ConnectTimeout = conf.Duration(time.Second)
-	mod(cfg)
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	o, err := New(pipeline.Settings{Name: "fwd", DataDir: dataDir, Logger: zap.NewNop(), Metrics: pipeline.NopMetrics(pipeline.KindOutput, "fwd")}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := o.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return o
-}
-
-func batch(p int, off uint64, n int) pipeline.Batch {
-	var e []byte
-	for i := range n {
-		var rec []byte
-		rec = pipeline.AppendMapHeader(rec, 1)
-		rec = pipeline.AppendString(rec, "i")
-		rec = pipeline.AppendInt(rec, int64(i))
-		e = pipeline.AppendEntry(e, pipeline.EventTime{Sec: 1}, rec)
-	}
-	return pipeline.Batch{Chunk: pipeline.Chunk{Tag: "t", Entries: e, Count: n}, Partition: p, Offset: off}
-}
-
-// sendAll delivers batches concurrently and waits for every done.
-func sendAll(t *testing.T, o *Output, batches []pipeline.Batch, timeout time.Duration) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	errs := make(chan error, len(batches))
-	for _, b := range batches {
-		o.WriteAsync(ctx, b, func(err error) { errs <- err })
-	}
-	for range batches {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func TestDeliversWithAcksGzipAndNone(t *testing.T) {
-	for _, comp := range []string{"gzip", "none"} {
+func TestDeliversToOwnInputWithAcks(t *testing.T) {
+	for _, comp := range []string{"gzip", "zstd", "none"} {
 		t.Run(comp, func(t *testing.T) {
-			em := &counter{}
-			in := receiver(t, "127.0.0.1:0", "", em)
-			defer in.Stop(context.Background())
-			o := output(t, t.TempDir(), func(c *Config) { c.Servers = []string{in.Addr().String()}; c.Compress = comp })
-			defer o.Stop(context.Background())
-			var bs []pipeline.Batch
-			for i := range 50 {
-				bs = append(bs, batch(i%4, uint64(i), 100))
+			rec := newRecorder()
+			in := receiver(t, "127.0.0.1:0", nil, rec)
+			o := newOutput(t, t.TempDir(), nil, func(c *Config) {
+				c.Servers = []string{in.Addr().String()}
+				c.Compress = comp
+				c.MaxInFlight = 4
+			})
+			bs := batches(4, 10, 50)
+			deliverAll(t, o, bs, 10*time.Second)
+			checkAllArrived(t, bs, rec)
+			if n := rec.count(); n != len(bs)*50 {
+				t.Fatalf("receiver stored %d events, want %d", n, len(bs)*50)
 			}
-			sendAll(t, o, bs, 10*time.Second)
-			if n := em.count(); n != 5000 {
-				t.Fatalf("%d events", n)
+			if n := value(o.m.acks); n != float64(len(bs)) {
+				t.Fatalf("acks_total %v, want %d", n, len(bs))
+			}
+			if n := value(o.m.latency.(prometheus.Histogram)); n != float64(len(bs)) {
+				t.Fatalf("ack latency observed %v times, want %d", n, len(bs))
+			}
+			if n := value(o.m.inflight); n != 0 {
+				t.Fatalf("inflight_chunks %v after delivery", n)
+			}
+			if n := value(o.m.connects); n != 1 {
+				t.Fatalf("connects_total %v: the connection was not reused", n)
 			}
 		})
 	}
 }
 
-// TestResendAfterCrashStoredOnce: a second output on the same data_dir
-// (a restart) resends (partition, offset) with the same chunk id, and the
-// receiver stores it once.
-func TestResendAfterCrashStoredOnce(t *testing.T) {
-	em := &counter{}
-	in := receiver(t, "127.0.0.1:0", "", em)
-	defer in.Stop(context.Background())
-	dir := t.TempDir()
-	o1 := output(t, dir, func(c *Config) { c.Servers = []string{in.Addr().String()} })
-	sendAll(t, o1, []pipeline.Batch{batch(1, 7, 10)}, 5*time.Second)
-	o1.Stop(context.Background())
-	o2 := output(t, dir, func(c *Config) { c.Servers = []string{in.Addr().String()} })
-	defer o2.Stop(context.Background())
-	if o1.SenderID() != o2.SenderID() {
-		t.Fatal("sender id changed across a restart")
+// TestChunkIDsAndAcksOutOfOrder: every chunk carries
+// ChunkID(sender, partition, offset), acks answered last-first are
+// matched by id, and a partition's chunks are first written in order.
+func TestChunkIDsAndAcksOutOfOrder(t *testing.T) {
+	f := newFakeServer(t, ackReverse)
+	o := newOutput(t, t.TempDir(), nil, func(c *Config) { c.Servers = []string{f.addr()}; c.MaxInFlight = 16 })
+	bs := batches(2, 32, 3) // 64 chunks: acks come in groups of 8
+	deliverAll(t, o, bs, 10*time.Second)
+	want := map[string]pipeline.Batch{}
+	for _, b := range bs {
+		want[forwardproto.ChunkID(o.SenderID(), uint16(b.Partition), b.Offset)] = b
 	}
-	sendAll(t, o2, []pipeline.Batch{batch(1, 7, 10), batch(1, 8, 10)}, 5*time.Second)
-	if n := em.count(); n != 20 {
-		t.Fatalf("stored %d events, want 20 (the resent chunk once)", n)
+	reqs := f.requests()
+	if len(reqs) != len(bs) {
+		t.Fatalf("%d requests for %d chunks", len(reqs), len(bs))
 	}
-}
-
-func TestFailoverAndLateServer(t *testing.T) {
-	em := &counter{}
-	a := receiver(t, "127.0.0.1:0", "", em)
-	// b's address is reserved but nothing listens yet.
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	bAddr := ln.Addr().String()
-	ln.Close()
-	o := output(t, t.TempDir(), func(c *Config) { c.Servers = []string{a.Addr().String(), bAddr} })
-	defer o.Stop(context.Background())
-	var bs []pipeline.Batch
-	for i := range 40 {
-		bs = append(bs, batch(i%4, uint64(i), 10))
-	}
-	sendAll(t, o, bs, 10*time.Second) // partitions preferring b fail over to a
-	if n := em.count(); n != 400 {
-		t.Fatalf("%d events", n)
-	}
-	// a goes away, b comes up: delivery resumes by itself.
-	a.Stop(context.Background())
-	b := receiver(t, bAddr, "", em)
-	defer b.Stop(context.Background())
-	sendAll(t, o, []pipeline.Batch{batch(0, 100, 10), batch(1, 101, 10)}, 10*time.Second)
-	if n := em.count(); n != 420 {
-		t.Fatalf("%d events", n)
+	last := map[string]int{} // partition prefix -> last offset seen
+	for _, r := range reqs {
+		b, ok := want[r.chunk]
+		if !ok || r.tag != b.Tag || r.count != b.Count {
+			t.Fatalf("request tag %s chunk %q count %d: not the chunk id of its batch", r.tag, r.chunk, r.count)
+		}
+		sender, p, off, err := forwardproto.ParseChunkID(r.chunk)
+		if err != nil || sender != o.SenderID() || int(p) != b.Partition || off != b.Offset {
+			t.Fatalf("chunk id %q decodes to %x/%d/%d (%v)", r.chunk, sender, p, off, err)
+		}
+		key := tagOf(b.Partition, 0)
+		if prev, ok := last[key]; ok && int(off) < prev {
+			t.Fatalf("partition %d: offset %d written after %d", p, off, prev)
+		}
+		last[key] = int(off)
+		delete(want, r.chunk)
 	}
 }
 
 func TestSharedKey(t *testing.T) {
-	em := &counter{}
-	in := receiver(t, "127.0.0.1:0", "k3y", em)
-	defer in.Stop(context.Background())
-	o := output(t, t.TempDir(), func(c *Config) {
-		c.Servers = []string{in.Addr().String()}
-		c.SharedKey = "k3y"
-		c.SelfHostname = "client-a"
+	t.Run("right key and user", func(t *testing.T) {
+		rec := newRecorder()
+		in := receiver(t, "127.0.0.1:0", func(c *fwdin.Config) {
+			c.SharedKey = "s3cret"
+			c.Users = []fwdin.User{{Username: "agent", Password: "pw"}}
+		}, rec)
+		o := newOutput(t, t.TempDir(), nil, func(c *Config) {
+			c.Servers = []string{in.Addr().String()}
+			c.SharedKey, c.Username, c.Password = "s3cret", "agent", "pw"
+		})
+		bs := batches(2, 3, 10)
+		deliverAll(t, o, bs, 10*time.Second)
+		checkAllArrived(t, bs, rec)
 	})
-	sendAll(t, o, []pipeline.Batch{batch(0, 0, 5)}, 5*time.Second)
-	o.Stop(context.Background())
-	bad := output(t, t.TempDir(), func(c *Config) { c.Servers = []string{in.Addr().String()}; c.SharedKey = "wrong" })
-	defer bad.Stop(context.Background())
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	errc := make(chan error, 1)
-	bad.WriteAsync(ctx, batch(0, 1, 5), func(err error) { errc <- err })
-	if err := <-errc; err == nil {
-		t.Fatal("delivered with a wrong key")
+
+	t.Run("wrong key is retried until the server is fixed", func(t *testing.T) {
+		core, logs := observer.New(zap.ErrorLevel)
+		rec := newRecorder()
+		in := receiver(t, "127.0.0.1:0", func(c *fwdin.Config) { c.SharedKey = "old-key" }, rec)
+		addr := in.Addr().String()
+		o := newOutput(t, t.TempDir(), zap.New(core), func(c *Config) {
+			c.Servers = []string{addr}
+			c.SharedKey = "new-key"
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		bs := batches(1, 2, 5)
+		res := drive(ctx, o, bs)
+		checkFor(t, 5*time.Second, func() error {
+			if n := value(o.m.failures.WithLabelValues("fwd", addr, "auth")); n < 2 {
+				return errors.New("no refused handshake retried yet")
+			}
+			return nil
+		})
+		expectNoResult(t, res, 50*time.Millisecond)
+		if logs.FilterMessageSnippet("handshake refused").Len() == 0 {
+			t.Fatalf("no clear log of the refused handshake: %v", logs.All())
+		}
+		if rec.count() != 0 {
+			t.Fatal("events stored without a valid handshake")
+		}
+		// The server's key is fixed: delivery resumes by itself.
+		_ = in.Stop(context.Background())
+		rec2 := newRecorder()
+		receiver(t, addr, func(c *fwdin.Config) { c.SharedKey = "new-key" }, rec2)
+		for _, r := range waitResults(t, res, len(bs), 10*time.Second) {
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+		}
+		checkAllArrived(t, bs, rec2)
+	})
+
+	t.Run("output has a key the server lacks", func(t *testing.T) {
+		in := receiver(t, "127.0.0.1:0", nil, newRecorder())
+		addr := in.Addr().String()
+		o := newOutput(t, t.TempDir(), nil, func(c *Config) {
+			c.Servers, c.SharedKey = []string{addr}, "k"
+			c.ConnectTimeout = conf.Duration(100 * time.Millisecond)
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		res := drive(ctx, o, batches(1, 1, 1))
+		checkFor(t, 5*time.Second, func() error {
+			s := o.servers[0]
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.lastErr == nil || !strings.Contains(s.lastErr.Error(), "did not greet with HELO (is shared_key set on it?)") {
+				return errors.New("no failure naming the missing HELO yet")
+			}
+			return nil
+		})
+		cancel()
+		<-res
+	})
+
+	t.Run("server wants a key the output lacks", func(t *testing.T) {
+		in := receiver(t, "127.0.0.1:0", func(c *fwdin.Config) { c.SharedKey = "k" }, newRecorder())
+		addr := in.Addr().String()
+		o := newOutput(t, t.TempDir(), nil, func(c *Config) { c.Servers = []string{addr} })
+		ctx, cancel := context.WithCancel(context.Background())
+		res := drive(ctx, o, batches(1, 1, 1))
+		checkFor(t, 5*time.Second, func() error {
+			s := o.servers[0]
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.lastErr == nil || !strings.Contains(s.lastErr.Error(), "shared_key") {
+				return errors.New("no failure naming shared_key yet")
+			}
+			return nil
+		})
+		cancel()
+		if r := <-res; !errors.Is(r.err, context.Canceled) {
+			t.Fatalf("done(%v), want context.Canceled", r.err)
+		}
+	})
+}
+
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writeCert(t, dir)
+	rec := newRecorder()
+	in := receiver(t, "127.0.0.1:0", func(c *fwdin.Config) {
+		c.TLS = conf.TLS{CertFile: cert, KeyFile: key, CAFile: cert} // client certificates required
+		c.SharedKey = "k"
+	}, rec)
+	addr := in.Addr().String()
+	o := newOutput(t, t.TempDir(), nil, func(c *Config) {
+		c.Servers = []string{addr}
+		c.TLS = conf.TLS{CAFile: cert, CertFile: cert, KeyFile: key}
+		c.SharedKey = "k"
+	})
+	bs := batches(2, 4, 20)
+	deliverAll(t, o, bs, 10*time.Second)
+	checkAllArrived(t, bs, rec)
+
+	// A server whose certificate is not trusted is a tls failure.
+	other, _ := writeCert(t, t.TempDir())
+	bad := newOutput(t, t.TempDir(), nil, func(c *Config) {
+		c.Servers = []string{addr}
+		c.TLS = conf.TLS{CAFile: other, CertFile: cert, KeyFile: key}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	res := drive(ctx, bad, batches(1, 1, 1))
+	checkFor(t, 5*time.Second, func() error {
+		if value(bad.m.failures.WithLabelValues("fwd", addr, "tls")) == 0 {
+			return errors.New("no tls failure counted")
+		}
+		return nil
+	})
+	cancel()
+	<-res
+}
+
+func TestRequireAckFalse(t *testing.T) {
+	// A receiver that never acks: without require_ack, writing is enough,
+	// and no chunk id is asked to be acknowledged.
+	f := newFakeServer(t, ackNever)
+	o := newOutput(t, t.TempDir(), nil, func(c *Config) { c.Servers = []string{f.addr()}; c.RequireAck = false })
+	bs := batches(2, 5, 10)
+	deliverAll(t, o, bs, 10*time.Second)
+	checkFor(t, 5*time.Second, func() error {
+		if n := len(f.requests()); n != len(bs) {
+			return errors.New("not every request arrived yet")
+		}
+		return nil
+	})
+	for _, r := range f.requests() {
+		if r.hasChunk {
+			t.Fatalf("%s sent with a chunk option though require_ack is false", r.tag)
+		}
 	}
-	if n := em.count(); n != 5 {
-		t.Fatalf("%d events", n)
+
+	// And against our own input.
+	rec := newRecorder()
+	in := receiver(t, "127.0.0.1:0", nil, rec)
+	o2 := newOutput(t, t.TempDir(), nil, func(c *Config) { c.Servers = []string{in.Addr().String()}; c.RequireAck = false })
+	deliverAll(t, o2, bs, 10*time.Second)
+	checkFor(t, 5*time.Second, func() error {
+		if rec.count() != len(bs)*10 {
+			return errors.New("not every event stored yet")
+		}
+		return nil
+	})
+	if value(o2.m.acks) != 0 {
+		t.Fatal("acks counted without require_ack")
 	}
 }
 
-// TestNoAckNoDone: a receiver that reads but never acks: the chunk is
-// not reported delivered, and cancelling ends the delivery promptly.
-func TestNoAckNoDone(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// TestPartitionsSpreadOverServers: partition p goes to servers[p % n].
+func TestPartitionsSpreadOverServers(t *testing.T) {
+	recA, recB := newRecorder(), newRecorder()
+	a := receiver(t, "127.0.0.1:0", nil, recA)
+	b := receiver(t, "127.0.0.1:0", nil, recB)
+	o := newOutput(t, t.TempDir(), nil, func(c *Config) { c.Servers = []string{a.Addr().String(), b.Addr().String()} })
+	bs := batches(4, 3, 5)
+	deliverAll(t, o, bs, 10*time.Second)
+	for _, bt := range bs {
+		want, other := recA, recB
+		if bt.Partition%2 == 1 {
+			want, other = recB, recA
+		}
+		if len(want.tags()[bt.Tag]) != 1 || len(other.tags()[bt.Tag]) != 0 {
+			t.Fatalf("partition %d's %s not on its preferred server only", bt.Partition, bt.Tag)
+		}
+	}
+}
+
+// TestFailoverWhenReceiverDiesMidStream: one of two receivers dies with
+// chunks in flight on it (read, never stored nor acked); they and
+// everything after them arrive at the other one: nothing is lost.
+func TestFailoverWhenReceiverDiesMidStream(t *testing.T) {
+	recA, recB := newRecorder(), newRecorder()
+	a := receiver(t, "127.0.0.1:0", nil, recA)
+	b := receiver(t, "127.0.0.1:0", nil, recB)
+	o := newOutput(t, t.TempDir(), nil, func(c *Config) {
+		c.Servers = []string{a.Addr().String(), b.Addr().String()}
+		c.MaxInFlight = 4
+	})
+	bs := batches(4, 60, 20)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res := drive(ctx, o, bs)
+	got := waitResults(t, res, len(bs)/4, 10*time.Second)
+	recA.mu.Lock()
+	recA.hold = true
+	recA.mu.Unlock()
+	checkFor(t, 5*time.Second, func() error {
+		if recA.holding() < 4 {
+			return errors.New("not enough chunks in flight on a yet")
+		}
+		return nil
+	})
+	// Kill a: what it holds is never stored, and it stops at once.
+	recA.fail(errors.New("receiver killed"))
+	dead, stop := context.WithCancel(context.Background())
+	stop()
+	_ = a.Stop(dead)
+	got = append(got, waitResults(t, res, len(bs)-len(got), 15*time.Second)...)
+	for _, r := range got {
+		if r.err != nil {
+			t.Fatalf("%s: %v", r.b.Tag, r.err)
+		}
+	}
+	checkAllArrived(t, bs, recA, recB)
+	if value(o.m.failures) == 0 || value(o.set.Metrics.Retries) < 4 {
+		t.Fatal("the receiver's death went uncounted")
+	}
+	if value(o.m.up.WithLabelValues("fwd", a.Addr().String())) != 0 {
+		t.Fatal("server_up still 1 for the dead receiver")
+	}
+}
+
+// TestFailedServerDoesNotStallItsPartition: while a down server is being
+// redialed (and the attempt hangs until connect_timeout), the chunks of
+// the partition that prefers it flow to the next server without waiting.
+func TestFailedServerDoesNotStallItsPartition(t *testing.T) {
+	hang := newFakeServer(t, silent)
+	rec := newRecorder()
+	good := receiver(t, "127.0.0.1:0", func(c *fwdin.Config) { c.SharedKey = "k" }, rec)
+	o := newOutput(t, t.TempDir(), nil, func(c *Config) {
+		c.Servers = []string{hang.addr(), good.Addr().String()}
+		c.SharedKey = "k"
+		c.ConnectTimeout = conf.Duration(20 * time.Second)
+	})
+	deliverAll(t, o, []pipeline.Batch{batch(0, 0, 1)}, 5*time.Second) // fails over after the first, refused, connection
+	checkFor(t, 5*time.Second, func() error {
+		if hang.seen.Load() < 2 {
+			return errors.New("no redial of the failed server yet")
+		}
+		return nil
+	})
+	var bs []pipeline.Batch
+	for i := range 20 {
+		bs = append(bs, batch(0, uint64(1+i), 1))
+	}
+	start := time.Now()
+	deliverAll(t, o, bs, 10*time.Second)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("partition 0 stalled %s behind the hanging redial", d)
+	}
+	checkAllArrived(t, bs, rec)
+}
+
+// TestReceiverDownAtStartComesUpLater: delivery resumes by itself.
+func TestReceiverDownAtStartComesUpLater(t *testing.T) {
+	addr := freeAddr(t)
+	o := newOutput(t, t.TempDir(), nil, func(c *Config) { c.Servers = []string{addr} })
+	bs := batches(2, 5, 10)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res := drive(ctx, o, bs)
+	checkFor(t, 5*time.Second, func() error {
+		if value(o.m.failures.WithLabelValues("fwd", addr, "connect")) < 3 {
+			return errors.New("not retrying the connection yet")
+		}
+		return nil
+	})
+	expectNoResult(t, res, 10*time.Millisecond)
+	rec := newRecorder()
+	receiver(t, addr, nil, rec)
+	for _, r := range waitResults(t, res, len(bs), 10*time.Second) {
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+	checkAllArrived(t, bs, rec)
+	if value(o.m.up) != 1 {
+		t.Fatal("server_up not back to 1")
+	}
+}
+
+// TestResendAfterCrashStoredOnce: a second output instance on the same
+// data_dir (a restart after a crash) resends (partition, offset) with the
+// same chunk id, and the receiver's dedup stores it once.
+func TestResendAfterCrashStoredOnce(t *testing.T) {
+	rec := newRecorder()
+	in := receiver(t, "127.0.0.1:0", nil, rec)
+	dir := t.TempDir()
+	mod := func(c *Config) { c.Servers = []string{in.Addr().String()} }
+	o1 := newOutput(t, dir, nil, mod)
+	deliverAll(t, o1, []pipeline.Batch{batch(1, 7, 10)}, 5*time.Second)
+	_ = o1.Stop(context.Background()) // "crash": the cursor never moved
+
+	o2 := newOutput(t, dir, nil, mod)
+	if o1.SenderID() != o2.SenderID() {
+		t.Fatalf("sender id changed across a restart: %x then %x", o1.SenderID(), o2.SenderID())
+	}
+	deliverAll(t, o2, []pipeline.Batch{batch(1, 7, 10), batch(1, 8, 10)}, 5*time.Second)
+	if got := rec.tags(); len(got[tagOf(1, 7)]) != 1 || len(got[tagOf(1, 8)]) != 1 || rec.count() != 20 {
+		t.Fatalf("stored %v (%d events): want each chunk once", got, rec.count())
+	}
+}
+
+// TestAckTimeout: a receiver that reads but never acks gets the chunk
+// again on a new connection, with the same id; done(nil) comes only once
+// a real ack does.
+func TestAckTimeout(t *testing.T) {
+	f := newFakeServer(t, ackNever)
+	o := newOutput(t, t.TempDir(), nil, func(c *Config) {
+		c.Servers = []string{f.addr()}
+		c.AckTimeout = conf.Duration(100 * time.Millisecond)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b := batch(3, 42, 5)
+	res := drive(ctx, o, []pipeline.Batch{b})
+	checkFor(t, 5*time.Second, func() error {
+		if f.seen.Load() < 3 || value(o.m.failures.WithLabelValues("fwd", f.addr(), "ack_timeout")) < 2 {
+			return errors.New("no reconnect after ack timeouts yet")
+		}
+		return nil
+	})
+	expectNoResult(t, res, 10*time.Millisecond)
+	f.mode.Store(ackNow)
+	if r := waitResults(t, res, 1, 5*time.Second)[0]; r.err != nil {
+		t.Fatal(r.err)
+	}
+	id := forwardproto.ChunkID(o.SenderID(), 3, 42)
+	for _, r := range f.requests() {
+		if r.chunk != id {
+			t.Fatalf("resent with chunk id %q, want %q", r.chunk, id)
+		}
+	}
+	if value(o.set.Metrics.Retries) < 2 {
+		t.Fatal("retries not counted")
+	}
+}
+
+// TestCancelEndsDeliveriesPromptly: chunks waiting for acks, and chunks
+// stuck in a write the receiver does not read, end with ctx's error as
+// soon as ctx is cancelled.
+func TestCancelEndsDeliveriesPromptly(t *testing.T) {
+	for _, mode := range []int{ackNever, noRead} {
+		t.Run(map[int]string{ackNever: "waiting for acks", noRead: "blocked writing"}[mode], func(t *testing.T) {
+			f := newFakeServer(t, mode)
+			o := newOutput(t, t.TempDir(), nil, func(c *Config) {
+				c.Servers = []string{f.addr()}
+				c.Compress = "none"
+			})
+			var bs []pipeline.Batch
+			for i := range 12 {
+				b := pipeline.Batch{Chunk: pipeline.Chunk{Tag: "big", Entries: makeEntries(2000, 1000), Count: 2000}, Offset: uint64(i)}
+				bs = append(bs, b)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			res := drive(ctx, o, bs)
+			checkFor(t, 5*time.Second, func() error {
+				if f.seen.Load() == 0 || value(o.m.inflight) == 0 {
+					return errors.New("nothing in flight yet")
+				}
+				return nil
+			})
+			expectNoResult(t, res, 50*time.Millisecond)
+			cancel()
+			for _, r := range waitResults(t, res, len(bs), 2*time.Second) {
+				if !errors.Is(r.err, context.Canceled) {
+					t.Fatalf("done(%v), want context.Canceled", r.err)
+				}
+			}
+		})
+	}
+}
+
+// TestStopEndsDeliveries: Stop with chunks in flight ends them with
+// ErrStopped (not permanent: they stay buffered) and leaves no goroutine.
+func TestStopEndsDeliveries(t *testing.T) {
+	f := newFakeServer(t, ackNever)
+	down := freeAddr(t)
+	o := newOutput(t, t.TempDir(), nil, func(c *Config) { c.Servers = []string{f.addr(), down} })
+	res := drive(context.Background(), o, batches(2, 4, 5))
+	checkFor(t, 5*time.Second, func() error {
+		if len(f.requests()) < 4 {
+			return errors.New("not in flight yet")
+		}
+		return nil
+	})
+	_ = o.Stop(context.Background())
+	for _, r := range waitResults(t, res, 8, 2*time.Second) {
+		if r.err == nil || pipeline.IsPermanent(r.err) {
+			t.Fatalf("done(%v) on stop: want a retryable error", r.err)
+		}
+	}
+	called := false
+	o.WriteAsync(context.Background(), batch(0, 1, 1), func(err error) { called = errors.Is(err, ErrStopped) })
+	if !called {
+		t.Fatal("WriteAsync after Stop did not answer ErrStopped at once")
+	}
+}
+
+func TestSenderIDPersisted(t *testing.T) {
+	dir := t.TempDir()
+	id1, err := loadSenderID(dir, "out", zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	var conns sync.WaitGroup
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns.Add(1)
-			go func() {
-				defer conns.Done()
-				buf := make([]byte, 65536)
-				for {
-					if _, err := c.Read(buf); err != nil {
-						c.Close()
-						return
-					}
-				}
-			}()
-		}
-	}()
-	o := output(t, t.TempDir(), func(c *Config) {
-		c.Servers = []string{ln.Addr().String()}
-		c.AckTimeout = conf.Duration(100 * time.Millisecond)
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	o.WriteAsync(ctx, batch(0, 0, 5), func(err error) { errc <- err })
-	select {
-	case err := <-errc:
-		t.Fatalf("done(%v) without an ack", err)
-	case <-time.After(500 * time.Millisecond):
+	path := filepath.Join(dir, "output", "out", senderIDFile)
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) != 13 {
+		t.Fatalf("sender-id file %q (%v)", b, err)
 	}
-	cancel()
-	select {
-	case err := <-errc:
-		if err == nil {
-			t.Fatal("done(nil) after cancel")
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("no done after cancel")
+	id2, _ := loadSenderID(dir, "out", zap.NewNop())
+	if id1 != id2 {
+		t.Fatal("sender id not reused")
 	}
-	o.Stop(context.Background())
-	ln.Close()
-	conns.Wait()
+	if other, _ := loadSenderID(dir, "other", zap.NewNop()); other == id1 {
+		t.Fatal("two outputs share a sender id")
+	}
+	if err := os.WriteFile(path, []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id3, err := loadSenderID(dir, "out", zap.NewNop())
+	if err != nil || id3 == id1 {
+		t.Fatalf("damaged file: id %x, %v", id3, err)
+	}
+	if id4, _ := loadSenderID(dir, "out", zap.NewNop()); id4 != id3 {
+		t.Fatal("replacement id not persisted")
+	}
+	leftovers, _ := filepath.Glob(filepath.Join(dir, "output", "out", "*.tmp"))
+	if len(leftovers) > 0 {
+		t.Fatalf("temporary files left: %v", leftovers)
+	}
 }
 
-func BenchmarkForwardToOwnInput(b *testing.B) {
-	for _, comp := range []string{"none", "gzip"} {
-		b.Run(comp, func(b *testing.B) {
-			em := &counter{}
-			cfg := fwdin.Factory().NewConfig().(*fwdin.Config)
-			cfg.Listen, cfg.Heartbeat, cfg.Dedup = "127.0.0.1:0", false, false
-			in, _ := fwdin.New(pipeline.Settings{Name: "recv", Logger: zap.NewNop(), Metrics: pipeline.NopMetrics(pipeline.KindInput, "recv")}, cfg)
-			_ = in.Start(context.Background(), em)
-			defer in.Stop(context.Background())
-			oc := defaultConfig()
-			oc.Servers, oc.Compress = []string{in.Addr().String()}, comp
-			o, _ := New(pipeline.Settings{Name: "fwd", Logger: zap.NewNop(), Metrics: pipeline.NopMetrics(pipeline.KindOutput, "fwd")}, oc)
-			_ = o.Start(context.Background())
-			defer o.Stop(context.Background())
-			bt := batch(0, 0, 1000)
-			b.SetBytes(int64(len(bt.Entries)))
-			sem := make(chan struct{}, 16)
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			for i := 0; b.Loop(); i++ {
-				sem <- struct{}{}
-				wg.Add(1)
-				bb := bt
-				bb.Offset = uint64(i)
-				o.WriteAsync(context.Background(), bb, func(err error) {
-					if err != nil {
-						panic(fmt.Sprint(err))
-					}
-					<-sem
-					wg.Done()
-				})
+func TestConfigValidate(t *testing.T) {
+	ok := func(c *Config) {}
+	cases := []struct {
+		name string
+		mod  func(*Config)
+		want []string // fields named in the error; none means valid
+	}{
+		{"defaults with a server", ok, nil},
+		{"no servers", func(c *Config) { c.Servers = nil }, []string{"servers"}},
+		{"bad servers", func(c *Config) { c.Servers = []string{"nohost", "h:0", "h:99999", "a:1", "a:1"} }, []string{"servers: [0]", "servers: [1]", "servers: [2]", "servers: [4]"}},
+		{"compress", func(c *Config) { c.Compress = "lz4" }, []string{"compress"}},
+		{"timeouts", func(c *Config) { c.AckTimeout, c.ConnectTimeout, c.TCPKeepalive = 0, -1, -1 }, []string{"ack_timeout", "connect_timeout", "tcp_keepalive"}},
+		{"retries", func(c *Config) { c.RetryMin, c.RetryMax = 0, -1 }, []string{"retry_min", "retry_max"}},
+		{"retry_max below retry_min", func(c *Config) { c.RetryMax = conf.Duration(time.Millisecond) }, []string{"retry_max"}},
+		{"max_in_flight", func(c *Config) { c.MaxInFlight = 0 }, []string{"max_in_flight"}},
+		{"user without key", func(c *Config) { c.Username, c.Password = "u", "p" }, []string{"username"}},
+		{"password without user", func(c *Config) { c.SharedKey, c.Password = "k", "p" }, []string{"password"}},
+		{"tls half a pair", func(c *Config) { c.TLS.CertFile = "x" }, []string{"tls"}},
+		{"everything set", func(c *Config) {
+			c.Servers = []string{"a:1", "[::1]:24224"}
+			c.SharedKey, c.Username, c.Password, c.Compress = "k", "u", "p", "none"
+			c.TLS = conf.TLS{CAFile: "ca", CertFile: "c", KeyFile: "k"}
+		}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Factory().NewConfig().(*Config)
+			c.Servers = []string{"127.0.0.1:24224"}
+			tc.mod(c)
+			err := c.Validate()
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
 			}
-			wg.Wait()
-			b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "events/s")
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not name %q", err, w)
+				}
+			}
+			if fe := new(pipeline.FieldError); !errors.As(err, &fe) {
+				t.Errorf("error %q holds no FieldError", err)
+			}
 		})
 	}
+	f := Factory()
+	if f.Type != "forward" || f.Kind != pipeline.KindOutput {
+		t.Fatalf("factory %s/%s", f.Type, f.Kind)
+	}
+	d := f.NewConfig().(*Config)
+	if !d.RequireAck || d.Compress != "gzip" || d.MaxInFlight != 16 || d.AckTimeout.D() != 30*time.Second {
+		t.Fatalf("defaults %+v", d)
+	}
+	var _ pipeline.PipelinedOutput = (*Output)(nil)
+}
+
+// writeCert writes a self-signed CA certificate valid for 127.0.0.1 and
+// localhost, used as the server's, the client's and the trusted CA.
+func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "logship test"},
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IsCA:        true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }

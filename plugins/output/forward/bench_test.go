@@ -1,0 +1,106 @@
+package forward
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"go.uber.org/zap"
+
+	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/plugins/forwardproto"
+	fwdin "github.com/logship/logship/plugins/input/forward"
+)
+
+// countingEmitter counts what a receiver gets and acks at once.
+type countingEmitter struct{ events atomic.Int64 }
+
+func (c *countingEmitter) Emit(_ context.Context, ch pipeline.Chunk, ack pipeline.AckFunc) error {
+	c.events.Add(int64(ch.Count))
+	ack(nil)
+	return nil
+}
+
+// benchEntries returns n log-like events of about 200 bytes each.
+func benchEntries(n int) []byte {
+	var e, rec []byte
+	methods := []string{"GET", "POST", "PUT", "DELETE"}
+	x := uint64(0x9e3779b97f4a7c15)
+	for i := range n {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		line := fmt.Sprintf("2026-11-22T23:50:%02d.%06dZ INFO http request handled method=%s path=/api/v1/items/%d status=%d bytes=%d duration_ms=%d trace=%016x",
+			i%60, (i*7919)%1000000, methods[x%4], x%100000, 200+int(x%5), x%65536, x%2000, x)
+		rec = pipeline.AppendMapHeader(rec[:0], 3)
+		rec = pipeline.AppendString(rec, "log")
+		rec = pipeline.AppendString(rec, line)
+		rec = pipeline.AppendString(rec, "stream")
+		rec = pipeline.AppendString(rec, "stdout")
+		rec = pipeline.AppendString(rec, "pod")
+		rec = pipeline.AppendString(rec, "checkout-7d9f8c6b5-x2x4q")
+		e = pipeline.AppendEntry(e, pipeline.EventTime{Sec: 1_700_000_000 + uint32(i), Nsec: uint32(i)}, rec)
+	}
+	return e
+}
+
+// BenchmarkForwardToOwnInput: the forward output delivers 1000-event
+// chunks (~200 bytes per event) over loopback to our own forward input
+// (dedup off, a counting emitter), waiting for acks, with max_in_flight 16
+// on one partition as the runner would drive it.
+//
+//	go test -run '^$' -bench BenchmarkForwardToOwnInput -benchtime 3s ./plugins/output/forward/
+func BenchmarkForwardToOwnInput(b *testing.B) {
+	const events = 1000
+	entries := benchEntries(events)
+	for _, comp := range []string{"none", "gzip", "zstd"} {
+		b.Run("compress="+comp, func(b *testing.B) {
+			em := &countingEmitter{}
+			cfg := fwdin.Factory().NewConfig().(*fwdin.Config)
+			cfg.Listen, cfg.Heartbeat, cfg.Dedup, cfg.SelfHostname = "127.0.0.1:0", false, false, "receiver"
+			in, err := fwdin.New(pipeline.Settings{Name: "recv", Logger: zap.NewNop(), Metrics: pipeline.NopMetrics(pipeline.KindInput, "recv")}, cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := in.Start(context.Background(), em); err != nil {
+				b.Fatal(err)
+			}
+			defer in.Stop(context.Background())
+			o := newOutput(b, "", nil, func(c *Config) {
+				c.Servers = []string{in.Addr().String()}
+				c.Compress = comp
+			})
+			frame, _ := forwardproto.NewEncoder().AppendPackedForward(nil, "bench", entries, events, "", compressions[comp])
+
+			b.SetBytes(int64(len(entries)))
+			b.ReportAllocs()
+			sem := make(chan struct{}, o.MaxInFlight())
+			var wg sync.WaitGroup
+			var failed atomic.Value
+			b.ResetTimer()
+			for i := range b.N {
+				sem <- struct{}{}
+				wg.Add(1)
+				o.WriteAsync(context.Background(), pipeline.Batch{Chunk: pipeline.Chunk{Tag: "bench", Entries: entries, Count: events}, Offset: uint64(i)}, func(err error) {
+					if err != nil {
+						failed.Store(err)
+					}
+					<-sem
+					wg.Done()
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			if err := failed.Load(); err != nil {
+				b.Fatal(err)
+			}
+			if got := em.events.Load(); got != int64(b.N*events) {
+				b.Fatalf("receiver counted %d events, want %d", got, b.N*events)
+			}
+			b.ReportMetric(float64(b.N*events)/b.Elapsed().Seconds(), "events/s")
+			b.ReportMetric(float64(len(frame))/events, "wire_B/event")
+		})
+	}
+}

@@ -1,0 +1,47 @@
+// Package forward is the forward output: it ships chunks to logship
+// aggregators, fluentd or fluent-bit with the Fluentd forward protocol, as
+// PackedForward requests (gzip- or zstd-compressed, or plain), and moves
+// the buffer's cursor only once the receiver acknowledged them.
+//
+//	outputs:
+//	  - type: forward
+//	    match: "**"
+//	    servers: [agg-0:24224, agg-1:24224]
+//	    require_ack: true
+//	    compress: gzip          # gzip | zstd | none
+//	    shared_key: ""          # set it to do the HELO/PING/PONG handshake
+//	    tls: {ca_file: ""}      # any tls key turns TLS on
+//
+// # Chunk ids and duplicates
+//
+// Every chunk is sent with the id forwardproto.ChunkID(sender, partition,
+// offset). The sender id is six random bytes made once and kept in
+// data_dir/output/NAME/sender-id, so a chunk sent again after a crash, a
+// restart or a failover carries the same id and a logship receiver (which
+// remembers the ids it stored) acknowledges it without storing it twice.
+//
+// # Connections, pipelining and failover
+//
+// Each server has at most one connection, dialed on first use, kept open
+// and shared by every partition that sends to it. Up to max_in_flight
+// chunks per partition are written back to back without waiting; acks are
+// matched to chunks by id, in whatever order they come. Chunks of a
+// partition are first written in buffer order. Partition p sends to
+// servers[p % n] while it is healthy and to the next healthy server
+// otherwise. Any failure of a connection (connect, TLS, refused handshake,
+// write, read, an ack later than ack_timeout) closes it, marks the server
+// down for a backoff that doubles from retry_min to retry_max (with jitter),
+// and sends every chunk that was waiting on it again, at once on another
+// healthy server or, when none is left, as soon as the first server's
+// backoff ends. Chunks are retried until they are acknowledged or the
+// output is stopped; what is not acknowledged stays in the buffer.
+//
+// # Metrics
+//
+// Besides the runner's per-output counters (events, bytes, retries):
+// logship_forward_out_acks_total, logship_forward_out_ack_latency_seconds
+// and logship_forward_out_inflight_chunks per component;
+// logship_forward_out_connects_total, logship_forward_out_server_up and
+// logship_forward_out_failures_total (by reason: connect, tls, auth,
+// handshake, write, read, ack_timeout) per component and server.
+package forward

@@ -1,0 +1,80 @@
+package forward
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"go.uber.org/zap"
+)
+
+// senderIDFile is the file, under data_dir/output/NAME/, holding the sender
+// id as 12 lowercase hex digits and a newline.
+const senderIDFile = "sender-id"
+
+// loadSenderID returns the output's sender id, making and persisting it the
+// first time (write a temporary file, fsync, rename, fsync the folder). A
+// file that does not hold an id is replaced, with a warning: chunks resent
+// from then on get new ids. Without a data_dir the id is random per process.
+func loadSenderID(dataDir, name string, log *zap.Logger) ([6]byte, error) {
+	var id [6]byte
+	if dataDir == "" {
+		_, err := rand.Read(id[:])
+		return id, err
+	}
+	dir := filepath.Join(dataDir, "output", name)
+	path := filepath.Join(dir, senderIDFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if n, derr := hex.Decode(id[:], bytes.TrimSpace(b)); derr == nil && n == len(id) && len(bytes.TrimSpace(b)) == 2*len(id) {
+			return id, nil
+		}
+		log.Warn("sender id file is damaged; making a new id (chunks resent from now on may be stored twice by receivers)", zap.String("path", path))
+	case !errors.Is(err, fs.ErrNotExist):
+		return id, err
+	}
+	if _, err := rand.Read(id[:]); err != nil {
+		return id, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return id, err
+	}
+	return id, writeAtomic(dir, path, []byte(hex.EncodeToString(id[:])+"\n"))
+}
+
+func writeAtomic(dir, path string, data []byte) error {
+	f, err := os.CreateTemp(dir, "."+senderIDFile+".*.tmp")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
