@@ -112,8 +112,8 @@ func AppendAck(dst, chunk []byte, json bool) []byte {
 }
 
 // NextAck reads the next answer to a request sent with a chunk option and
-// returns its chunk id, {"ack": id}, msgpack or JSON. Compare it with the
-// id sent: acks come in request order.
+// returns its chunk id, {"ack": id}, msgpack or JSON. Acks may come in any
+// order (a receiver acks each chunk once it is durable): match them by id.
 func (d *Decoder) NextAck() (string, error) {
 	f, _, err := d.nextFrame()
 	if err != nil {
