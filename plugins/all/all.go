@@ -6,6 +6,7 @@ import (
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/input/dummy"
 	"github.com/logship/logship/plugins/input/forward"
+	"github.com/logship/logship/plugins/input/tail"
 	"github.com/logship/logship/plugins/output/file"
 	fwdout "github.com/logship/logship/plugins/output/forward"
 	"github.com/logship/logship/plugins/output/stdout"
@@ -16,6 +17,7 @@ func Factories() []pipeline.Factory {
 	return []pipeline.Factory{
 		dummy.Factory(),
 		forward.Factory(),
+		tail.Factory(),
 		file.Factory(),
 		fwdout.Factory(),
 		stdout.Factory(),

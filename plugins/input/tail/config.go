@@ -1,0 +1,206 @@
+package tail
+
+import (
+	"errors"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/logship/logship/conf"
+	"github.com/logship/logship/pipeline"
+)
+
+// The formats a file may be written in.
+const (
+	FormatNone   = "none"
+	FormatJSON   = "json"
+	FormatCRI    = "cri"
+	FormatDocker = "docker"
+)
+
+// Config is the tail input's configuration.
+type Config struct {
+	// Tag is the tag of every event read. Each '*' in it becomes the file's
+	// path with '/' replaced by '.' and the leading '.' dropped: tag kube.*
+	// and file /var/log/containers/a.log give kube.var.log.containers.a.log.
+	Tag string `yaml:"tag"`
+	// Paths are glob patterns (Go's filepath.Match syntax: *, ?, [a-z]) of
+	// the files to read; symbolic links are followed.
+	Paths []string `yaml:"paths"`
+	// ExcludePaths are glob patterns of files not to read, matched against
+	// the full path; a pattern without '/' is also matched against the
+	// file's base name (exclude_paths: ["*.gz"]).
+	ExcludePaths []string `yaml:"exclude_paths"`
+	// ReadFromHead reads the files found at the very first start from
+	// their beginning. When false they are read from their end (the
+	// last, unfinished line included). Files that appear later, while
+	// logship runs or while it was stopped, are always read from their
+	// beginning, and files with a checkpoint resume from it.
+	ReadFromHead bool `yaml:"read_from_head"`
+	// Format is how lines become records: none gives {key: LINE}; json
+	// parses each line as a JSON object (a line that is not one is kept as
+	// {key: LINE}, never dropped); cri reads containerd/CRI-O container
+	// logs (time, stream, partial lines merged); docker reads Docker's
+	// json-file logs (time, stream, 16KiB splits merged).
+	Format string `yaml:"format"`
+	// Key is the record field that holds the line (the log message for
+	// cri and docker).
+	Key string `yaml:"key"`
+	// PathKey, when set, adds the file's path to every record under this
+	// field.
+	PathKey string `yaml:"path_key"`
+	// RefreshInterval is how often the paths are globbed again for new,
+	// rotated and deleted files, and how often every open file is checked
+	// even when no file-system notification arrived (the safety net under
+	// inotify).
+	RefreshInterval conf.Duration `yaml:"refresh_interval"`
+	// IgnoreOlder skips files not modified for this long and closes open
+	// ones that have been idle (fully read) for this long; a file written
+	// again is picked up where its checkpoint left off. A file whose
+	// checkpoint says it was not read to its end is never skipped. 0 turns
+	// it off.
+	IgnoreOlder conf.Duration `yaml:"ignore_older"`
+	// RotateWait is how long a file that was renamed away or deleted is
+	// still followed after it has been read to its end, for writers that
+	// have not reopened their log yet. It is read to its end once more
+	// before it is closed.
+	RotateWait conf.Duration `yaml:"rotate_wait"`
+	// MaxLineBytes is the longest line (and the longest merged cri/docker
+	// message) kept in one record. A longer one is cut into records of at
+	// most this size that carry the field split: true, except the last
+	// piece, which carries split: false; reading never stops on a long
+	// line. A multiline group that would grow past it is emitted and the
+	// line starts the next group.
+	MaxLineBytes conf.Size `yaml:"max_line_bytes"`
+	// ReadBufferBytes is the size of the blocks files are read in. Buffers
+	// are shared: only the files being read at a moment hold one.
+	ReadBufferBytes conf.Size `yaml:"read_buffer_bytes"`
+	// PartialFlushTimeout is how long a last line without its newline (or
+	// a cri/docker message whose final part has not come) waits before it
+	// is emitted as it is. 0 waits forever.
+	PartialFlushTimeout conf.Duration `yaml:"partial_flush_timeout"`
+	// Multiline joins lines into one record: a line matching start_regex
+	// begins a record, the lines that follow and do not match are added to
+	// it (joined with "\n").
+	Multiline Multiline `yaml:"multiline"`
+	// Batch bounds the chunks handed to the buffer.
+	Batch Batch `yaml:"batch"`
+}
+
+// Multiline configures the joining of lines into records.
+type Multiline struct {
+	// StartRegex is a regular expression (Go RE2 syntax) matching the first
+	// line of a record; "" turns multiline joining off.
+	StartRegex string `yaml:"start_regex"`
+	// FlushTimeout emits a record when no line has been added to it for
+	// this long.
+	FlushTimeout conf.Duration `yaml:"flush_timeout"`
+}
+
+// Batch bounds the chunks the input emits. A chunk holds lines of one file
+// only; its checkpoint moves once the buffer has it durable.
+type Batch struct {
+	// MaxEvents is the most events in one chunk.
+	MaxEvents int `yaml:"max_events"`
+	// MaxBytes is the size of msgpack entries at which a chunk is emitted.
+	MaxBytes conf.Size `yaml:"max_bytes"`
+	// FlushInterval is how often a file that has been read to its end is
+	// read again when it grows, so a file written a line at a time ships
+	// chunks of many lines rather than one chunk per line. It is the most
+	// latency it adds; 0 reads on every change.
+	FlushInterval conf.Duration `yaml:"flush_interval"`
+}
+
+func defaultConfig() *Config {
+	return &Config{
+		Tag:                 "tail.*",
+		Format:              FormatNone,
+		Key:                 "log",
+		RefreshInterval:     conf.Duration(time.Second),
+		RotateWait:          conf.Duration(5 * time.Second),
+		MaxLineBytes:        64 << 10,
+		ReadBufferBytes:     256 << 10,
+		PartialFlushTimeout: conf.Duration(5 * time.Second),
+		Multiline:           Multiline{FlushTimeout: conf.Duration(time.Second)},
+		Batch: Batch{
+			MaxEvents:     1000,
+			MaxBytes:      256 << 10,
+			FlushInterval: conf.Duration(100 * time.Millisecond),
+		},
+	}
+}
+
+// Validate implements pipeline.Config.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Tag == "" {
+		errs = append(errs, pipeline.FieldErr("tag", "must not be empty"))
+	}
+	if len(c.Paths) == 0 {
+		errs = append(errs, pipeline.FieldErr("paths", "needs at least one glob pattern"))
+	}
+	for i, p := range c.Paths {
+		if err := checkPattern(p); err != nil {
+			errs = append(errs, pipeline.FieldErr("paths", "entry %d %q: %v", i, p, err))
+		}
+	}
+	for i, p := range c.ExcludePaths {
+		if err := checkPattern(p); err != nil {
+			errs = append(errs, pipeline.FieldErr("exclude_paths", "entry %d %q: %v", i, p, err))
+		}
+	}
+	switch c.Format {
+	case FormatNone, FormatJSON, FormatCRI, FormatDocker:
+	default:
+		errs = append(errs, pipeline.FieldErr("format", "%q is not one of none, json, cri, docker", c.Format))
+	}
+	if c.Key == "" {
+		errs = append(errs, pipeline.FieldErr("key", "must not be empty"))
+	}
+	if c.PathKey != "" && (c.PathKey == c.Key || c.PathKey == "stream" && (c.Format == FormatCRI || c.Format == FormatDocker) || c.PathKey == splitKey) {
+		errs = append(errs, pipeline.FieldErr("path_key", "%q is already a field of every record", c.PathKey))
+	}
+	if (c.Format == FormatCRI || c.Format == FormatDocker) && c.Key == "stream" || c.Key == splitKey {
+		errs = append(errs, pipeline.FieldErr("key", "%q is already a field of every record", c.Key))
+	}
+	if c.RefreshInterval.D() < 10*time.Millisecond {
+		errs = append(errs, pipeline.FieldErr("refresh_interval", "must be at least 10ms"))
+	}
+	if c.MaxLineBytes < 64 {
+		errs = append(errs, pipeline.FieldErr("max_line_bytes", "must be at least 64 bytes"))
+	}
+	if c.ReadBufferBytes < 4<<10 {
+		errs = append(errs, pipeline.FieldErr("read_buffer_bytes", "must be at least 4KiB"))
+	} else if c.ReadBufferBytes < c.MaxLineBytes+1 {
+		errs = append(errs, pipeline.FieldErr("read_buffer_bytes", "must be larger than max_line_bytes (%v)", c.MaxLineBytes))
+	}
+	if c.ReadBufferBytes > 64<<20 {
+		errs = append(errs, pipeline.FieldErr("read_buffer_bytes", "must be at most 64MiB"))
+	}
+	if c.Multiline.StartRegex != "" {
+		if _, err := regexp.Compile(c.Multiline.StartRegex); err != nil {
+			errs = append(errs, pipeline.FieldErr("multiline.start_regex", "%v", err))
+		}
+		if c.Multiline.FlushTimeout <= 0 {
+			errs = append(errs, pipeline.FieldErr("multiline.flush_timeout", "must be positive"))
+		}
+	}
+	if c.Batch.MaxEvents < 1 {
+		errs = append(errs, pipeline.FieldErr("batch.max_events", "must be at least 1"))
+	}
+	if c.Batch.MaxBytes < 1<<10 {
+		errs = append(errs, pipeline.FieldErr("batch.max_bytes", "must be at least 1KiB"))
+	}
+	return errors.Join(errs...)
+}
+
+func checkPattern(p string) error {
+	if strings.TrimSpace(p) == "" {
+		return errors.New("empty pattern")
+	}
+	if _, err := filepath.Match(p, ""); err != nil {
+		return err
+	}
+	return nil
+}

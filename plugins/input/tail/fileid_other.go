@@ -1,0 +1,18 @@
+//go:build !unix
+
+package tail
+
+import (
+	"hash/fnv"
+	"os"
+)
+
+// fileKeyOf has no inode to read outside Unix: the name and the size at
+// discovery stand in, which is weaker (a renamed file looks new).
+func fileKeyOf(fi os.FileInfo) fileKey {
+	h := fnv.New64a()
+	h.Write([]byte(fi.Name()))
+	return fileKey{ino: h.Sum64()}
+}
+
+func linksOf(os.FileInfo) uint64 { return 1 }

@@ -1,0 +1,86 @@
+package tail
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/logship/logship/pipeline"
+)
+
+var (
+	fileBytesVec = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "tail", Name: "file_read_bytes_total", Help: "Bytes read from a file."}, []string{"component", "path"})
+	fileLinesVec = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "tail", Name: "file_records_total", Help: "Records emitted from a file (lines, or merged and multiline messages)."}, []string{"component", "path"})
+	fileLagVec   = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "logship", Subsystem: "tail", Name: "file_lag_bytes", Help: "Bytes between the read position and the end of a file, when last looked at."}, []string{"component", "path"})
+	lostVec      = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "tail", Name: "lost_bytes_total", Help: "The loss ledger: bytes never read because their file vanished before it was opened (vanished) or was truncated before they were read and no copy of them was found (truncated)."}, []string{"component", "path", "reason"})
+	openVec      = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "logship", Subsystem: "tail", Name: "files_open", Help: "Files being followed."}, []string{"component"})
+	rotationVec  = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "tail", Name: "rotations_total", Help: "Rotations seen: gone (no longer under a matched name), deleted, truncated, renamed (found renamed after a restart), copy (a copytruncate copy found and resumed)."}, []string{"component", "kind"})
+	rewindVec    = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "tail", Name: "rewinds_total", Help: "Times a file was read again from its checkpoint because a chunk was not stored."}, []string{"component"})
+)
+
+// metrics are the tail input's own collectors, registered once per
+// process (a reload creates the input again).
+type metrics struct {
+	component string
+	bytes     *prometheus.CounterVec
+	lines     *prometheus.CounterVec
+	lag       *prometheus.GaugeVec
+	lostB     *prometheus.CounterVec
+	open      prometheus.Gauge
+	rot       *prometheus.CounterVec
+	rewinds   prometheus.Counter
+}
+
+func newMetrics(set pipeline.Settings) *metrics {
+	reg := set.Metrics.Registerer
+	return &metrics{
+		component: set.Name,
+		bytes:     pipeline.RegisterOnce(reg, fileBytesVec),
+		lines:     pipeline.RegisterOnce(reg, fileLinesVec),
+		lag:       pipeline.RegisterOnce(reg, fileLagVec),
+		lostB:     pipeline.RegisterOnce(reg, lostVec),
+		open:      pipeline.RegisterOnce(reg, openVec).WithLabelValues(set.Name),
+		rot:       pipeline.RegisterOnce(reg, rotationVec),
+		rewinds:   pipeline.RegisterOnce(reg, rewindVec).WithLabelValues(set.Name),
+	}
+}
+
+// fileMetrics are one file's series. Tailers of one path (a rotated file
+// and its successor) share them; refs counts them so that the series go
+// when the last one closes.
+type fileMetrics struct {
+	bytes, lines prometheus.Counter
+	lag          prometheus.Gauge
+}
+
+// addFile is called with in.mu held.
+func (m *metrics) addFile(t *tailer, refs map[string]int) {
+	refs[t.path]++
+	t.m = fileMetrics{
+		bytes: m.bytes.WithLabelValues(m.component, t.path),
+		lines: m.lines.WithLabelValues(m.component, t.path),
+		lag:   m.lag.WithLabelValues(m.component, t.path),
+	}
+	m.open.Inc()
+}
+
+// dropFile is called with in.mu held.
+func (m *metrics) dropFile(path string, refs map[string]int) {
+	m.open.Dec()
+	refs[path]--
+	if refs[path] > 0 {
+		return
+	}
+	delete(refs, path)
+	m.bytes.DeleteLabelValues(m.component, path)
+	m.lines.DeleteLabelValues(m.component, path)
+	m.lag.DeleteLabelValues(m.component, path)
+}
+
+func (m *metrics) lost(component, path, reason string, n int64) {
+	if n > 0 {
+		m.lostB.WithLabelValues(component, path, reason).Add(float64(n))
+	}
+}
+
+func (m *metrics) rotation(component, kind string) {
+	m.rot.WithLabelValues(component, kind).Inc()
+}

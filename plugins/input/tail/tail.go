@@ -1,0 +1,884 @@
+package tail
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"go.uber.org/zap"
+
+	"github.com/logship/logship/pipeline"
+)
+
+// Factory registers the tail input.
+func Factory() pipeline.Factory {
+	return pipeline.Factory{
+		Type:      "tail",
+		Kind:      pipeline.KindInput,
+		NewConfig: func() pipeline.Config { return defaultConfig() },
+		Create: func(set pipeline.Settings, cfg pipeline.Config) (any, error) {
+			return New(set, cfg.(*Config))
+		},
+	}
+}
+
+// Input follows files. Discovery and checkpoint saving run on one manager
+// goroutine, inotify events on another; each open file has a goroutine of
+// its own that
+// reads it (while holding one of a few read slots, so memory stays bounded
+// with thousands of files) and emits its chunks.
+type Input struct {
+	set pipeline.Settings
+	cfg *Config
+	log *zap.Logger
+	met *metrics
+
+	startRe    *regexp.Regexp
+	maxLine    int
+	keyEnc     []byte // the msgpack str of cfg.Key
+	pathKeyEnc []byte // the msgpack str of cfg.PathKey, or nil
+
+	emit    pipeline.Emitter
+	ctx     context.Context // ends when Stop begins
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	store   *store
+	watcher *fsnotify.Watcher
+	slots   chan struct{}
+	bufs    sync.Pool // read buffers
+	chunks  sync.Pool // chunk buffers
+	scanReq chan struct{}
+	saveReq chan struct{}
+
+	mu       sync.Mutex
+	files    map[fileKey]*tailer
+	byReal   map[string][]*tailer // resolved path -> tailers, for notifications
+	pathRefs map[string]int       // tailers per path, for per-file metric series
+	truncs   map[truncKey]*truncRecord
+	warned   map[string]bool
+	// firstSeen is what the first scan found, for recoverOrphans.
+	firstSeen map[fileKey]bool
+
+	ackMu    sync.Mutex
+	inflight int           // chunks emitted and not yet acknowledged
+	drained  chan struct{} // closed when inflight drops to 0, if someone waits
+}
+
+// truncKey is a content fingerprint on a device: what a copy made by
+// copytruncate shares with the file it was copied from.
+type truncKey struct {
+	dev uint64
+	fp  fingerprint
+}
+
+// truncRecord remembers, for a while, a file that was truncated: a copy of
+// its old content that shows up resumes where the original stopped.
+type truncRecord struct {
+	src     *tailer
+	path    string
+	tag     string
+	emitted int64 // everything before this offset was emitted
+	unread  int64 // bytes known to exist past emitted: lost unless a copy appears
+	at      time.Time
+	claimed bool
+}
+
+// New builds the input; Start begins following files.
+func New(set pipeline.Settings, cfg *Config) (*Input, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	in := &Input{
+		set:      set,
+		cfg:      cfg,
+		log:      set.Logger,
+		maxLine:  int(cfg.MaxLineBytes),
+		keyEnc:   pipeline.AppendString(nil, cfg.Key),
+		scanReq:  make(chan struct{}, 1),
+		saveReq:  make(chan struct{}, 1),
+		files:    map[fileKey]*tailer{},
+		byReal:   map[string][]*tailer{},
+		pathRefs: map[string]int{},
+		truncs:   map[truncKey]*truncRecord{},
+		warned:   map[string]bool{},
+	}
+	if in.log == nil {
+		in.log = zap.NewNop()
+	}
+	if in.set.Metrics == nil {
+		in.set.Metrics = pipeline.NopMetrics(pipeline.KindInput, set.Name)
+	}
+	if cfg.PathKey != "" {
+		in.pathKeyEnc = pipeline.AppendString(nil, cfg.PathKey)
+	}
+	if cfg.Multiline.StartRegex != "" {
+		in.startRe = regexp.MustCompile(cfg.Multiline.StartRegex)
+	}
+	in.slots = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+	bufSize := int(cfg.ReadBufferBytes)
+	in.bufs.New = func() any { b := make([]byte, bufSize); return &b }
+	chunkCap := int(cfg.Batch.MaxBytes) + 2*in.maxLine + 1024
+	in.chunks.New = func() any { b := make([]byte, 0, chunkCap); return &b }
+	in.met = newMetrics(set)
+	return in, nil
+}
+
+// Start loads the checkpoints, finds and opens the files and starts
+// following them. It returns once every file found is open.
+func (in *Input) Start(_ context.Context, emit pipeline.Emitter) error {
+	dir := ""
+	if in.set.DataDir != "" {
+		dir = filepath.Join(in.set.DataDir, "input", in.set.Name)
+	} else {
+		in.log.Warn("tail input without data_dir: checkpoints are kept in memory only, a restart reads files again")
+	}
+	st, err := openStore(dir)
+	if err != nil {
+		return err
+	}
+	in.store = st
+	in.emit = emit
+	in.ctx, in.cancel = context.WithCancel(context.Background())
+	if w, err := fsnotify.NewWatcher(); err != nil {
+		in.log.Warn("inotify unavailable; files are polled every refresh_interval", zap.Error(err))
+	} else {
+		in.watcher = w
+	}
+	in.scan(true)
+	in.recoverOrphans()
+	if err := in.store.save(); err != nil {
+		in.log.Warn("saving checkpoints failed", zap.Error(err))
+	}
+	in.wg.Add(1)
+	go in.loop()
+	if in.watcher != nil {
+		in.wg.Add(1)
+		go in.watch()
+	}
+	in.mu.Lock()
+	n := len(in.files)
+	in.mu.Unlock()
+	in.log.Info("tail input started", zap.Strings("paths", in.cfg.Paths), zap.Int("files", n), zap.Bool("inotify", in.watcher != nil))
+	return nil
+}
+
+// Stop stops reading, waits until every chunk already emitted has been
+// acknowledged (or ctx is done), writes the checkpoints and closes the
+// files. Lines read but not acknowledged are read again after a restart.
+func (in *Input) Stop(ctx context.Context) error {
+	if in.cancel == nil {
+		return nil
+	}
+	in.cancel()
+	if in.watcher != nil {
+		_ = in.watcher.Close()
+	}
+	in.wg.Wait()
+	err := in.waitAcks(ctx)
+	if serr := in.store.close(); serr != nil {
+		err = errors.Join(err, serr)
+	}
+	in.mu.Lock()
+	for _, t := range in.files {
+		t.f.Close()
+		in.met.dropFile(t.path, in.pathRefs)
+	}
+	in.files = map[fileKey]*tailer{}
+	in.byReal = map[string][]*tailer{}
+	in.mu.Unlock()
+	return err
+}
+
+func (in *Input) inflightAdd() {
+	in.ackMu.Lock()
+	in.inflight++
+	in.ackMu.Unlock()
+}
+
+func (in *Input) inflightDone() {
+	in.ackMu.Lock()
+	in.inflight--
+	if in.inflight == 0 && in.drained != nil {
+		close(in.drained)
+		in.drained = nil
+	}
+	in.ackMu.Unlock()
+}
+
+func (in *Input) waitAcks(ctx context.Context) error {
+	in.ackMu.Lock()
+	if in.inflight == 0 {
+		in.ackMu.Unlock()
+		return nil
+	}
+	if in.drained == nil {
+		in.drained = make(chan struct{})
+	}
+	ch := in.drained
+	n := in.inflight
+	in.ackMu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("tail: %d chunks not acknowledged at stop; their lines are read again after a restart: %w", n, ctx.Err())
+	}
+}
+
+// loop is the manager: discovery, the safety-net poll, checkpoint saves.
+func (in *Input) loop() {
+	defer in.wg.Done()
+	refresh := in.cfg.RefreshInterval.D()
+	tick := time.NewTicker(refresh)
+	defer tick.Stop()
+	// Often enough that a SIGKILL re-reads little more than the
+	// unacknowledged tail; a save is skipped when nothing changed.
+	save := time.NewTicker(200 * time.Millisecond)
+	defer save.Stop()
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	defer debounce.Stop()
+	for {
+		select {
+		case <-in.ctx.Done():
+			return
+		case <-tick.C:
+			in.scan(false)
+			in.wakeAll()
+			in.expireTruncs()
+		case <-in.scanReq:
+			debounce.Reset(20 * time.Millisecond)
+		case <-debounce.C:
+			in.scan(false)
+		case <-save.C:
+			in.save()
+		case <-in.saveReq:
+			in.save()
+		}
+	}
+}
+
+func (in *Input) saveSoon() {
+	select {
+	case in.saveReq <- struct{}{}:
+	default:
+	}
+}
+
+// save writes the checkpoints if they changed.
+func (in *Input) save() {
+	if err := in.store.save(); err != nil {
+		in.set.Metrics.Error("checkpoint_save")
+		in.log.Warn("saving checkpoints failed; retrying", zap.Error(err))
+	}
+}
+
+func (in *Input) requestScan() {
+	select {
+	case in.scanReq <- struct{}{}:
+	default:
+	}
+}
+
+func (in *Input) wakeAll() {
+	in.mu.Lock()
+	for _, t := range in.files {
+		t.poke()
+	}
+	in.mu.Unlock()
+}
+
+// watch turns inotify events on the watched directories into wake-ups of
+// the files they name and into scans when names appear or go.
+func (in *Input) watch() {
+	defer in.wg.Done()
+	for {
+		select {
+		case <-in.ctx.Done():
+			return
+		case ev, ok := <-in.watcher.Events:
+			if !ok {
+				return
+			}
+			in.mu.Lock()
+			for _, t := range in.byReal[ev.Name] {
+				t.poke()
+			}
+			in.mu.Unlock()
+			if ev.Has(fsnotify.Create) || ev.Has(fsnotify.Rename) || ev.Has(fsnotify.Remove) {
+				in.requestScan()
+			}
+		case err, ok := <-in.watcher.Errors:
+			if !ok {
+				return
+			}
+			// An overflowed queue lost events: look at everything.
+			in.log.Debug("inotify error; rescanning", zap.Error(err))
+			in.requestScan()
+			in.wakeAll()
+		}
+	}
+}
+
+// staticDir is the directory part of a glob before its first wildcard.
+func staticDir(pattern string) string {
+	parts := strings.Split(filepath.Clean(pattern), string(filepath.Separator))
+	for i, p := range parts {
+		if strings.ContainsAny(p, `*?[\`) {
+			d := strings.Join(parts[:i], string(filepath.Separator))
+			if d == "" && filepath.IsAbs(pattern) {
+				d = string(filepath.Separator)
+			}
+			return d
+		}
+	}
+	return filepath.Dir(filepath.Clean(pattern))
+}
+
+func (in *Input) excluded(p string) bool {
+	for _, pat := range in.cfg.ExcludePaths {
+		if ok, _ := filepath.Match(pat, p); ok {
+			return true
+		}
+		if !strings.Contains(pat, "/") {
+			if ok, _ := filepath.Match(pat, filepath.Base(p)); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// matched reports whether p is one of the files the config asks for.
+func (in *Input) matched(p string) bool {
+	for _, pat := range in.cfg.Paths {
+		if ok, _ := filepath.Match(pat, p); ok {
+			return !in.excluded(p)
+		}
+	}
+	return false
+}
+
+func absReal(p string) string {
+	r, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		r = p
+	}
+	if a, err := filepath.Abs(r); err == nil {
+		r = a
+	}
+	return r
+}
+
+// scan globs the paths, opens new files, marks tracked files that no
+// longer appear under a matched name as gone (they are drained for
+// rotate_wait) and forgets checkpoints of files that are gone for good.
+func (in *Input) scan(first bool) {
+	if in.ctx.Err() != nil {
+		return
+	}
+	now := time.Now()
+	seen := map[fileKey]bool{}
+	dirs := map[string]bool{}
+	type found struct {
+		path string
+		fi   os.FileInfo
+	}
+	var fresh, rest []found
+	for _, pat := range in.cfg.Paths {
+		if d := staticDir(pat); d != "" {
+			if a, err := filepath.Abs(d); err == nil {
+				dirs[a] = true
+			}
+		}
+		matches, err := filepath.Glob(pat)
+		if err != nil {
+			continue
+		}
+		for _, p := range matches {
+			if in.excluded(p) {
+				continue
+			}
+			fi, err := os.Stat(p)
+			if err != nil || !fi.Mode().IsRegular() {
+				continue
+			}
+			k := fileKeyOf(fi)
+			if seen[k] {
+				continue // the same file under two matched names: the first wins
+			}
+			seen[k] = true
+			in.mu.Lock()
+			t := in.files[k]
+			in.mu.Unlock()
+			if t != nil {
+				t.setGone(false)
+				continue
+			}
+			ck, hasCk := in.store.get(k)
+			if older := in.cfg.IgnoreOlder.D(); older > 0 && fi.ModTime().Before(now.Add(-older)) {
+				if !hasCk || ck.Offset >= fi.Size() {
+					continue
+				}
+			}
+			if hasCk {
+				fresh = append(fresh, found{p, fi})
+			} else {
+				rest = append(rest, found{p, fi})
+			}
+		}
+	}
+	// Files with a checkpoint first: one truncated while logship was
+	// stopped leaves a record that its copy, opened after it, claims.
+	for _, f := range append(fresh, rest...) {
+		in.open(f.path, f.fi, first, nil)
+	}
+	in.mu.Lock()
+	for k, t := range in.files {
+		if !seen[k] {
+			t.setGone(true)
+		}
+		dirs[filepath.Dir(t.real)] = true
+		if a, err := filepath.Abs(filepath.Dir(t.path)); err == nil {
+			dirs[a] = true
+		}
+	}
+	in.mu.Unlock()
+	if !first {
+		// Forget the checkpoints of files gone for good. Tracked is checked
+		// under the lock at each step: a tailer may open a file (a copy)
+		// meanwhile.
+		for _, k := range in.store.keys() {
+			if seen[k] {
+				continue
+			}
+			in.mu.Lock()
+			if _, tracked := in.files[k]; !tracked {
+				in.store.del(k)
+			}
+			in.mu.Unlock()
+		}
+	} else {
+		in.firstSeen = seen
+	}
+	in.updateWatches(dirs)
+}
+
+// updateWatches makes the watched directories those in dirs. The
+// watcher's own list is the truth: the kernel drops the watch of a
+// directory that is deleted, and one created again must be watched anew.
+func (in *Input) updateWatches(dirs map[string]bool) {
+	if in.watcher == nil {
+		return
+	}
+	current := map[string]bool{}
+	for _, d := range in.watcher.WatchList() {
+		current[d] = true
+		if !dirs[d] {
+			_ = in.watcher.Remove(d)
+		}
+	}
+	for d := range dirs {
+		if current[d] {
+			continue
+		}
+		if err := in.watcher.Add(d); err != nil && !os.IsNotExist(err) {
+			in.warnOnce("watch:"+d, "cannot watch directory; relying on polling", zap.String("dir", d), zap.Error(err))
+		}
+	}
+}
+
+func (in *Input) warnOnce(key, msg string, fields ...zap.Field) {
+	in.mu.Lock()
+	seen := in.warned[key]
+	if !seen && len(in.warned) < 10000 {
+		in.warned[key] = true
+	}
+	in.mu.Unlock()
+	if !seen {
+		in.log.Warn(msg, fields...)
+	}
+}
+
+// openMode says how a file found by open starts.
+type openMode struct {
+	start     int64   // first offset to read
+	copyOf    *tailer // a possible copy of this live file: wait for its truncation
+	gone      bool    // not under a matched name: read to the end, then close
+	path, tag string  // overrides for a copy read under its original's name
+	how       string
+}
+
+// open opens a file found at p and starts its tailer. mode, when given,
+// fixes where reading starts (orphans and copies found by other means).
+func (in *Input) open(p string, fi os.FileInfo, first bool, mode *openMode) *tailer {
+	f, err := os.Open(p)
+	if err != nil {
+		if os.IsNotExist(err) {
+			if mode == nil && (in.cfg.ReadFromHead || !first) && fi.Size() > 0 {
+				in.met.lost(in.set.Name, p, "vanished", fi.Size())
+			}
+			return nil
+		}
+		in.set.Metrics.Error("open")
+		in.warnOnce("open:"+p, "cannot open file", zap.String("path", p), zap.Error(err))
+		return nil
+	}
+	fi2, err := f.Stat()
+	if err != nil || !fi2.Mode().IsRegular() {
+		f.Close()
+		return nil
+	}
+	k := fileKeyOf(fi2)
+	size := fi2.Size()
+	var head [fingerprintBytes]byte
+	h, err := readHead(f, size, head[:])
+	if err != nil {
+		f.Close()
+		in.set.Metrics.Error("read")
+		in.warnOnce("read:"+p, "cannot read file", zap.String("path", p), zap.Error(err))
+		return nil
+	}
+	fp := fingerprint{len(h), fnv1a(h)}
+	var m openMode
+	if mode != nil {
+		m = *mode
+	} else {
+		m = in.decideStart(f, k, fi2, h, fp, first)
+	}
+	if m.path == "" {
+		m.path = p
+	}
+	if m.tag == "" {
+		m.tag = expandTag(in.cfg.Tag, m.path)
+	}
+	t := newTailer(in, f, k, m, fp, size)
+	in.mu.Lock()
+	if in.files[k] != nil || in.ctx.Err() != nil {
+		in.mu.Unlock()
+		f.Close()
+		return nil
+	}
+	in.files[k] = t
+	in.byReal[t.real] = append(in.byReal[t.real], t)
+	in.met.addFile(t, in.pathRefs)
+	in.mu.Unlock()
+	if m.copyOf == nil {
+		in.store.set(k, t.path, fp, m.start)
+		// A new file's identity goes to disk at once, not at the next
+		// periodic save: renamed away and followed by a crash, it is
+		// then still found and read after the restart.
+		in.saveSoon()
+	}
+	in.log.Debug("following file", zap.String("path", t.path), zap.Int64("offset", m.start), zap.String("start", m.how), zap.Uint64("inode", k.ino))
+	in.wg.Add(1)
+	go t.run()
+	return t
+}
+
+// decideStart picks where a newly found file is read from.
+func (in *Input) decideStart(f *os.File, k fileKey, fi os.FileInfo, head []byte, fp fingerprint, first bool) openMode {
+	size := fi.Size()
+	if ck, ok := in.store.get(k); ok {
+		ckfp := ck.fingerprint()
+		if ckfp.matches(head) {
+			if ck.Offset <= size {
+				return openMode{start: ck.Offset, how: "checkpoint"}
+			}
+			in.met.rotation(in.set.Name, "truncated")
+			return openMode{start: 0, how: "truncated while stopped"}
+		}
+		// Same inode, other content: rewritten in place (copytruncate)
+		// while logship was stopped, or the inode was reused. A copy of
+		// the old content resumes at the old checkpoint.
+		if ckfp.n > 0 {
+			key := truncKey{k.dev, ckfp}
+			in.mu.Lock()
+			in.truncs[key] = &truncRecord{path: ck.Path, tag: expandTag(in.cfg.Tag, ck.Path), emitted: ck.Offset, at: time.Now()}
+			in.mu.Unlock()
+			in.findCopy(key, filepath.Dir(absReal(f.Name())))
+		}
+		return openMode{start: 0, how: "identity changed"}
+	}
+	if fp.full() {
+		if rec := in.claimTrunc(k.dev, fp); rec != nil {
+			in.met.rotation(in.set.Name, "copy")
+			return openMode{start: min(rec.emitted, size), how: "copy of a truncated file"}
+		}
+		if !first {
+			if src := in.liveWithFingerprint(k, fp); src != nil {
+				return openMode{copyOf: src, how: "possible copy"}
+			}
+		}
+	}
+	// Modified after the last save (less a scan period, since a file is
+	// found up to a scan after it appears, and a second for coarse file
+	// system clocks): created while logship was stopped.
+	createdWhileStopped := in.store.existed && fi.ModTime().After(in.store.savedAt.Add(-in.cfg.RefreshInterval.D()-time.Second))
+	if in.cfg.ReadFromHead || !first || createdWhileStopped {
+		return openMode{start: 0, how: "head"}
+	}
+	return openMode{start: lastLineStart(f, size, in.maxLine), how: "end"}
+}
+
+// lastLineStart is the offset after the last newline in the file's final
+// window: reading starts with the line being written, not in its middle.
+// It reads backwards in small steps (the newline is nearly always close to
+// the end).
+func lastLineStart(f *os.File, size int64, window int) int64 {
+	var b [4096]byte
+	for end := size; end > 0 && size-end < int64(window); {
+		n := min(end, int64(len(b)), int64(window)-(size-end))
+		got, err := f.ReadAt(b[:n], end-n)
+		if int64(got) != n && err != nil {
+			return size
+		}
+		if i := bytes.LastIndexByte(b[:n], '\n'); i >= 0 {
+			return end - n + int64(i) + 1
+		}
+		end -= n
+		if end == 0 {
+			return 0
+		}
+	}
+	return size
+}
+
+func (in *Input) claimTrunc(dev uint64, fp fingerprint) *truncRecord {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	rec := in.truncs[truncKey{dev, fp}]
+	if rec == nil || rec.claimed {
+		return nil
+	}
+	rec.claimed = true
+	return rec
+}
+
+func (in *Input) liveWithFingerprint(k fileKey, fp fingerprint) *tailer {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for tk, t := range in.files {
+		if tk.dev != k.dev || tk == k {
+			continue
+		}
+		t.mu.Lock()
+		same := t.fp == fp
+		t.mu.Unlock()
+		if same {
+			return t
+		}
+	}
+	return nil
+}
+
+// noteTruncation records that t's content was cut (copytruncate or a
+// plain truncation) and looks for the copy next to it.
+func (in *Input) noteTruncation(t *tailer, old fingerprint, emitted, unread int64) {
+	in.met.rotation(in.set.Name, "truncated")
+	if old.n == 0 {
+		in.met.lost(in.set.Name, t.path, "truncated", unread)
+		return
+	}
+	key := truncKey{t.key.dev, old}
+	in.mu.Lock()
+	in.truncs[key] = &truncRecord{src: t, path: t.path, tag: t.tag, emitted: emitted, unread: unread, at: time.Now()}
+	// A copy found earlier waits for this.
+	for _, o := range in.files {
+		o.mu.Lock()
+		waiting := o.copyOf == t
+		o.mu.Unlock()
+		if waiting {
+			o.poke()
+		}
+	}
+	in.mu.Unlock()
+	in.findCopy(key, filepath.Dir(t.real))
+}
+
+// findCopy looks in dir for a copy of truncated content that the paths do
+// not match (logrotate's copytruncate writes app.log.1 next to app.log):
+// it is read from where the original stopped to its end, under the
+// original's name and tag, so nothing written before the truncation is
+// lost. The copy starts with the original's fingerprint; when that was
+// taken over fewer than 256 bytes (the original was short when last
+// looked at), only files modified lately qualify and the newest wins: a
+// wrong pick adds lines, it never skips any.
+func (in *Input) findCopy(key truncKey, dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	recent := time.Now().Add(-max(in.cfg.RotateWait.D(), 3*in.cfg.RefreshInterval.D(), 10*time.Second))
+	var scratch [fingerprintBytes]byte
+	var best string
+	var bestFI os.FileInfo
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		fi, err := os.Stat(p)
+		if err != nil || fi.Size() < int64(key.fp.n) || fi.Size() == 0 {
+			continue
+		}
+		if !key.fp.full() && (fi.ModTime().Before(recent) || bestFI != nil && !fi.ModTime().After(bestFI.ModTime())) {
+			continue
+		}
+		k := fileKeyOf(fi)
+		in.mu.Lock()
+		_, tracked := in.files[k]
+		in.mu.Unlock()
+		if tracked || k.dev != key.dev || in.matched(p) {
+			continue // a matched copy is picked up by the scan
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		h, err := readHead(f, fi.Size(), scratch[:])
+		f.Close()
+		if err != nil || !key.fp.matches(h) {
+			continue
+		}
+		best, bestFI = p, fi
+		if key.fp.full() {
+			break
+		}
+	}
+	if bestFI == nil {
+		return
+	}
+	rec := in.claimTrunc(key.dev, key.fp)
+	if rec == nil {
+		return
+	}
+	in.met.rotation(in.set.Name, "copy")
+	in.open(best, bestFI, false, &openMode{start: min(rec.emitted, bestFI.Size()), gone: true, path: rec.path, tag: rec.tag, how: "copy of a truncated file"})
+}
+
+// expireTruncs forgets truncations no copy claimed; what was not read of
+// them is lost and counted.
+func (in *Input) expireTruncs() {
+	// copytruncate makes the copy before it truncates, so the copy is
+	// there to be found within a scan or two of the truncation.
+	ttl := max(in.cfg.RotateWait.D(), 3*in.cfg.RefreshInterval.D(), time.Second)
+	now := time.Now()
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for k, r := range in.truncs {
+		if now.Sub(r.at) < ttl {
+			continue
+		}
+		if !r.claimed && r.unread > 0 {
+			in.met.lost(in.set.Name, r.path, "truncated", r.unread)
+		}
+		delete(in.truncs, k)
+	}
+}
+
+// recoverOrphans runs after the first scan: a checkpointed file no longer
+// found under a matched name was most likely rotated by rename while
+// logship was stopped. It is looked for by inode and fingerprint in its
+// directory and read from its checkpoint to its end; if it is gone, its
+// checkpoint is forgotten.
+func (in *Input) recoverOrphans() {
+	seen := in.firstSeen
+	in.firstSeen = nil
+	byDir := map[string]map[fileKey]string{}
+	for _, k := range in.store.keys() {
+		if seen[k] {
+			continue
+		}
+		in.mu.Lock()
+		_, tracked := in.files[k]
+		in.mu.Unlock()
+		if tracked {
+			continue
+		}
+		ck, ok := in.store.get(k)
+		if !ok {
+			continue
+		}
+		dir := filepath.Dir(ck.Path)
+		idx, ok := byDir[dir]
+		if !ok {
+			idx = map[fileKey]string{}
+			if entries, err := os.ReadDir(dir); err == nil {
+				for _, e := range entries {
+					if !e.Type().IsRegular() {
+						continue
+					}
+					p := filepath.Join(dir, e.Name())
+					if fi, err := os.Stat(p); err == nil {
+						idx[fileKeyOf(fi)] = p
+					}
+				}
+			}
+			byDir[dir] = idx
+		}
+		p, found := idx[k]
+		var fi os.FileInfo
+		if found {
+			fi, _ = os.Stat(p)
+		}
+		if fi == nil || fi.Size() <= ck.Offset {
+			in.store.del(k)
+			continue
+		}
+		var scratch [fingerprintBytes]byte
+		f, err := os.Open(p)
+		if err != nil {
+			in.store.del(k)
+			continue
+		}
+		h, _ := readHead(f, fi.Size(), scratch[:])
+		f.Close()
+		if !ck.fingerprint().matches(h) {
+			in.store.del(k)
+			continue
+		}
+		in.log.Info("draining a file rotated while stopped", zap.String("path", p), zap.String("was", ck.Path), zap.Int64("offset", ck.Offset))
+		in.met.rotation(in.set.Name, "renamed")
+		in.open(p, fi, false, &openMode{start: ck.Offset, gone: true, path: ck.Path, how: "rotated while stopped"})
+	}
+}
+
+// untrack removes a tailer that finished (retired or closed while idle).
+func (in *Input) untrack(t *tailer) {
+	in.mu.Lock()
+	if in.files[t.key] == t {
+		delete(in.files, t.key)
+	}
+	ts := in.byReal[t.real]
+	for i, o := range ts {
+		if o == t {
+			ts = append(ts[:i], ts[i+1:]...)
+			break
+		}
+	}
+	if len(ts) == 0 {
+		delete(in.byReal, t.real)
+	} else {
+		in.byReal[t.real] = ts
+	}
+	in.met.dropFile(t.path, in.pathRefs)
+	in.mu.Unlock()
+}
+
+func expandTag(tag, path string) string {
+	if !strings.Contains(tag, "*") {
+		return tag
+	}
+	p := strings.TrimLeft(strings.ReplaceAll(filepath.ToSlash(path), "/", "."), ".")
+	return strings.ReplaceAll(tag, "*", p)
+}

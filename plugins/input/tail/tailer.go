@@ -1,0 +1,970 @@
+package tail
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+
+	"github.com/logship/logship/pipeline"
+)
+
+// Streams: records of none and json files have no stream; cri and docker
+// records say stdout or stderr. Partial messages are merged per stream.
+const (
+	streamNone = iota
+	streamStdout
+	streamStderr
+	numStreams
+)
+
+// split marks the pieces of a message longer than max_line_bytes.
+const (
+	splitNo   = iota
+	splitMore // a piece; the message continues in the next record
+	splitLast // the last piece
+)
+
+const splitKey = "split"
+
+var (
+	streamKeyEnc = pipeline.AppendString(nil, "stream")
+	streamValEnc = [numStreams][]byte{nil, pipeline.AppendString(nil, "stdout"), pipeline.AppendString(nil, "stderr")}
+	splitKeyEnc  = pipeline.AppendString(nil, splitKey)
+)
+
+// tailer follows one file (one device and inode) on its own goroutine.
+type tailer struct {
+	in   *Input
+	f    *os.File
+	key  fileKey
+	path string // the name it was found under: tag, path_key, metrics
+	real string // the resolved name, for inotify events
+	tag  string
+	wake chan struct{}
+	m    fileMetrics
+
+	// Owned by the tailer's goroutine.
+	readOff    int64 // next offset to read; buf[lo:hi] (or carry) ends here
+	buf        []byte
+	lo, hi     int
+	carry      []byte    // unconsumed bytes (a partial line) between reads
+	carrySince time.Time // when the partial line was first seen
+	splitting  bool      // pieces of an over-long line were emitted
+	lastSize   int64
+	lastEOF    time.Time
+	readTime   pipeline.EventTime
+	chunk      *[]byte
+	count      int
+	chunkEnd   int64 // checkpoint offset once the chunk is durable
+	records    int
+	merge      [numStreams]group // cri/docker partial messages
+	ml         [numStreams]group // multiline groups
+	open       int               // active groups
+	scratch    []byte
+	extra      []byte // pre-encoded extra pairs (path_key)
+	extraN     int
+	err        error // set when the input stops mid-emit
+	readErr    bool  // the last read failed (not at the end of the file)
+	backoff    time.Duration
+	timer      *time.Timer
+	failedFlag atomic.Bool
+
+	mu          sync.Mutex
+	fp          fingerprint
+	gen         uint64
+	pending     []*pendingChunk
+	committed   int64
+	failed      bool
+	outstanding int
+	gone        bool
+	deleted     bool
+	goneAt      time.Time
+	copyOf      *tailer // set at creation; cleared by the tailer's goroutine
+	parkUntil   time.Time
+	copySize    int64 // a possible copy's size when found: what it holds of the original
+	retired     bool
+}
+
+// group is a message being assembled from several lines.
+type group struct {
+	active bool
+	start  int64 // file offset of its first line
+	end    int64 // file offset after its last line
+	time   pipeline.EventTime
+	buf    []byte
+	pieces bool // pieces of it were emitted already (it is being split)
+	last   time.Time
+}
+
+// pendingChunk is an emitted chunk waiting for its acknowledgement.
+type pendingChunk struct {
+	end  int64
+	fp   fingerprint
+	gen  uint64
+	done bool
+}
+
+func newTailer(in *Input, f *os.File, k fileKey, m openMode, fp fingerprint, size int64) *tailer {
+	t := &tailer{
+		in:        in,
+		f:         f,
+		key:       k,
+		path:      m.path,
+		real:      absReal(f.Name()),
+		tag:       m.tag,
+		wake:      make(chan struct{}, 1),
+		readOff:   m.start,
+		fp:        fp,
+		committed: m.start,
+		copyOf:    m.copyOf,
+		gone:      m.gone,
+	}
+	if m.gone {
+		t.goneAt = time.Now()
+	}
+	if m.copyOf != nil {
+		t.parkUntil = time.Now().Add(max(3*in.cfg.RefreshInterval.D(), time.Second))
+		t.copySize = size
+	}
+	if in.pathKeyEnc != nil {
+		t.extra = pipeline.AppendString(append([]byte(nil), in.pathKeyEnc...), t.path)
+		t.extraN = 1
+	}
+	t.timer = time.NewTimer(time.Hour)
+	t.timer.Stop()
+	return t
+}
+
+func (t *tailer) poke() {
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+}
+
+// setGone is called by the scan: gone means no matched name leads to the
+// file any more (renamed away or deleted).
+func (t *tailer) setGone(gone bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case gone && !t.gone:
+		t.gone, t.goneAt = true, time.Now()
+		t.in.met.rotation(t.in.set.Name, "gone")
+		t.poke()
+	case !gone && t.gone && !t.deleted:
+		t.gone = false
+	}
+}
+
+// run reads the file until the input stops or the file is retired.
+func (t *tailer) run() {
+	defer t.in.wg.Done()
+	defer t.timer.Stop()
+	ctx := t.in.ctx
+	for ctx.Err() == nil {
+		now := time.Now()
+		if t.copyOf != nil && !t.resolveCopy(now) {
+			t.waitFor(max(time.Until(t.parkUntil), 0))
+			continue
+		}
+		if t.failedFlag.Load() {
+			t.rewind()
+			t.sleep(t.backoff)
+			continue
+		}
+		fi, err := t.f.Stat()
+		if err != nil {
+			t.in.set.Metrics.Error("stat")
+			t.in.warnOnce("stat:"+t.path, "cannot stat open file", zap.String("path", t.path), zap.Error(err))
+			t.waitFor(-1)
+			continue
+		}
+		size := fi.Size()
+		if linksOf(fi) == 0 {
+			t.mu.Lock()
+			if !t.deleted {
+				t.deleted = true
+				if !t.gone {
+					t.gone, t.goneAt = true, now
+				}
+				t.in.met.rotation(t.in.set.Name, "deleted")
+			}
+			t.mu.Unlock()
+		}
+		if t.checkTruncated(size) {
+			continue
+		}
+		t.lastSize = size
+		t.m.lag.Set(float64(size - t.readOff))
+		t.mu.Lock()
+		gone, goneAt := t.gone, t.goneAt
+		t.mu.Unlock()
+		if size > t.readOff {
+			if wait := t.lastEOF.Add(t.in.cfg.Batch.FlushInterval.D()).Sub(now); wait > 0 && !gone {
+				t.sleep(wait)
+			}
+			t.readToEOF()
+			if t.readErr {
+				// An I/O error: try again later rather than spin.
+				t.readErr = false
+				t.waitFor(t.in.cfg.RefreshInterval.D())
+			}
+			continue
+		}
+		// At the end of the file.
+		t.lastEOF = now
+		t.flushDue(now, false)
+		t.flush()
+		if t.err != nil {
+			return
+		}
+		if !t.failedFlag.Load() {
+			t.backoff = 0
+		}
+		if gone && now.Sub(goneAt) >= t.in.cfg.RotateWait.D() {
+			if t.retire() {
+				return
+			}
+			continue
+		}
+		if t.idleClose(fi, now) {
+			return
+		}
+		t.waitFor(t.nextDeadline(now))
+	}
+}
+
+func (t *tailer) sleep(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t.timer.Reset(d)
+	select {
+	case <-t.timer.C:
+	case <-t.in.ctx.Done():
+	}
+	t.timer.Stop()
+}
+
+// waitFor waits for a wake-up, d (d < 0: no deadline) or the stop.
+func (t *tailer) waitFor(d time.Duration) {
+	var tc <-chan time.Time
+	if d >= 0 {
+		t.timer.Reset(max(d, time.Millisecond))
+		tc = t.timer.C
+	}
+	select {
+	case <-t.wake:
+	case <-tc:
+	case <-t.in.ctx.Done():
+	}
+	t.timer.Stop()
+}
+
+// nextDeadline is when something is due without new data: a partial line
+// or message to flush, a multiline group to close, the end of
+// rotate_wait. -1 means nothing is.
+func (t *tailer) nextDeadline(now time.Time) time.Duration {
+	d := time.Duration(-1)
+	at := func(when time.Time) {
+		if w := when.Sub(now); d < 0 || w < d {
+			d = max(w, 0)
+		}
+	}
+	if pto := t.in.cfg.PartialFlushTimeout.D(); pto > 0 {
+		if len(t.carry) > 0 {
+			at(t.carrySince.Add(pto))
+		}
+		for s := range t.merge {
+			if t.merge[s].active {
+				at(t.merge[s].last.Add(pto))
+			}
+		}
+	}
+	for s := range t.ml {
+		if t.ml[s].active {
+			at(t.ml[s].last.Add(t.in.cfg.Multiline.FlushTimeout.D()))
+		}
+	}
+	t.mu.Lock()
+	if t.gone {
+		at(t.goneAt.Add(t.in.cfg.RotateWait.D()))
+	}
+	t.mu.Unlock()
+	return d
+}
+
+// resolveCopy decides where a file that looked like a copy of a live file
+// starts: where the original stopped, once the original was truncated
+// (copytruncate); at 0 if the original was not truncated in time (a plain
+// copy).
+func (t *tailer) resolveCopy(now time.Time) bool {
+	src := t.copyOf
+	start := int64(-1)
+	if rec := t.in.claimTrunc(t.key.dev, t.fp); rec != nil {
+		// Past copySize the copy holds lines written to it, not to the
+		// original.
+		start = min(rec.emitted, t.copySize)
+		t.in.met.rotation(t.in.set.Name, "copy")
+	}
+	if start < 0 {
+		src.mu.Lock()
+		retired := src.retired
+		src.mu.Unlock()
+		if !retired && now.Before(t.parkUntil) {
+			return false
+		}
+		start = 0
+	}
+	t.readOff = start
+	t.mu.Lock()
+	t.copyOf = nil
+	t.committed = start
+	fp := t.fp
+	t.mu.Unlock()
+	t.in.store.set(t.key, t.path, fp, start)
+	t.in.saveSoon()
+	return true
+}
+
+// checkTruncated notices a file that shrank below the read position or
+// whose first bytes changed (truncated and written again), and starts it
+// over at 0.
+func (t *tailer) checkTruncated(size int64) bool {
+	var head [fingerprintBytes]byte
+	t.mu.Lock()
+	fp := t.fp
+	t.mu.Unlock()
+	truncated := size < t.readOff || size < int64(fp.n)
+	var h []byte
+	if !truncated && size > 0 {
+		var err error
+		h, err = readHead(t.f, size, head[:])
+		if err != nil {
+			return false
+		}
+		switch {
+		case !fp.matches(h):
+			truncated = true
+		case len(h) > fp.n:
+			// The fingerprint grows with the file; the checkpoint gets it
+			// too, so that a restart can tell this content from the next.
+			nfp := fingerprint{len(h), fnv1a(h)}
+			t.mu.Lock()
+			t.fp = nfp
+			t.in.store.set(t.key, t.path, nfp, t.committed)
+			t.mu.Unlock()
+			if fp.n == 0 {
+				t.in.saveSoon()
+			}
+		}
+	}
+	if !truncated {
+		return false
+	}
+	// Wait for the chunks of the old content still in flight: the copy
+	// (if any) resumes at what is durable, so a chunk that fails now is
+	// read again from the copy rather than lost.
+	for {
+		t.mu.Lock()
+		out := t.outstanding
+		t.mu.Unlock()
+		if out == 0 || t.in.ctx.Err() != nil {
+			break
+		}
+		t.waitFor(-1)
+	}
+	if t.in.ctx.Err() != nil {
+		return true
+	}
+	fi, err := t.f.Stat()
+	if err != nil {
+		return false
+	}
+	size = fi.Size()
+	h, _ = readHead(t.f, size, head[:])
+	t.mu.Lock()
+	emitted := t.committed
+	t.mu.Unlock()
+	unread := max(t.lastSize, t.readOff) - emitted
+	t.in.log.Debug("file truncated", zap.String("path", t.path), zap.Int64("was_read_to", t.readOff), zap.Int64("size", size))
+	t.reset()
+	t.readOff = 0
+	t.lastSize = size
+	newFP := fingerprint{len(h), fnv1a(h)}
+	// The copy first: once it is open its checkpoint holds the old
+	// content's position. Only then may the checkpoint of this file forget
+	// it; if the input stops in between, the old checkpoint stays and the
+	// next start finds the truncation and the copy again.
+	t.in.noteTruncation(t, fp, emitted, unread)
+	if t.in.ctx.Err() != nil {
+		return true
+	}
+	t.mu.Lock()
+	t.gen++
+	t.pending = nil
+	t.committed = 0
+	t.failed = false
+	t.failedFlag.Store(false)
+	t.fp = newFP
+	t.in.store.set(t.key, t.path, newFP, 0)
+	t.mu.Unlock()
+	t.in.saveSoon()
+	return true
+}
+
+// reset drops everything read but not emitted.
+func (t *tailer) reset() {
+	t.lo, t.hi = 0, 0
+	t.carry = t.carry[:0]
+	t.carrySince = time.Time{}
+	t.splitting = false
+	for s := range numStreams {
+		t.merge[s].active = false
+		t.ml[s].active = false
+	}
+	t.open = 0
+	if t.chunk != nil {
+		*t.chunk = (*t.chunk)[:0]
+	}
+	t.count = 0
+	t.records = 0
+}
+
+// rewind goes back to the last committed offset after a chunk was not
+// stored; chunks still in flight are disowned (their acks are ignored).
+func (t *tailer) rewind() {
+	t.mu.Lock()
+	t.gen++
+	t.pending = nil
+	off := t.committed
+	t.failed = false
+	t.failedFlag.Store(false)
+	t.mu.Unlock()
+	t.reset()
+	t.readOff = off
+	t.in.met.rewinds.Inc()
+	t.backoff = min(max(2*t.backoff, 50*time.Millisecond), 5*time.Second)
+}
+
+// readToEOF reads blocks until the end of the file (or a fairness budget),
+// turning lines into records and emitting full chunks.
+func (t *tailer) readToEOF() {
+	select {
+	case t.in.slots <- struct{}{}:
+	case <-t.in.ctx.Done():
+		return
+	}
+	bp := t.in.bufs.Get().(*[]byte)
+	t.buf = *bp
+	t.lo, t.hi = 0, copy(t.buf, t.carry)
+	t.carry = t.carry[:0]
+	budget := 8 * len(t.buf)
+	for t.err == nil && !t.failedFlag.Load() && budget > 0 {
+		if t.lo > 0 && len(t.buf)-t.hi < len(t.buf)/2 {
+			// Move the unfinished line down so that the next read is a
+			// large one. scanLines leaves at most max_line_bytes
+			// unconsumed, and the buffer is larger than that.
+			t.hi = copy(t.buf, t.buf[t.lo:t.hi])
+			t.lo = 0
+		}
+		n, err := t.f.ReadAt(t.buf[t.hi:], t.readOff)
+		if n > 0 && !t.sameContent() {
+			// Truncated (and maybe written again) under us: this block
+			// may be new content at an old offset. Drop it; the loop
+			// finds the truncation.
+			break
+		}
+		if n > 0 {
+			t.readOff += int64(n)
+			t.hi += n
+			budget -= n
+			t.readTime = pipeline.Now()
+			t.m.bytes.Add(float64(n))
+			t.scanLines()
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.in.set.Metrics.Error("read")
+				t.in.warnOnce("read:"+t.path, "read failed", zap.String("path", t.path), zap.Error(err))
+				t.readErr = true
+			}
+			break
+		}
+	}
+	t.carry = append(t.carry[:0], t.buf[t.lo:t.hi]...)
+	switch {
+	case len(t.carry) == 0:
+		t.carry = trim(t.carry)
+		t.carrySince = time.Time{}
+	case t.carrySince.IsZero():
+		t.carrySince = time.Now()
+	}
+	t.lo, t.hi = 0, 0
+	*bp = t.buf
+	t.buf = nil
+	t.in.bufs.Put(bp)
+	<-t.in.slots
+	t.flush()
+}
+
+// sameContent checks, after a read, that the file's first bytes are still
+// those it had: a file truncated and written again past the read position
+// would otherwise be read from the middle.
+func (t *tailer) sameContent() bool {
+	if t.fp.n == 0 {
+		return true
+	}
+	var head [fingerprintBytes]byte
+	n, err := t.f.ReadAt(head[:t.fp.n], 0)
+	return (err == nil || errors.Is(err, io.EOF)) && n == t.fp.n && fnv1a(head[:n]) == t.fp.sum
+}
+
+// scanLines consumes the complete lines in buf[lo:hi]. A line longer than
+// max_line_bytes is cut into pieces as soon as a piece is available.
+func (t *tailer) scanLines() {
+	maxLine := t.in.maxLine
+	for t.err == nil && !t.failedFlag.Load() {
+		data := t.buf[t.lo:t.hi]
+		start := t.readOff - int64(len(data))
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 && len(data) <= maxLine {
+			return
+		}
+		if i < 0 || i > maxLine {
+			n := cutPoint(data, maxLine)
+			t.lo += n
+			t.splitting = true
+			t.message(streamNone, data[:n], t.readTime, start, start+int64(n), splitMore)
+			continue
+		}
+		t.lo += i + 1
+		if t.splitting {
+			t.splitting = false
+			t.message(streamNone, data[:i], t.readTime, start, start+int64(i)+1, splitLast)
+			continue
+		}
+		t.line(data[:i], start, start+int64(i)+1)
+	}
+}
+
+// cutPoint is where to cut b to at most n bytes without splitting a UTF-8
+// sequence.
+func cutPoint(b []byte, n int) int {
+	for k := n; k > n-utf8.UTFMax && k > 0; k-- {
+		if utf8.RuneStart(b[k]) {
+			return k
+		}
+	}
+	return n
+}
+
+// line handles one complete line spanning [start, end) in the file.
+func (t *tailer) line(b []byte, start, end int64) {
+	switch t.in.cfg.Format {
+	case FormatCRI:
+		tm, stream, partial, content, ok := parseCRI(b)
+		if !ok {
+			t.message(streamNone, b, t.readTime, start, end, splitNo)
+			return
+		}
+		t.part(stream, content, tm, partial, start, end)
+	case FormatDocker:
+		d, ok := parseDocker(b)
+		if !ok {
+			t.message(streamNone, b, t.readTime, start, end, splitNo)
+			return
+		}
+		content := d.log
+		if d.logEsc {
+			t.scratch, ok = appendUnescaped(t.scratch[:0], d.log)
+			if !ok {
+				t.message(streamNone, b, t.readTime, start, end, splitNo)
+				return
+			}
+			content = t.scratch
+		}
+		partial := true
+		if n := len(content); n > 0 && content[n-1] == '\n' {
+			content, partial = content[:n-1], false
+		}
+		stream := streamStdout
+		if string(d.stream) == "stderr" {
+			stream = streamStderr
+		}
+		tm, ok := parseRFC3339(d.time)
+		if !ok {
+			tm = t.readTime
+		}
+		t.part(stream, content, tm, partial, start, end)
+		t.scratch = trim(t.scratch)
+	default:
+		t.message(streamNone, b, t.readTime, start, end, splitNo)
+	}
+}
+
+// parseCRI reads "TIME STREAM P|F CONTENT" (containerd, CRI-O).
+func parseCRI(b []byte) (tm pipeline.EventTime, stream int, partial bool, content []byte, ok bool) {
+	sp := bytes.IndexByte(b, ' ')
+	if sp < 0 {
+		return
+	}
+	tm, ok = parseRFC3339(b[:sp])
+	if !ok {
+		return
+	}
+	rest := b[sp+1:]
+	switch {
+	case bytes.HasPrefix(rest, []byte("stdout ")):
+		stream = streamStdout
+	case bytes.HasPrefix(rest, []byte("stderr ")):
+		stream = streamStderr
+	default:
+		return tm, 0, false, nil, false
+	}
+	rest = rest[7:]
+	tag := rest
+	if sp := bytes.IndexByte(rest, ' '); sp >= 0 {
+		tag, content = rest[:sp], rest[sp+1:]
+	} else {
+		content = rest[len(rest):]
+	}
+	if len(tag) == 0 || tag[0] != 'P' && tag[0] != 'F' || len(tag) > 1 && tag[1] != ':' {
+		return tm, 0, false, nil, false
+	}
+	return tm, stream, tag[0] == 'P', content, true
+}
+
+// part adds one part of a cri/docker message: partial parts are merged
+// until the final part of the same stream.
+func (t *tailer) part(s int, content []byte, tm pipeline.EventTime, partial bool, start, end int64) {
+	g := &t.merge[s]
+	if !g.active {
+		if !partial {
+			t.message(s, content, tm, start, end, splitNo)
+			return
+		}
+		g.active, g.start, g.time, g.buf, g.pieces = true, start, tm, g.buf[:0], false
+		t.open++
+	}
+	g.last = time.Now()
+	g.end = end
+	maxLine := t.in.maxLine
+	for len(g.buf)+len(content) > maxLine {
+		room := maxLine - len(g.buf)
+		n := room
+		if room > 0 {
+			n = cutPoint(content, room)
+		}
+		g.buf = append(g.buf, content[:n]...)
+		content = content[n:]
+		// The piece goes out; the rest of the message continues in the
+		// current line, so the checkpoint may not pass its start.
+		g.start = start
+		t.message(s, g.buf, g.time, start, end, splitMore)
+		g.buf, g.pieces = g.buf[:0], true
+	}
+	g.buf = append(g.buf, content...)
+	if !partial {
+		t.finishMerge(s)
+	}
+}
+
+func (t *tailer) finishMerge(s int) {
+	g := &t.merge[s]
+	if !g.active {
+		return
+	}
+	g.active = false
+	t.open--
+	split := splitNo
+	if g.pieces {
+		split = splitLast
+	}
+	t.message(s, g.buf, g.time, g.start, g.end, split)
+	g.buf = trim(g.buf)
+}
+
+// trim lets go of a buffer that grew for one large message, so that idle
+// files do not keep it.
+func trim(b []byte) []byte {
+	if cap(b) > 16<<10 {
+		return nil
+	}
+	return b[:0]
+}
+
+// message handles one whole message: multiline joining, then the record.
+func (t *tailer) message(s int, content []byte, tm pipeline.EventTime, start, end int64, split int) {
+	re := t.in.startRe
+	if re == nil {
+		t.record(s, content, tm, split, end)
+		return
+	}
+	g := &t.ml[s]
+	if split != splitNo {
+		t.flushML(s)
+		t.record(s, content, tm, split, end)
+		return
+	}
+	if re.Match(content) {
+		t.flushML(s)
+		g.active, g.start, g.end, g.time, g.last = true, start, end, tm, time.Now()
+		g.buf = append(g.buf[:0], content...)
+		t.open++
+		return
+	}
+	if !g.active {
+		t.record(s, content, tm, splitNo, end)
+		return
+	}
+	if len(g.buf)+1+len(content) > t.in.maxLine {
+		// Too long: what is there goes out, the line starts a new group.
+		t.flushML(s)
+		g.active, g.start, g.end, g.time, g.last = true, start, end, tm, time.Now()
+		g.buf = append(g.buf[:0], content...)
+		t.open++
+		return
+	}
+	g.buf = append(g.buf, '\n')
+	g.buf = append(g.buf, content...)
+	g.end, g.last = end, time.Now()
+}
+
+func (t *tailer) flushML(s int) {
+	g := &t.ml[s]
+	if !g.active {
+		return
+	}
+	g.active = false
+	t.open--
+	t.record(s, g.buf, g.time, splitNo, g.end)
+	g.buf = trim(g.buf)
+}
+
+// flushDue emits what waited too long: a partial last line, a partial
+// cri/docker message, a multiline group. all emits them regardless (the
+// file is being closed).
+func (t *tailer) flushDue(now time.Time, all bool) {
+	pto := t.in.cfg.PartialFlushTimeout.D()
+	if len(t.carry) > 0 && (all || pto > 0 && now.Sub(t.carrySince) >= pto) {
+		t.readTime = pipeline.Now()
+		start := t.readOff - int64(len(t.carry))
+		line := t.carry
+		if t.splitting {
+			t.splitting = false
+			t.message(streamNone, line, t.readTime, start, t.readOff, splitLast)
+		} else {
+			t.line(line, start, t.readOff)
+		}
+		t.carry = t.carry[:0]
+		t.carrySince = time.Time{}
+	}
+	for s := range numStreams {
+		if g := &t.merge[s]; g.active && (all || pto > 0 && now.Sub(g.last) >= pto) {
+			t.finishMerge(s)
+		}
+	}
+	mto := t.in.cfg.Multiline.FlushTimeout.D()
+	for s := range numStreams {
+		if g := &t.ml[s]; g.active && (all || now.Sub(g.last) >= mto) {
+			t.flushML(s)
+		}
+	}
+}
+
+// record appends one [time, record] entry to the chunk. end is the file
+// offset after the message; the chunk's checkpoint becomes the lesser of
+// it and the start of any message still being assembled.
+func (t *tailer) record(s int, content []byte, tm pipeline.EventTime, split int, end int64) {
+	if t.chunk == nil {
+		t.chunk = t.in.chunks.Get().(*[]byte)
+	}
+	c := append(*t.chunk, 0x92)
+	c = tm.AppendMsgpack(c)
+	done := false
+	if t.in.cfg.Format == FormatJSON && s == streamNone && split == splitNo {
+		c, done = appendJSONRecord(c, content, t.extra, t.extraN)
+	}
+	if !done {
+		n := 1 + t.extraN
+		if s != streamNone {
+			n++
+		}
+		if split != splitNo {
+			n++
+		}
+		c = pipeline.AppendMapHeader(c, n)
+		c = append(c, t.in.keyEnc...)
+		c = pipeline.AppendStringBytes(c, content)
+		if s != streamNone {
+			c = append(c, streamKeyEnc...)
+			c = append(c, streamValEnc[s]...)
+		}
+		if split != splitNo {
+			c = append(c, splitKeyEnc...)
+			if split == splitMore {
+				c = append(c, 0xc3)
+			} else {
+				c = append(c, 0xc2)
+			}
+		}
+		c = append(c, t.extra...)
+	}
+	*t.chunk = c
+	t.count++
+	t.records++
+	if t.open > 0 {
+		for g := range numStreams {
+			if t.merge[g].active {
+				end = min(end, t.merge[g].start)
+			}
+			if t.ml[g].active {
+				end = min(end, t.ml[g].start)
+			}
+		}
+	}
+	t.chunkEnd = end
+	if t.count >= t.in.cfg.Batch.MaxEvents || len(c) >= int(t.in.cfg.Batch.MaxBytes) {
+		t.flush()
+	}
+}
+
+// flush emits the chunk. The checkpoint moves to its end once it and every
+// earlier chunk of this file are durable.
+func (t *tailer) flush() {
+	if t.count == 0 || t.err != nil || t.failedFlag.Load() {
+		if t.count == 0 && t.chunk != nil {
+			t.in.chunks.Put(t.chunk)
+			t.chunk = nil
+		}
+		return
+	}
+	p := &pendingChunk{end: t.chunkEnd}
+	t.mu.Lock()
+	p.gen, p.fp = t.gen, t.fp
+	t.pending = append(t.pending, p)
+	t.outstanding++
+	t.mu.Unlock()
+	t.in.inflightAdd()
+	err := t.in.emit.Emit(t.in.ctx, pipeline.Chunk{Tag: t.tag, Entries: *t.chunk, Count: t.count}, func(err error) { t.acked(p, err) })
+	if err != nil {
+		// The chunk was not taken and no ack comes.
+		t.mu.Lock()
+		if n := len(t.pending); n > 0 && t.pending[n-1] == p {
+			t.pending = t.pending[:n-1]
+		}
+		t.outstanding--
+		if t.in.ctx.Err() == nil {
+			// Not stopping: read it again later, like a chunk not stored.
+			t.failed = true
+			t.failedFlag.Store(true)
+		}
+		t.mu.Unlock()
+		t.in.inflightDone()
+		if t.in.ctx.Err() != nil {
+			t.err = err
+			return
+		}
+		t.in.set.Metrics.Error("emit")
+		t.in.warnOnce("emit:"+t.path, "emit failed; reading the lines again later", zap.String("path", t.path), zap.Error(err))
+		return
+	}
+	t.m.lines.Add(float64(t.records))
+	t.records = 0
+	*t.chunk = (*t.chunk)[:0]
+	t.count = 0
+	t.in.chunks.Put(t.chunk)
+	t.chunk = nil
+}
+
+// acked runs on the buffer's goroutine: it must not block.
+func (t *tailer) acked(p *pendingChunk, err error) {
+	t.mu.Lock()
+	if p.gen == t.gen {
+		if err != nil {
+			t.failed = true
+			t.failedFlag.Store(true)
+		} else {
+			p.done = true
+			var last *pendingChunk
+			for len(t.pending) > 0 && t.pending[0].done {
+				last = t.pending[0]
+				t.pending = t.pending[1:]
+			}
+			if last != nil && last.end > t.committed {
+				t.committed = last.end
+				t.in.store.set(t.key, t.path, last.fp, last.end)
+			}
+		}
+	}
+	t.outstanding--
+	poke := t.outstanding == 0 || err != nil
+	t.mu.Unlock()
+	if err != nil {
+		t.in.set.Metrics.Error("chunk_not_stored")
+	}
+	t.in.inflightDone()
+	if poke {
+		t.poke()
+	}
+}
+
+// retire finishes a file that is gone: whatever waits is emitted, every
+// chunk must be acknowledged, then the file is closed and its checkpoint
+// forgotten. It reports false while acks are outstanding.
+func (t *tailer) retire() bool {
+	t.flushDue(time.Now(), true)
+	t.flush()
+	if t.err != nil {
+		return true
+	}
+	t.mu.Lock()
+	out, failed := t.outstanding, t.failed
+	t.mu.Unlock()
+	if failed {
+		return false
+	}
+	if out > 0 {
+		t.waitFor(-1)
+		return false
+	}
+	t.mu.Lock()
+	t.retired = true
+	t.mu.Unlock()
+	t.in.untrack(t)
+	t.in.store.del(t.key)
+	t.f.Close()
+	t.in.log.Debug("closed file", zap.String("path", t.path), zap.Int64("offset", t.readOff))
+	return true
+}
+
+// idleClose closes a file idle for ignore_older (fully read and
+// acknowledged); its checkpoint stays, and the scan opens it again once it
+// is written to.
+func (t *tailer) idleClose(fi os.FileInfo, now time.Time) bool {
+	older := t.in.cfg.IgnoreOlder.D()
+	if older <= 0 || now.Sub(fi.ModTime()) < older || len(t.carry) > 0 || t.open > 0 {
+		return false
+	}
+	t.mu.Lock()
+	busy := t.outstanding > 0 || t.committed < t.readOff || t.gone || t.copyOf != nil
+	if !busy {
+		t.retired = true
+	}
+	t.mu.Unlock()
+	if busy {
+		return false
+	}
+	t.in.untrack(t)
+	t.f.Close()
+	return true
+}
