@@ -1,4 +1,5 @@
 # logship: the targets people expect.
+SHELL     := /bin/bash
 GO        ?= go
 BIN       := bin/logship
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -18,10 +19,14 @@ build:
 # The whole test suite: what .ci/run calls. Optional peers (npm and Python
 # forward clients) are installed first when the registries can be reached;
 # tests that lack one print SKIP with the reason.
+# The packages whose tests use third-party peers run verbosely, so that a
+# missing peer's "SKIP: reason" shows in the output.
+PEER_PKGS := ./test/e2e/ ./plugins/output/forward/
 test: peers
 	$(GO) vet $(PKGS)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
-	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(GO) test -count=1 -timeout 20m $$($(GO) list $(PKGS) | grep -v -e /test/e2e -e /plugins/output/forward)
+	set -o pipefail; $(GO) test -count=1 -timeout 20m -v $(PEER_PKGS) | grep -E '^(--- |ok|FAIL|PASS)|SKIP|^\s+\S+_test\.go:'
 	$(GO) test -count=1 -race -short -timeout 20m $(RACE_PKGS)
 
 test-unit:
