@@ -9,7 +9,7 @@ PKGS      := ./...
 # to keep `make test` well inside CI's time on 2 cores.
 RACE_PKGS := ./pipeline/... ./broker/... ./plugins/...
 
-.PHONY: all build test test-unit test-race run bench fuzz lint fmt vet docs docs-check peers clean
+.PHONY: all build test test-unit run bench fuzz lint lint-install fmt vet docs peers clean
 
 all: build
 
@@ -47,9 +47,12 @@ peers:
 	@bash scripts/install-peers.sh || echo "peers: install failed; the tests that need them will SKIP"
 
 GOLANGCI_VERSION ?= v2.6.2
+lint-install:
+	$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+
 lint:
-	@command -v golangci-lint >/dev/null 2>&1 || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
-	golangci-lint run ./...
+	@command -v golangci-lint >/dev/null 2>&1 || $(MAKE) lint-install
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" golangci-lint run ./...
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -74,7 +74,7 @@ func run() error {
 	if err := in.Start(context.Background(), recv); err != nil {
 		return err
 	}
-	defer in.Stop(context.Background())
+	defer func() { _ = in.Stop(context.Background()) }()
 	payload := makeChunk(*chunk, *eventSize)
 
 	res, err := measureLogship(in.Addr().String(), recv, payload)
@@ -140,7 +140,7 @@ func measureLogship(recvAddr string, recv *counter, payload []byte) (result, err
 	if err != nil {
 		return result{}, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	listen, err := freeAddr()
 	if err != nil {
 		return result{}, err
@@ -314,7 +314,7 @@ func measureFluentBit(recvAddr string, recv *counter, payload []byte) (result, e
 	if err != nil {
 		return result{}, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	listen, err := freeAddr()
 	if err != nil {
 		return result{}, err

@@ -279,7 +279,7 @@ func TestAckEqualsChunk(t *testing.T) {
 	rec := testRecords(t)[0]
 	for _, chunk := range []string{"c2VuZGVyAAEAAAAAAAAAKg==", "Wq3f8e2Oq1c5H9Z4P0V0sQ==\n", "", "with \"quotes\" and \\ and é"} {
 		for _, asBin := range []bool{false, true} {
-			var c msgpack.RawMessage = strOf(t, []byte(chunk))
+			c := msgpack.RawMessage(strOf(t, []byte(chunk)))
 			if asBin {
 				c = binOf(t, []byte(chunk))
 			}

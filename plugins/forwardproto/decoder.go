@@ -299,7 +299,7 @@ func (d *Decoder) nextFrame() (frame []byte, wire int, err error) {
 			return frame, n, nil
 		}
 		if err := d.fill(need); err != nil {
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				return nil, 0, d.fail(fmt.Errorf("%w: stream ended inside a frame after %d bytes", io.ErrUnexpectedEOF, d.end-d.start))
 			}
 			return nil, 0, err

@@ -114,7 +114,7 @@ func openStore(dir string) (*store, error) {
 	}
 	var cf checkpointFile
 	if err := json.Unmarshal(b, &cf); err != nil {
-		return nil, fmt.Errorf("%s is corrupt (%v); move it away to start over (files are then read as new)", s.path, err)
+		return nil, fmt.Errorf("%s is corrupt (%w); move it away to start over (files are then read as new)", s.path, err)
 	}
 	if cf.Version != checkpointVersion {
 		return nil, fmt.Errorf("%s has version %d, want %d", s.path, cf.Version, checkpointVersion)

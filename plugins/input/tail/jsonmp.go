@@ -3,6 +3,7 @@ package tail
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"math"
 	"strconv"
 	"unicode/utf16"
@@ -404,8 +405,7 @@ func transcodeNumber(dst, b []byte, i int) ([]byte, int, bool) {
 }
 
 func isRangeErr(err error) bool {
-	ne, ok := err.(*strconv.NumError)
-	return ok && ne.Err == strconv.ErrRange
+	return errors.Is(err, strconv.ErrRange)
 }
 
 // skipValue returns the end of the JSON value at b[i], validating it.
@@ -560,7 +560,7 @@ func parseRFC3339(b []byte) (pipeline.EventTime, bool) {
 	hh, ok4 := num(b[11:13])
 	mm, ok5 := num(b[14:16])
 	ss, ok6 := num(b[17:19])
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) || mon < 1 || mon > 12 || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60 {
+	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 || mon < 1 || mon > 12 || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60 {
 		return pipeline.EventTime{}, false
 	}
 	i := 19
