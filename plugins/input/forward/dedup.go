@@ -2,12 +2,13 @@ package forward
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/logship/logship/internal/atomicfile"
 )
 
 // dedup remembers the ids of the chunks this input stored, so that a chunk
@@ -109,39 +110,18 @@ func (d *dedup) compact() error {
 		d.journal.Close()
 		d.journal = nil
 	}
-	tmp := d.path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	w := bufio.NewWriter(f)
+	buf := make([]byte, 0, d.size*24)
 	for i := range d.size {
 		id := d.ring[(d.head+i)%d.window]
-		w.WriteByte(byte(len(id)))
-		w.WriteString(id)
+		buf = append(append(buf, byte(len(id))), id...)
 	}
-	err = errors.Join(w.Flush(), f.Sync(), f.Close())
-	if err == nil {
-		err = os.Rename(tmp, d.path)
-	}
-	if err == nil {
-		err = syncDir(filepath.Dir(d.path))
-	}
-	if err != nil {
+	if err := atomicfile.Write(d.path, buf, 0o644); err != nil {
 		return fmt.Errorf("dedup journal: %w", err)
 	}
 	d.lines = d.size
+	var err error
 	d.journal, err = os.OpenFile(d.path, os.O_WRONLY|os.O_APPEND, 0o644)
 	return err
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
 
 // begin starts storing a chunk id. It returns true if the caller must store

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/logship/logship/internal/atomicfile"
 )
 
 // fileKey identifies a file on this host while it exists: device and
@@ -191,7 +193,7 @@ func (s *store) save() error {
 	sort.Slice(cf.Files, func(i, j int) bool { return cf.Files[i].Path < cf.Files[j].Path })
 	b, err := json.MarshalIndent(&cf, "", " ")
 	if err == nil {
-		err = writeAtomic(s.path, b)
+		err = atomicfile.Write(s.path, b, 0o644)
 	}
 	if err != nil {
 		s.mu.Lock()
@@ -209,32 +211,4 @@ func (s *store) close() error {
 	s.closed = true
 	s.mu.Unlock()
 	return err
-}
-
-func writeAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -5,12 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 
 	"go.uber.org/zap"
+
+	"github.com/logship/logship/internal/atomicfile"
 )
 
 // senderIDFile is the file, under data_dir/output/NAME/, holding the sender
@@ -45,36 +46,5 @@ func loadSenderID(dataDir, name string, log *zap.Logger) ([6]byte, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return id, err
 	}
-	return id, writeAtomic(dir, path, []byte(hex.EncodeToString(id[:])+"\n"))
-}
-
-func writeAtomic(dir, path string, data []byte) error {
-	f, err := os.CreateTemp(dir, "."+senderIDFile+".*.tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return id, atomicfile.Write(path, []byte(hex.EncodeToString(id[:])+"\n"), 0o644)
 }
