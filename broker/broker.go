@@ -180,6 +180,15 @@ func (b *Broker) writeMeta() error {
 // writeFileAtomic writes a file with temp file, fsync, rename and fsync of
 // the directory.
 func writeFileAtomic(path string, data []byte) error {
+	if err := replaceFile(path, data); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// replaceFile writes data to a temp file, fsyncs it and renames it over
+// path; the caller fsyncs the directory (once for many files).
+func replaceFile(path string, data []byte) error {
 	tmp := path + tmpSuffix
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -197,9 +206,8 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	if err != nil {
 		_ = os.Remove(tmp)
-		return err
 	}
-	return syncDir(filepath.Dir(path))
+	return err
 }
 
 func (b *Broker) partitionsOnDisk() (int, error) {

@@ -758,23 +758,5 @@ func (p *partition) flushCursors() error {
 func writeCursorFile(path string, committed uint64) error {
 	var b [cursorFileSize]byte
 	encodeCursor(b[:], committed, time.Now().UnixNano())
-	tmp := path + tmpSuffix
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b[:])
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
+	return replaceFile(path, b[:])
 }

@@ -45,7 +45,6 @@ type Service struct {
 	ready  atomic.Bool
 
 	httpSrv  *http.Server
-	httpAddr string
 	httpLn   net.Listener
 	httpDone chan struct{}
 
@@ -75,16 +74,6 @@ func New(role, path string, reg *pipeline.Registry) (*Service, error) {
 
 // Logger is the service's logger.
 func (s *Service) Logger() *zap.Logger { return s.log }
-
-// HTTPAddr is the address the HTTP server listens on, once started.
-func (s *Service) HTTPAddr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.httpLn == nil {
-		return ""
-	}
-	return s.httpLn.Addr().String()
-}
 
 func levelOf(s string) zapcore.Level {
 	l, err := zapcore.ParseLevel(s)
@@ -320,7 +309,7 @@ func (s *Service) startHTTP(addr string) error {
 		}
 	}()
 	s.mu.Lock()
-	s.httpSrv, s.httpLn, s.httpAddr, s.httpDone = srv, ln, addr, done
+	s.httpSrv, s.httpLn, s.httpDone = srv, ln, done
 	s.mu.Unlock()
 	s.log.Info("http server listening", zap.String("addr", ln.Addr().String()))
 	return nil

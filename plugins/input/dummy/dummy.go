@@ -206,7 +206,3 @@ func (in *Input) Stop(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
-
-// Done is closed once a dummy with a count has emitted every event (or
-// was stopped).
-func (in *Input) Done() <-chan struct{} { return in.done }
