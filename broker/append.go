@@ -16,7 +16,12 @@ type Pos struct {
 type Record struct {
 	Partition int
 	Offset    uint64
-	Tag       string
+	// Epoch names the buffer incarnation and the open in which the record
+	// was written (see "Epochs" in doc.go): a record at a reused offset
+	// has a different epoch, so (Epoch, Partition, Offset) never names two
+	// different contents.
+	Epoch uint64
+	Tag   string
 	Count     int    // number of events in Entries
 	Entries   []byte // msgpack [time, record] arrays concatenated; owned by the caller
 }

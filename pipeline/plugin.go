@@ -18,13 +18,15 @@ type Chunk struct {
 	Count   int
 }
 
-// Batch is a chunk read back from the buffer for an output: its partition
-// and offset identify it for good (the forward output derives its chunk id
-// from them, so a resend after a crash carries the same id).
+// Batch is a chunk read back from the buffer for an output: its epoch,
+// partition and offset identify it for good (the forward output derives its
+// chunk id from them, so a resend after a crash carries the same id, and
+// other bytes stored at a reused offset get another).
 type Batch struct {
 	Chunk
 	Partition int
 	Offset    uint64
+	Epoch     uint64
 }
 
 // AckFunc learns the fate of an emitted chunk: nil once it is durable in the

@@ -272,7 +272,7 @@ func (r *Runner) outputLoop(c Component, out Output, cur *broker.Cursor) {
 			q.complete(rec.Offset, true)
 			continue
 		}
-		b := Batch{Chunk: Chunk{Tag: rec.Tag, Entries: rec.Entries, Count: rec.Count}, Partition: rec.Partition, Offset: rec.Offset}
+		b := Batch{Chunk: Chunk{Tag: rec.Tag, Entries: rec.Entries, Count: rec.Count}, Partition: rec.Partition, Offset: rec.Offset, Epoch: rec.Epoch}
 		q.push(rec.Offset)
 		if pipelined != nil {
 			select {
