@@ -20,10 +20,10 @@ type Record struct {
 	// was written (see "Epochs" in doc.go): a record at a reused offset
 	// has a different epoch, so (Epoch, Partition, Offset) never names two
 	// different contents.
-	Epoch uint64
-	Tag   string
-	Count     int    // number of events in Entries
-	Entries   []byte // msgpack [time, record] arrays concatenated; owned by the caller
+	Epoch   uint64
+	Tag     string
+	Count   int    // number of events in Entries
+	Entries []byte // msgpack [time, record] arrays concatenated; owned by the caller
 }
 
 // MaxChunkBytes returns the largest tag+entries size Append accepts: a
