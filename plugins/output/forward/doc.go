@@ -14,11 +14,22 @@
 //
 // # Chunk ids and duplicates
 //
-// Every chunk is sent with the id forwardproto.ChunkID(sender, partition,
-// offset). The sender id is six random bytes made once and kept in
+// Every chunk is sent with an id made of where it sits in the buffer:
+// forwardproto.EpochChunkID(sender, epoch, partition, offset), the base64
+// of sender(6) | epoch(8) | partition(2) | offset(8), 32 characters. The
+// sender id is six random bytes made once and kept in
 // data_dir/output/NAME/sender-id, so a chunk sent again after a crash, a
 // restart or a failover carries the same id and a logship receiver (which
 // remembers the ids it stored) acknowledges it without storing it twice.
+// The epoch is the buffer's: it changes whenever the buffer may hand out
+// offsets again (the buffer directory was recreated, or an unclean stop
+// lost a tail that was not yet synced), so an id never names two different
+// contents and new chunks at reused offsets are stored, not mistaken for
+// duplicates. Chunks buffered by a release without epochs (epoch 0) keep
+// the 16-byte id of that release, sender | partition | offset (24
+// characters), so that they still dedup when resent after an upgrade.
+// Receivers treat ids as opaque strings: fluentd and Fluent Bit echo them
+// in their acks.
 //
 // # Connections, pipelining and failover
 //

@@ -199,7 +199,7 @@ func (o *Output) deliver(ctx context.Context, b pipeline.Batch, reply func(error
 
 	chunk := ""
 	if o.cfg.RequireAck {
-		chunk = forwardproto.ChunkID(o.sender, uint16(b.Partition), b.Offset)
+		chunk = forwardproto.EpochChunkID(o.sender, b.Epoch, uint16(b.Partition), b.Offset)
 	}
 	fp := o.frames.Get().(*[]byte)
 	defer o.frames.Put(fp)

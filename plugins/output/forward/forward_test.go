@@ -60,16 +60,21 @@ func TestDeliversToOwnInputWithAcks(t *testing.T) {
 }
 
 // TestChunkIDsAndAcksOutOfOrder: every chunk carries
-// ChunkID(sender, partition, offset), acks answered last-first are
-// matched by id, and a partition's chunks are first written in order.
+// EpochChunkID(sender, epoch, partition, offset), acks answered last-first
+// are matched by id, and a partition's chunks are first written in order.
 func TestChunkIDsAndAcksOutOfOrder(t *testing.T) {
 	f := newFakeServer(t, ackReverse)
 	o := newOutput(t, t.TempDir(), nil, func(c *Config) { c.Servers = []string{f.addr()}; c.MaxInFlight = 16 })
 	bs := batches(2, 32, 3) // 64 chunks: acks come in groups of 8
+	for i := range bs {
+		if i%2 == 0 {
+			bs[i].Epoch = 0xc0ffee<<32 | 7 // the rest keep epoch 0: records of an older release
+		}
+	}
 	deliverAll(t, o, bs, 10*time.Second)
 	want := map[string]pipeline.Batch{}
 	for _, b := range bs {
-		want[forwardproto.ChunkID(o.SenderID(), uint16(b.Partition), b.Offset)] = b
+		want[forwardproto.EpochChunkID(o.SenderID(), b.Epoch, uint16(b.Partition), b.Offset)] = b
 	}
 	reqs := f.requests()
 	if len(reqs) != len(bs) {
@@ -81,9 +86,12 @@ func TestChunkIDsAndAcksOutOfOrder(t *testing.T) {
 		if !ok || r.tag != b.Tag || r.count != b.Count {
 			t.Fatalf("request tag %s chunk %q count %d: not the chunk id of its batch", r.tag, r.chunk, r.count)
 		}
-		sender, p, off, err := forwardproto.ParseChunkID(r.chunk)
-		if err != nil || sender != o.SenderID() || int(p) != b.Partition || off != b.Offset {
-			t.Fatalf("chunk id %q decodes to %x/%d/%d (%v)", r.chunk, sender, p, off, err)
+		sender, epoch, p, off, err := forwardproto.ParseChunkID(r.chunk)
+		if err != nil || sender != o.SenderID() || epoch != b.Epoch || int(p) != b.Partition || off != b.Offset {
+			t.Fatalf("chunk id %q decodes to %x/%x/%d/%d (%v)", r.chunk, sender, epoch, p, off, err)
+		}
+		if wantLen := map[bool]int{true: 24, false: 32}[b.Epoch == 0]; len(r.chunk) != wantLen {
+			t.Fatalf("epoch %x: chunk id %q of %d characters, want %d", b.Epoch, r.chunk, len(r.chunk), wantLen)
 		}
 		key := tagOf(b.Partition, 0)
 		if prev, ok := last[key]; ok && int(off) < prev {
@@ -91,6 +99,42 @@ func TestChunkIDsAndAcksOutOfOrder(t *testing.T) {
 		}
 		last[key] = int(off)
 		delete(want, r.chunk)
+	}
+}
+
+// TestReusedOffsetNewEpochIsStored: after a buffer lost its tail or was
+// recreated, offsets come again with another epoch. A receiver that
+// dedups by chunk id must store those new chunks, not acknowledge them as
+// the duplicates of what it stored under the same offsets before (issue
+// 14: silent loss). A chunk resent in the same epoch is still stored once.
+func TestReusedOffsetNewEpochIsStored(t *testing.T) {
+	rec := newRecorder()
+	in := receiver(t, "127.0.0.1:0", func(c *fwdin.Config) { c.Dedup = true }, rec)
+	dataDir := t.TempDir()
+	o := newOutput(t, dataDir, nil, func(c *Config) { c.Servers = []string{in.Addr().String()} })
+	mk := func(epoch uint64, tag string) []pipeline.Batch {
+		var bs []pipeline.Batch
+		for off := range uint64(5) {
+			b := batch(1, 100+off, 10)
+			b.Tag, b.Epoch = tag, epoch
+			bs = append(bs, b)
+		}
+		return bs
+	}
+	deliverAll(t, o, mk(0, "before"), 10*time.Second) // written by an older release
+	deliverAll(t, o, mk(0, "before"), 10*time.Second) // resent: stored once
+	deliverAll(t, o, mk(1<<32|1, "epoch1"), 10*time.Second)
+	deliverAll(t, o, mk(1<<32|1, "epoch1"), 10*time.Second)
+	deliverAll(t, o, mk(2<<32|1, "epoch2"), 10*time.Second) // a recreated buffer
+	want := map[string]int{"before": 50, "epoch1": 50, "epoch2": 50}
+	got := map[string]int{}
+	for tag, counts := range rec.tags() {
+		for _, n := range counts {
+			got[tag] += n
+		}
+	}
+	if len(got) != len(want) || got["before"] != 50 || got["epoch1"] != 50 || got["epoch2"] != 50 {
+		t.Fatalf("receiver stored %v, want %v (each chunk once)", got, want)
 	}
 }
 
