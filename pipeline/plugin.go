@@ -43,6 +43,12 @@ type Emitter interface {
 	// caller may reuse c.Entries at once, and ack is called exactly once,
 	// maybe before Emit returns, maybe from another goroutine. ack must not
 	// block: it runs on the buffer's sync goroutine.
+	//
+	// A chunk larger than one buffer record is stored in pieces and acked
+	// once all are durable; an event that can never be stored (larger than
+	// a record on its own, or a tag longer than the buffer keeps) is
+	// dropped, counted as dropped_records_total{reason="too_large"} and
+	// logged, and the rest acked: no source resends such a chunk forever.
 	Emit(ctx context.Context, c Chunk, ack AckFunc) error
 }
 

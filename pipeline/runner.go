@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/logship/logship/broker"
+	"github.com/logship/logship/internal/ratelog"
 )
 
 // Component is one built plugin instance with what the runner needs to
@@ -30,6 +31,7 @@ type Component struct {
 type Runner struct {
 	buf     *broker.Broker
 	log     *zap.Logger
+	rl      *ratelog.Logger
 	inputs  []Component
 	filters []Component
 	outputs []Component
@@ -53,7 +55,7 @@ type Runner struct {
 // owns it, and a reloaded pipeline reuses it.
 func NewRunner(buf *broker.Broker, log *zap.Logger, inputs, filters, outputs []Component) *Runner {
 	return &Runner{
-		buf: buf, log: log, inputs: inputs, filters: filters, outputs: outputs,
+		buf: buf, log: log, rl: ratelog.New(log, 10*time.Second), inputs: inputs, filters: filters, outputs: outputs,
 		MinBackoff: 100 * time.Millisecond, MaxBackoff: 30 * time.Second, IdleDrain: 100 * time.Millisecond,
 	}
 }
@@ -94,7 +96,7 @@ func (r *Runner) Start(ctx context.Context) error {
 		if !ok {
 			return r.abort(ctx, fmt.Errorf("%s is not an input", c.Name))
 		}
-		if err := in.Start(ctx, &emitter{r: r, metrics: c.Metrics, log: r.log.With(zap.String("input", c.Name))}); err != nil {
+		if err := in.Start(ctx, &emitter{r: r, name: c.Name, metrics: c.Metrics, log: r.log.With(zap.String("input", c.Name))}); err != nil {
 			return r.abort(ctx, fmt.Errorf("start input %s: %w", c.Name, err))
 		}
 		r.started = append(r.started, c)
@@ -159,6 +161,7 @@ func (r *Runner) Stop(ctx context.Context) error {
 // emitter is the Emitter an input gets: filters, then the buffer.
 type emitter struct {
 	r       *Runner
+	name    string
 	metrics *ComponentMetrics
 	log     *zap.Logger
 }
@@ -192,12 +195,20 @@ func (e *emitter) Emit(ctx context.Context, c Chunk, ack AckFunc) error {
 		}
 		c = out
 	}
+	if max := e.r.buf.MaxChunkBytes(); int64(len(c.Tag)+len(c.Entries)) > max {
+		return e.emitTooLarge(ctx, c, max, ack)
+	}
 	err := e.r.buf.AppendAsync(ctx, c.Tag, c.Entries, c.Count, func(_ broker.Pos, err error) {
 		if err != nil {
 			e.metrics.Error("buffer")
 		}
 		ack(err)
 	})
+	if isTooLarge(err) { // the tag alone is more than a record can hold
+		e.dropTooLarge(c.Tag, c.Count, int64(len(c.Tag)+len(c.Entries)), err)
+		ack(nil)
+		return nil
+	}
 	if err == nil {
 		e.metrics.RecordsOut.Add(float64(c.Count))
 		e.metrics.BytesOut.Add(float64(len(c.Entries)))
