@@ -39,8 +39,10 @@ type Config struct {
 	// beginning, and files with a checkpoint resume from it.
 	ReadFromHead bool `yaml:"read_from_head"`
 	// Format is how lines become records: none gives {key: LINE}; json
-	// parses each line as a JSON object (a line that is not one is kept as
-	// {key: LINE}, never dropped); cri reads containerd/CRI-O container
+	// parses each line as a JSON object (a line that is not one, or that
+	// nests objects and arrays more than 128 levels deep, is kept as
+	// {key: LINE}, never dropped, and counted in
+	// logship_tail_unparsed_lines_total); cri reads containerd/CRI-O container
 	// logs (time, stream, partial lines merged); docker reads Docker's
 	// json-file logs (time, stream, 16KiB splits merged).
 	Format string `yaml:"format"`

@@ -14,7 +14,12 @@
 // # What a record looks like
 //
 //   - none: {"log": LINE}. json: the line's JSON object (a line that is not
-//     one is kept as {"log": LINE}, never dropped).
+//     one is kept as {"log": LINE}, never dropped). Objects and arrays may
+//     nest 128 levels deep, the line's object included; a line nested
+//     deeper is kept as {"log": LINE} too, so parsing stays linear in the
+//     line's length and no output gets a record deeper than that. Such
+//     lines are counted in logship_tail_unparsed_lines_total{reason}
+//     (invalid, too_deep), as are cri and docker lines that do not parse.
 //   - cri: {"log": MESSAGE, "stream": "stdout"|"stderr"} with the event time
 //     taken from the line; partial (P) lines are merged with the lines that
 //     follow, per stream, up to the final (F) one.

@@ -16,7 +16,16 @@ import (
 // intermediate tree: the json format transcodes each line straight into
 // the chunk, the docker format picks its three fields out of each line.
 
-const maxJSONDepth = 100
+// maxJSONDepth is how deeply JSON objects and arrays may nest in a line,
+// the top-level object counting as one level. A line nested deeper is not
+// transcoded: it is kept as it is, {key: LINE}, like a line that is not
+// JSON, and counted (logship_tail_unparsed_lines_total{reason="too_deep"}).
+// The bound keeps the recursion and the work per line linear in the line's
+// length whatever a writer puts in it, and keeps records that deep out of
+// the outputs (JSON encoders and msgpack decoders downstream have limits
+// of their own, Go's encoding/json among them); 128 is far above what any
+// structured logger writes.
+const maxJSONDepth = 128
 
 func skipWS(b []byte, i int) int {
 	for i < len(b) {
@@ -192,8 +201,12 @@ func fixHeader(dst []byte, start int, code byte, n int) []byte {
 	return dst
 }
 
+// The depth of a container is the number of containers around it: the
+// top-level object has depth 0, and a container of depth maxJSONDepth or
+// more is refused.
+
 func transcodeObject(dst, b []byte, i, depth int) ([]byte, int, int, bool) {
-	if depth > maxJSONDepth {
+	if depth >= maxJSONDepth {
 		return dst, 0, 0, false
 	}
 	start := len(dst)
@@ -244,7 +257,7 @@ func transcodeObject(dst, b []byte, i, depth int) ([]byte, int, int, bool) {
 }
 
 func transcodeArray(dst, b []byte, i, depth int) ([]byte, int, bool) {
-	if depth > maxJSONDepth {
+	if depth >= maxJSONDepth {
 		return dst, 0, false
 	}
 	start := len(dst)
@@ -408,9 +421,10 @@ func isRangeErr(err error) bool {
 	return errors.Is(err, strconv.ErrRange)
 }
 
-// skipValue returns the end of the JSON value at b[i], validating it.
+// skipValue returns the end of the JSON value at b[i], validating it;
+// depth is the number of containers around it.
 func skipValue(b []byte, i, depth int) (int, bool) {
-	if i >= len(b) || depth > maxJSONDepth {
+	if i >= len(b) {
 		return 0, false
 	}
 	switch c := b[i]; {
@@ -418,6 +432,9 @@ func skipValue(b []byte, i, depth int) (int, bool) {
 		end, _, ok := scanString(b, i)
 		return end, ok
 	case c == '{' || c == '[':
+		if depth >= maxJSONDepth {
+			return 0, false
+		}
 		close := byte('}')
 		if c == '[' {
 			close = ']'
@@ -470,6 +487,31 @@ func skipValue(b []byte, i, depth int) (int, bool) {
 	return 0, false
 }
 
+// tooDeep reports whether the JSON text in b nests objects and arrays
+// more than maxJSONDepth levels deep (brackets inside strings do not
+// count). It is called only for a line that did not parse, to tell why.
+func tooDeep(b []byte) bool {
+	depth := 0
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			end, _, ok := scanString(b, i)
+			if !ok {
+				return false
+			}
+			i = end - 1
+		case '{', '[':
+			depth++
+			if depth > maxJSONDepth {
+				return true
+			}
+		case '}', ']':
+			depth--
+		}
+	}
+	return false
+}
+
 // dockerLine is one line of Docker's json-file log driver:
 // {"log":"text\n","stream":"stdout","time":"2024-01-02T03:04:05.123456789Z"}.
 type dockerLine struct {
@@ -517,7 +559,7 @@ func parseDocker(line []byte) (d dockerLine, ok bool) {
 			}
 			i = end
 		} else {
-			end, ok := skipValue(line, i, 0)
+			end, ok := skipValue(line, i, 1)
 			if !ok {
 				return d, false
 			}

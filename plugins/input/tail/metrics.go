@@ -14,6 +14,7 @@ var (
 	openVec      = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "logship", Subsystem: "tail", Name: "files_open", Help: "Files being followed."}, []string{"component"})
 	rotationVec  = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "tail", Name: "rotations_total", Help: "Rotations seen: gone (no longer under a matched name), deleted, truncated, renamed (found renamed after a restart), copy (a copytruncate copy found and resumed)."}, []string{"component", "kind"})
 	rewindVec    = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "tail", Name: "rewinds_total", Help: "Times a file was read again from its checkpoint because a chunk was not stored."}, []string{"component"})
+	unparsedVec  = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "tail", Name: "unparsed_lines_total", Help: "Lines of a json, cri or docker file kept as they are under the key because they did not parse: invalid, or too_deep (JSON nested more than 128 levels)."}, []string{"component", "reason"})
 )
 
 // metrics are the tail input's own collectors, registered once per
@@ -27,6 +28,8 @@ type metrics struct {
 	open      prometheus.Gauge
 	rot       *prometheus.CounterVec
 	rewinds   prometheus.Counter
+	invalid   prometheus.Counter // lines that did not parse
+	tooDeep   prometheus.Counter // JSON lines nested too deeply
 }
 
 func newMetrics(set pipeline.Settings) *metrics {
@@ -40,6 +43,8 @@ func newMetrics(set pipeline.Settings) *metrics {
 		open:      pipeline.RegisterOnce(reg, openVec).WithLabelValues(set.Name),
 		rot:       pipeline.RegisterOnce(reg, rotationVec),
 		rewinds:   pipeline.RegisterOnce(reg, rewindVec).WithLabelValues(set.Name),
+		invalid:   pipeline.RegisterOnce(reg, unparsedVec).WithLabelValues(set.Name, "invalid"),
+		tooDeep:   pipeline.RegisterOnce(reg, unparsedVec).WithLabelValues(set.Name, "too_deep"),
 	}
 }
 
@@ -83,4 +88,13 @@ func (m *metrics) lost(component, path, reason string, n int64) {
 
 func (m *metrics) rotation(component, kind string) {
 	m.rot.WithLabelValues(component, kind).Inc()
+}
+
+// unparsed counts a line kept as it is because it did not parse.
+func (m *metrics) unparsed(line []byte) {
+	if tooDeep(line) {
+		m.tooDeep.Inc()
+		return
+	}
+	m.invalid.Inc()
 }

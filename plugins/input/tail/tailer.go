@@ -573,6 +573,7 @@ func (t *tailer) line(b []byte, start, end int64) {
 	case FormatCRI:
 		tm, stream, partial, content, ok := parseCRI(b)
 		if !ok {
+			t.in.met.invalid.Inc()
 			t.message(streamNone, b, t.readTime, start, end, splitNo)
 			return
 		}
@@ -580,6 +581,7 @@ func (t *tailer) line(b []byte, start, end int64) {
 	case FormatDocker:
 		d, ok := parseDocker(b)
 		if !ok {
+			t.in.met.unparsed(b)
 			t.message(streamNone, b, t.readTime, start, end, splitNo)
 			return
 		}
@@ -587,6 +589,7 @@ func (t *tailer) line(b []byte, start, end int64) {
 		if d.logEsc {
 			t.scratch, ok = appendUnescaped(t.scratch[:0], d.log)
 			if !ok {
+				t.in.met.invalid.Inc()
 				t.message(streamNone, b, t.readTime, start, end, splitNo)
 				return
 			}
@@ -793,6 +796,9 @@ func (t *tailer) record(s int, content []byte, tm pipeline.EventTime, split int,
 	done := false
 	if t.in.cfg.Format == FormatJSON && s == streamNone && split == splitNo {
 		c, done = appendJSONRecord(c, content, t.extra, t.extraN)
+		if !done {
+			t.in.met.unparsed(content)
+		}
 	}
 	if !done {
 		n := 1 + t.extraN
