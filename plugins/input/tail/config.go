@@ -105,7 +105,12 @@ type Multiline struct {
 type Batch struct {
 	// MaxEvents is the most events in one chunk.
 	MaxEvents int `yaml:"max_events"`
-	// MaxBytes is the size of msgpack entries at which a chunk is emitted.
+	// MaxBytes is the most bytes of msgpack entries in one chunk: an event
+	// that would take a chunk past it starts the next one. A single event
+	// larger than that (a line of up to max_line_bytes) is a chunk of its
+	// own. Keep it well below what the buffer stores in one record
+	// (about buffer.segment_bytes); a larger chunk is split by the
+	// pipeline.
 	MaxBytes conf.Size `yaml:"max_bytes"`
 	// FlushInterval is how often a file that has been read to its end is
 	// read again when it grows, so a file written a line at a time ships

@@ -37,8 +37,8 @@
 //
 // Lines are read in blocks of read_buffer_bytes and encoded straight into
 // the chunk as msgpack entries, with no copy or allocation per line. A
-// chunk holds lines of one file only: up to batch.max_events events or
-// batch.max_bytes. The event time is the time the block was read (for cri
+// chunk holds lines of one file only: up to batch.max_events events and
+// batch.max_bytes of entries (a single larger event goes alone). The event time is the time the block was read (for cri
 // and docker, the time written in the line).
 //
 // # Delivery: identity and checkpoints
@@ -53,7 +53,14 @@
 // the ack callback of a chunk, and only once that chunk and every earlier
 // chunk of the same file were acknowledged (acks may come out of order). A
 // chunk the buffer did not store (an ack with an error) makes the file be
-// read again from its checkpoint. Checkpoints are written every second, at
+// read again from its checkpoint, with a growing pause, as long as the
+// error may pass (a full disk, a stop). A permanent error (Emit or the
+// ack returns an error for which pipeline.IsPermanent holds, or
+// broker.ErrTooLarge) means those events can never be stored: they are
+// dropped on purpose, counted in
+// logship_dropped_records_total{reason="not_storable"}, logged (at most
+// every 10s per file), and the checkpoint moves past them as if they
+// were stored, so the file is never read again in a loop. Checkpoints are written every second, at
 // stop, and at once when a file is found or its content is replaced, to
 // DATA_DIR/input/NAME/checkpoints.json (JSON: per file dev, ino, fp_len,
 // fp, offset, path): a temporary file, fsync, rename, fsync of the

@@ -72,7 +72,9 @@ type testEmitter struct {
 	held    []func()
 	block   chan struct{}     // when not nil, Emit waits for it to close
 	emitErr func(n int) error // when set and not nil, Emit refuses chunk n
+	ackErr  error             // when set, what failed chunks are acked with
 	refused int
+	sizes   []int // len(Entries) of every chunk handed over
 	wg      sync.WaitGroup
 }
 
@@ -91,6 +93,7 @@ func (e *testEmitter) Emit(ctx context.Context, c pipeline.Chunk, ack pipeline.A
 	}
 	recs := decodeChunk(e.t, c)
 	e.mu.Lock()
+	e.sizes = append(e.sizes, len(c.Entries))
 	if e.emitErr != nil {
 		if err := e.emitErr(e.nChunks + e.refused); err != nil {
 			e.refused++
@@ -118,6 +121,10 @@ func (e *testEmitter) Emit(ctx context.Context, c pipeline.Chunk, ack pipeline.A
 			e.durable = append(e.durable, recs...)
 			e.mu.Unlock()
 			ack(nil)
+			return
+		}
+		if e.ackErr != nil {
+			ack(fmt.Errorf("chunk %d: %w", n, e.ackErr))
 			return
 		}
 		ack(fmt.Errorf("chunk %d not stored (test)", n))

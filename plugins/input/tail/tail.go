@@ -16,6 +16,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
 
+	"github.com/logship/logship/internal/ratelog"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -41,6 +42,7 @@ type Input struct {
 	cfg *Config
 	log *zap.Logger
 	met *metrics
+	rl  *ratelog.Logger
 
 	startRe    *regexp.Regexp
 	maxLine    int
@@ -129,6 +131,7 @@ func New(set pipeline.Settings, cfg *Config) (*Input, error) {
 	chunkCap := int(cfg.Batch.MaxBytes) + 2*in.maxLine + 1024
 	in.chunks.New = func() any { b := make([]byte, 0, chunkCap); return &b }
 	in.met = newMetrics(set)
+	in.rl = ratelog.New(in.log, 10*time.Second)
 	return in, nil
 }
 

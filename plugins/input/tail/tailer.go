@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/logship/logship/broker"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -105,10 +106,11 @@ type group struct {
 
 // pendingChunk is an emitted chunk waiting for its acknowledgement.
 type pendingChunk struct {
-	end  int64
-	fp   fingerprint
-	gen  uint64
-	done bool
+	end   int64
+	fp    fingerprint
+	gen   uint64
+	count int
+	done  bool
 }
 
 func newTailer(in *Input, f *os.File, k fileKey, m openMode, fp fingerprint, size int64) *tailer {
@@ -791,6 +793,7 @@ func (t *tailer) record(s int, content []byte, tm pipeline.EventTime, split int,
 	if t.chunk == nil {
 		t.chunk = t.in.chunks.Get().(*[]byte)
 	}
+	prevLen, prevEnd := len(*t.chunk), t.chunkEnd
 	c := append(*t.chunk, 0x92)
 	c = tm.AppendMsgpack(c)
 	done := false
@@ -826,6 +829,17 @@ func (t *tailer) record(s int, content []byte, tm pipeline.EventTime, split int,
 		c = append(c, t.extra...)
 	}
 	*t.chunk = c
+	if prevLen > 0 && len(c) > int(t.in.cfg.Batch.MaxBytes) {
+		// batch.max_bytes is a cap: the entries before this one go out
+		// first, and this one starts the next chunk.
+		t.emitChunk(c[:prevLen], t.count, t.records, prevEnd)
+		if t.err != nil || t.failedFlag.Load() {
+			return
+		}
+		c = c[:copy(c, c[prevLen:])]
+		*t.chunk = c
+		t.count, t.records = 0, 0
+	}
 	t.count++
 	t.records++
 	if t.open > 0 {
@@ -854,19 +868,43 @@ func (t *tailer) flush() {
 		}
 		return
 	}
-	p := &pendingChunk{end: t.chunkEnd}
+	t.emitChunk(*t.chunk, t.count, t.records, t.chunkEnd)
+	if t.err != nil || t.failedFlag.Load() {
+		return
+	}
+	*t.chunk = (*t.chunk)[:0]
+	t.count, t.records = 0, 0
+	t.in.chunks.Put(t.chunk)
+	t.chunk = nil
+}
+
+// emitChunk hands count entries, records of them new (not pieces of a
+// message counted before), to the pipeline; end is the checkpoint once
+// they are durable. On return the entries may be reused, unless t.err or
+// the failed flag is set (the stop, or a chunk to read again).
+func (t *tailer) emitChunk(entries []byte, count, records int, end int64) {
+	p := &pendingChunk{end: end, count: count}
 	t.mu.Lock()
 	p.gen, p.fp = t.gen, t.fp
 	t.pending = append(t.pending, p)
 	t.outstanding++
 	t.mu.Unlock()
 	t.in.inflightAdd()
-	err := t.in.emit.Emit(t.in.ctx, pipeline.Chunk{Tag: t.tag, Entries: *t.chunk, Count: t.count}, func(err error) { t.acked(p, err) })
+	err := t.in.emit.Emit(t.in.ctx, pipeline.Chunk{Tag: t.tag, Entries: entries, Count: count}, func(err error) { t.acked(p, err) })
+	if err != nil && permanent(err) && t.in.ctx.Err() == nil {
+		// Never storable: dropped on purpose, counted, and passed like a
+		// stored chunk so that the file is not read again forever.
+		t.acked(p, err)
+		err = nil
+	}
 	if err != nil {
 		// The chunk was not taken and no ack comes.
 		t.mu.Lock()
-		if n := len(t.pending); n > 0 && t.pending[n-1] == p {
-			t.pending = t.pending[:n-1]
+		for i := len(t.pending) - 1; i >= 0; i-- {
+			if t.pending[i] == p {
+				t.pending = append(t.pending[:i], t.pending[i+1:]...)
+				break
+			}
 		}
 		t.outstanding--
 		if t.in.ctx.Err() == nil {
@@ -884,19 +922,25 @@ func (t *tailer) flush() {
 		t.in.warnOnce("emit:"+t.path, "emit failed; reading the lines again later", zap.String("path", t.path), zap.Error(err))
 		return
 	}
-	t.m.lines.Add(float64(t.records))
-	t.records = 0
-	*t.chunk = (*t.chunk)[:0]
-	t.count = 0
-	t.in.chunks.Put(t.chunk)
-	t.chunk = nil
+	t.m.lines.Add(float64(records))
 }
 
-// acked runs on the buffer's goroutine: it must not block.
+// permanent reports whether an Emit or ack error says the chunk can never
+// be stored, so that reading it again would loop forever.
+func permanent(err error) bool {
+	return pipeline.IsPermanent(err) || errors.Is(err, broker.ErrTooLarge)
+}
+
+// acked runs on the buffer's goroutine: it must not block. A permanent
+// error drops the chunk's events on purpose (counted, logged) and moves
+// the checkpoint past them like a success; any other error makes the file
+// be read again from its checkpoint.
 func (t *tailer) acked(p *pendingChunk, err error) {
+	drop := err != nil && permanent(err)
 	t.mu.Lock()
-	if p.gen == t.gen {
-		if err != nil {
+	current := p.gen == t.gen
+	if current {
+		if err != nil && !drop {
 			t.failed = true
 			t.failedFlag.Store(true)
 		} else {
@@ -915,7 +959,13 @@ func (t *tailer) acked(p *pendingChunk, err error) {
 	t.outstanding--
 	poke := t.outstanding == 0 || err != nil
 	t.mu.Unlock()
-	if err != nil {
+	switch {
+	case drop && current:
+		t.in.set.Metrics.Dropped(dropReason, p.count)
+		t.in.set.Metrics.Error("chunk_not_storable")
+		t.in.rl.Warn("drop:"+t.path, "chunk can never be stored; its events are dropped and the file goes on past them",
+			zap.String("path", t.path), zap.Int("events", p.count), zap.Int64("checkpoint", p.end), zap.Error(err))
+	case err != nil && !drop:
 		t.in.set.Metrics.Error("chunk_not_stored")
 	}
 	t.in.inflightDone()
@@ -923,6 +973,10 @@ func (t *tailer) acked(p *pendingChunk, err error) {
 		t.poke()
 	}
 }
+
+// dropReason labels dropped_records_total for events of a chunk the
+// pipeline refused for good.
+const dropReason = "not_storable"
 
 // retire finishes a file that is gone: whatever waits is emitted, every
 // chunk must be acknowledged, then the file is closed and its checkpoint
