@@ -65,6 +65,13 @@ type Input interface {
 	Stop(ctx context.Context) error
 }
 
+// Readier is implemented by an input that can tell whether it is able to
+// take data (a listener that failed for good is not): /readyz reports it.
+type Readier interface {
+	// Ready returns nil while the input takes data, or why it cannot.
+	Ready() error
+}
+
 // Filter changes chunks before they reach the buffer. Filters run once,
 // before the buffer, and only for the tags they match.
 type Filter interface {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -27,22 +28,22 @@ type Component struct {
 
 // Runner wires inputs, filters, the buffer and outputs, and starts and
 // stops them in order: outputs first, then inputs; on stop, inputs first,
-// then a drain, then outputs.
+// then a drain, then outputs. Update applies a new set of components while
+// the ones that did not change keep running.
+//
+// Start, Update and Stop are serialised by mu; the emitters of running
+// inputs read the filters through an atomic pointer, so an Update never
+// waits for them.
 type Runner struct {
-	buf     *broker.Broker
-	log     *zap.Logger
-	rl      *ratelog.Logger
-	inputs  []Component
-	filters []Component
-	outputs []Component
+	buf *broker.Broker
+	log *zap.Logger
+	rl  *ratelog.Logger
 
-	loopCtx    context.Context // ends the output loops and in-flight writes
-	cancelLoop context.CancelFunc
-	runCtx     context.Context // ends when draining begins
-	cancelRun  context.CancelFunc
-	draining   chan struct{}
-	loops      sync.WaitGroup
-	started    []Component // for a clean unwind when Start fails half-way
+	mu       sync.Mutex
+	inputs   []Component
+	outputs  []*outRun
+	filters  atomic.Pointer[[]Component]
+	changing atomic.Bool // an Update is stopping or starting inputs
 
 	// Backoff bounds for outputs that return retryable errors.
 	MinBackoff, MaxBackoff time.Duration
@@ -51,75 +52,225 @@ type Runner struct {
 	IdleDrain time.Duration
 }
 
+// outRun is one running output: its cursor loops and the contexts that end
+// them.
+type outRun struct {
+	c          Component
+	out        Output
+	loopCtx    context.Context // ends the loops and in-flight writes
+	cancelLoop context.CancelFunc
+	runCtx     context.Context // ends when draining begins
+	cancelRun  context.CancelFunc
+	draining   chan struct{}
+	loops      sync.WaitGroup
+}
+
 // NewRunner builds a runner. The buffer stays open after Stop: the caller
-// owns it, and a reloaded pipeline reuses it.
+// owns it.
 func NewRunner(buf *broker.Broker, log *zap.Logger, inputs, filters, outputs []Component) *Runner {
-	return &Runner{
-		buf: buf, log: log, rl: ratelog.New(log, 10*time.Second), inputs: inputs, filters: filters, outputs: outputs,
+	r := &Runner{
+		buf: buf, log: log, rl: ratelog.New(log, 10*time.Second), inputs: inputs,
 		MinBackoff: 100 * time.Millisecond, MaxBackoff: 30 * time.Second, IdleDrain: 100 * time.Millisecond,
 	}
+	r.filters.Store(&filters)
+	for _, c := range outputs {
+		r.outputs = append(r.outputs, &outRun{c: c})
+	}
+	return r
 }
 
 // Start starts every output with its cursor loops, then every input. If a
 // component fails to start, what started is stopped again.
 func (r *Runner) Start(ctx context.Context) error {
-	r.loopCtx, r.cancelLoop = context.WithCancel(context.Background())
-	r.runCtx, r.cancelRun = context.WithCancel(r.loopCtx)
-	r.draining = make(chan struct{})
-	for _, c := range r.outputs {
-		out, ok := c.Instance.(Output)
-		if !ok {
-			return r.abort(ctx, fmt.Errorf("%s is not an output", c.Name))
-		}
-		if err := out.Start(ctx); err != nil {
-			return r.abort(ctx, fmt.Errorf("start output %s: %w", c.Name, err))
-		}
-		r.started = append(r.started, c)
-		cursors := make([]*broker.Cursor, r.buf.Partitions())
-		for p := range cursors {
-			cur, err := r.buf.Cursor(c.Name, p)
-			if err != nil {
-				for _, opened := range cursors[:p] {
-					_ = opened.Close()
-				}
-				return r.abort(ctx, fmt.Errorf("output %s: cursor of partition %d: %w", c.Name, p, err))
-			}
-			cursors[p] = cur
-		}
-		for _, cur := range cursors {
-			r.loops.Add(1)
-			go r.outputLoop(c, out, cur)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	outs, ins := r.outputs, r.inputs
+	r.outputs, r.inputs = nil, nil
+	for _, o := range outs {
+		if err := r.startOutput(ctx, o.c); err != nil {
+			return r.abort(ctx, err)
 		}
 	}
-	for _, c := range r.inputs {
-		in, ok := c.Instance.(Input)
-		if !ok {
-			return r.abort(ctx, fmt.Errorf("%s is not an input", c.Name))
+	for _, c := range ins {
+		if err := r.startInput(ctx, c); err != nil {
+			return r.abort(ctx, err)
 		}
-		if err := in.Start(ctx, &emitter{r: r, name: c.Name, metrics: c.Metrics, log: r.log.With(zap.String("input", c.Name))}); err != nil {
-			return r.abort(ctx, fmt.Errorf("start input %s: %w", c.Name, err))
-		}
-		r.started = append(r.started, c)
 	}
 	return nil
 }
 
-func (r *Runner) abort(ctx context.Context, err error) error {
-	close(r.draining)
-	r.cancelRun()
-	r.cancelLoop()
-	r.loops.Wait()
-	for i := len(r.started) - 1; i >= 0; i-- {
-		c := r.started[i]
-		switch x := c.Instance.(type) {
-		case Input:
-			_ = x.Stop(ctx)
-		case Output:
-			_ = x.Stop(ctx)
-		}
+func (r *Runner) startOutput(ctx context.Context, c Component) error {
+	out, ok := c.Instance.(Output)
+	if !ok {
+		return fmt.Errorf("%s is not an output", c.Name)
 	}
+	if err := out.Start(ctx); err != nil {
+		return fmt.Errorf("start output %s: %w", c.Name, err)
+	}
+	cursors := make([]*broker.Cursor, r.buf.Partitions())
+	for p := range cursors {
+		cur, err := r.buf.Cursor(c.Name, p)
+		if err != nil {
+			for _, opened := range cursors[:p] {
+				_ = opened.Close()
+			}
+			_ = out.Stop(ctx)
+			return fmt.Errorf("output %s: cursor of partition %d: %w", c.Name, p, err)
+		}
+		cursors[p] = cur
+	}
+	o := &outRun{c: c, out: out, draining: make(chan struct{})}
+	o.loopCtx, o.cancelLoop = context.WithCancel(context.Background())
+	o.runCtx, o.cancelRun = context.WithCancel(o.loopCtx)
+	for _, cur := range cursors {
+		o.loops.Add(1)
+		go r.outputLoop(o, cur)
+	}
+	r.outputs = append(r.outputs, o)
+	return nil
+}
+
+func (r *Runner) startInput(ctx context.Context, c Component) error {
+	in, ok := c.Instance.(Input)
+	if !ok {
+		return fmt.Errorf("%s is not an input", c.Name)
+	}
+	if err := in.Start(ctx, &emitter{r: r, name: c.Name, metrics: c.Metrics, log: r.log.With(zap.String("input", c.Name))}); err != nil {
+		return fmt.Errorf("start input %s: %w", c.Name, err)
+	}
+	r.inputs = append(r.inputs, c)
+	return nil
+}
+
+// halt ends an output's loops at once (no drain: what it did not deliver
+// stays in the buffer for its cursor) and stops it.
+func (o *outRun) halt(ctx context.Context) error {
+	close(o.draining)
+	o.cancelRun()
+	o.cancelLoop()
+	o.loops.Wait()
+	return o.out.Stop(ctx)
+}
+
+func (r *Runner) abort(ctx context.Context, err error) error {
+	for i := len(r.inputs) - 1; i >= 0; i-- {
+		_ = r.inputs[i].Instance.(Input).Stop(ctx)
+	}
+	for i := len(r.outputs) - 1; i >= 0; i-- {
+		_ = r.outputs[i].halt(ctx)
+	}
+	r.inputs, r.outputs = nil, nil
 	_ = r.buf.Flush()
 	return err
+}
+
+// Update makes the running set of components the given one. A component
+// whose Instance is already running keeps running untouched (inputs keep
+// their connections and files, outputs their in-flight deliveries); running
+// components that are not in the new set are stopped (inputs wait until what
+// they emitted is acknowledged; outputs stop at once, and what they did not
+// deliver stays in the buffer for their cursors); new ones are started,
+// outputs before inputs. The filters are swapped at once.
+//
+// If a new component fails to start, Update returns the error with
+// everything else applied: the caller may call Update again (with the
+// previous set, rebuilt) to go back.
+func (r *Runner) Update(ctx context.Context, inputs, filters, outputs []Component) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	keepIn := make(map[any]bool, len(inputs))
+	for _, c := range inputs {
+		keepIn[c.Instance] = true
+	}
+	running := make(map[any]bool, len(r.inputs))
+	var kept []Component
+	for _, c := range r.inputs {
+		running[c.Instance] = true
+		if keepIn[c.Instance] {
+			kept = append(kept, c)
+		}
+	}
+	var toStart []Component
+	for _, c := range inputs {
+		if !running[c.Instance] {
+			toStart = append(toStart, c)
+		}
+	}
+	if len(kept) != len(r.inputs) || len(toStart) > 0 {
+		r.changing.Store(true)
+		defer r.changing.Store(false)
+	}
+	for i := len(r.inputs) - 1; i >= 0; i-- {
+		c := r.inputs[i]
+		if keepIn[c.Instance] {
+			continue
+		}
+		if err := c.Instance.(Input).Stop(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop input %s: %w", c.Name, err))
+		}
+		r.log.Info("input stopped by reload", zap.String("input", c.Name))
+	}
+	r.inputs = kept
+	r.filters.Store(&filters)
+
+	keepOut := make(map[any]bool, len(outputs))
+	for _, c := range outputs {
+		keepOut[c.Instance] = true
+	}
+	runningOut := make(map[any]bool, len(r.outputs))
+	var keptOut []*outRun
+	for _, o := range r.outputs {
+		if keepOut[o.c.Instance] {
+			keptOut = append(keptOut, o)
+			runningOut[o.c.Instance] = true
+			continue
+		}
+		if err := o.halt(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop output %s: %w", o.c.Name, err))
+		}
+		r.log.Info("output stopped by reload", zap.String("output", o.c.Name))
+	}
+	r.outputs = keptOut
+	if err := r.buf.Flush(); err != nil {
+		errs = append(errs, fmt.Errorf("persist cursors: %w", err))
+	}
+	for _, c := range outputs {
+		if runningOut[c.Instance] {
+			continue
+		}
+		if err := r.startOutput(ctx, c); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		r.log.Info("output started by reload", zap.String("output", c.Name))
+	}
+	for _, c := range toStart {
+		if err := r.startInput(ctx, c); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		r.log.Info("input started by reload", zap.String("input", c.Name))
+	}
+	return errors.Join(errs...)
+}
+
+// Ready says whether every input is running and ready to take data: nil,
+// or why not. An input may report on itself by implementing Readier.
+func (r *Runner) Ready() error {
+	if r.changing.Load() {
+		return errors.New("reloading: inputs are being restarted")
+	}
+	if !r.mu.TryLock() {
+		return nil // an Update or Stop that does not touch inputs
+	}
+	defer r.mu.Unlock()
+	for _, c := range r.inputs {
+		if rd, ok := c.Instance.(Readier); ok {
+			if err := rd.Ready(); err != nil {
+				return fmt.Errorf("input %s: %w", c.Name, err)
+			}
+		}
+	}
+	return nil
 }
 
 // Stop stops the inputs (each waits until what it emitted is acknowledged),
@@ -127,6 +278,8 @@ func (r *Runner) abort(ctx context.Context, err error) error {
 // fail, or ctx is done, then stops the outputs and persists the cursors.
 // What was not delivered stays in the buffer.
 func (r *Runner) Stop(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	var errs []error
 	for i := len(r.inputs) - 1; i >= 0; i-- {
 		c := r.inputs[i]
@@ -134,24 +287,35 @@ func (r *Runner) Stop(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("stop input %s: %w", c.Name, err))
 		}
 	}
-	close(r.draining)
-	r.cancelRun()
+	r.inputs = nil
+	for _, o := range r.outputs {
+		close(o.draining)
+		o.cancelRun()
+	}
 	done := make(chan struct{})
-	go func() { r.loops.Wait(); close(done) }()
+	go func() {
+		for _, o := range r.outputs {
+			o.loops.Wait()
+		}
+		close(done)
+	}()
 	select {
 	case <-done:
 	case <-ctx.Done():
 		r.log.Warn("shutdown timeout: outputs stopped before they caught up; the rest stays buffered")
-		r.cancelLoop()
+		for _, o := range r.outputs {
+			o.cancelLoop()
+		}
 		<-done
 	}
-	r.cancelLoop()
 	for i := len(r.outputs) - 1; i >= 0; i-- {
-		c := r.outputs[i]
-		if err := c.Instance.(Output).Stop(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("stop output %s: %w", c.Name, err))
+		o := r.outputs[i]
+		o.cancelLoop()
+		if err := o.out.Stop(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop output %s: %w", o.c.Name, err))
 		}
 	}
+	r.outputs = nil
 	if err := r.buf.Flush(); err != nil {
 		errs = append(errs, fmt.Errorf("persist cursors: %w", err))
 	}
@@ -173,7 +337,7 @@ func (e *emitter) Emit(ctx context.Context, c Chunk, ack AckFunc) error {
 	}
 	e.metrics.RecordsIn.Add(float64(c.Count))
 	e.metrics.BytesIn.Add(float64(len(c.Entries)))
-	for _, f := range e.r.filters {
+	for _, f := range *e.r.filters.Load() {
 		if !f.Matcher.Match(c.Tag) {
 			continue
 		}
@@ -261,8 +425,9 @@ func (q *commitQueue) complete(off uint64, ok bool) {
 	}
 }
 
-func (r *Runner) outputLoop(c Component, out Output, cur *broker.Cursor) {
-	defer r.loops.Done()
+func (r *Runner) outputLoop(o *outRun, cur *broker.Cursor) {
+	defer o.loops.Done()
+	c, out := o.c, o.out
 	defer func() { _ = cur.Close() }()
 	log := r.log.With(zap.String("output", c.Name))
 	pipelined, _ := out.(PipelinedOutput)
@@ -274,7 +439,7 @@ func (r *Runner) outputLoop(c Component, out Output, cur *broker.Cursor) {
 	var inflight sync.WaitGroup
 	defer inflight.Wait()
 	for {
-		rec, err := r.next(cur)
+		rec, err := r.next(o, cur)
 		if err != nil {
 			return
 		}
@@ -288,18 +453,18 @@ func (r *Runner) outputLoop(c Component, out Output, cur *broker.Cursor) {
 		if pipelined != nil {
 			select {
 			case sem <- struct{}{}:
-			case <-r.loopCtx.Done():
+			case <-o.loopCtx.Done():
 				return
 			}
 			inflight.Add(1)
-			pipelined.WriteAsync(r.loopCtx, b, func(err error) {
+			pipelined.WriteAsync(o.loopCtx, b, func(err error) {
 				defer inflight.Done()
 				defer func() { <-sem }()
 				q.complete(b.Offset, r.delivered(c, log, b, err))
 			})
 			continue
 		}
-		if !r.deliver(c, out, log, b) {
+		if !r.deliver(o, log, b) {
 			q.complete(b.Offset, false)
 			return
 		}
@@ -309,17 +474,17 @@ func (r *Runner) outputLoop(c Component, out Output, cur *broker.Cursor) {
 
 // next reads the next record. Once draining, a loop that finds no data
 // for IdleDrain is caught up, and next returns an error that ends it.
-func (r *Runner) next(cur *broker.Cursor) (broker.Record, error) {
+func (r *Runner) next(o *outRun, cur *broker.Cursor) (broker.Record, error) {
 	for {
 		select {
-		case <-r.draining:
-			ctx, cancel := context.WithTimeout(r.loopCtx, r.IdleDrain)
+		case <-o.draining:
+			ctx, cancel := context.WithTimeout(o.loopCtx, r.IdleDrain)
 			defer cancel()
 			return cur.Next(ctx)
 		default:
 		}
-		rec, err := cur.Next(r.runCtx)
-		if err != nil && r.loopCtx.Err() == nil && r.runCtx.Err() != nil {
+		rec, err := cur.Next(o.runCtx)
+		if err != nil && o.loopCtx.Err() == nil && o.runCtx.Err() != nil {
 			continue // draining began: read on until caught up
 		}
 		return rec, err
@@ -346,19 +511,20 @@ func (r *Runner) delivered(c Component, log *zap.Logger, b Batch, err error) boo
 
 // deliver writes b, retrying with backoff, until it is accepted,
 // permanently refused, or the loop must end (false).
-func (r *Runner) deliver(c Component, out Output, log *zap.Logger, b Batch) bool {
+func (r *Runner) deliver(o *outRun, log *zap.Logger, b Batch) bool {
+	c := o.c
 	backoff := r.MinBackoff
 	for attempt := 1; ; attempt++ {
-		err := out.Write(r.loopCtx, b)
+		err := o.out.Write(o.loopCtx, b)
 		if err == nil || IsPermanent(err) {
 			return r.delivered(c, log, b, err)
 		}
 		c.Metrics.Error("write")
-		if r.loopCtx.Err() != nil {
+		if o.loopCtx.Err() != nil {
 			return false
 		}
 		select {
-		case <-r.draining:
+		case <-o.draining:
 			log.Warn("delivery failed while stopping; the batch stays buffered", zap.Error(err))
 			return false
 		default:
@@ -368,9 +534,9 @@ func (r *Runner) deliver(c Component, out Output, log *zap.Logger, b Batch) bool
 		log.Warn("delivery failed, retrying", zap.Int("attempt", attempt), zap.Duration("in", wait), zap.Int("partition", b.Partition), zap.Uint64("offset", b.Offset), zap.Error(err))
 		select {
 		case <-time.After(wait):
-		case <-r.loopCtx.Done():
+		case <-o.loopCtx.Done():
 			return false
-		case <-r.draining:
+		case <-o.draining:
 			return false
 		}
 		backoff = min(backoff*2, r.MaxBackoff)

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +43,7 @@ type Service struct {
 	cfg    *conf.Config
 	buf    *broker.Broker
 	runner *pipeline.Runner
+	comps  map[string]built // the running components by kind/name
 	ready  atomic.Bool
 
 	httpSrv  *http.Server
@@ -125,11 +127,34 @@ func (s *Service) openBuffer(cfg *conf.Config) (*broker.Broker, error) {
 	)
 }
 
-// build creates every component of cfg.
-func (s *Service) build(cfg *conf.Config) (inputs, filters, outputs []pipeline.Component, err error) {
+// built is one component and the config it was created from.
+type built struct {
+	plugin conf.Plugin
+	comp   pipeline.Component
+}
+
+func compKey(kind pipeline.Kind, name string) string { return string(kind) + "/" + name }
+
+// unchanged says whether a running component can serve the new config
+// block as it is.
+func unchanged(old, p conf.Plugin) bool {
+	return old.Type == p.Type && old.Match == p.Match && reflect.DeepEqual(old.Config, p.Config)
+}
+
+// build creates the components of cfg. A component in reuse whose config
+// block is unchanged is taken as it is (its instance keeps running across a
+// reload); the others are created.
+func (s *Service) build(cfg *conf.Config, reuse map[string]built) (inputs, filters, outputs []pipeline.Component, comps map[string]built, err error) {
+	comps = map[string]built{}
 	mk := func(list []conf.Plugin) ([]pipeline.Component, error) {
 		var out []pipeline.Component
 		for _, p := range list {
+			key := compKey(p.Kind, p.Name)
+			if old, ok := reuse[key]; ok && unchanged(old.plugin, p) {
+				comps[key] = old
+				out = append(out, old.comp)
+				continue
+			}
 			set := pipeline.Settings{
 				Name: p.Name, Type: p.Type, Role: s.role, DataDir: cfg.Service.DataDir,
 				Logger:  s.log.With(zap.String(string(p.Kind), p.Name)),
@@ -139,7 +164,9 @@ func (s *Service) build(cfg *conf.Config) (inputs, filters, outputs []pipeline.C
 			if err != nil {
 				return nil, fmt.Errorf("%s %s: %w", p.Kind, p.Name, err)
 			}
-			out = append(out, pipeline.Component{Name: p.Name, Type: p.Type, Kind: p.Kind, Matcher: p.Matcher, Instance: inst, Metrics: set.Metrics})
+			c := pipeline.Component{Name: p.Name, Type: p.Type, Kind: p.Kind, Matcher: p.Matcher, Instance: inst, Metrics: set.Metrics}
+			comps[key] = built{plugin: p, comp: c}
+			out = append(out, c)
 		}
 		return out, nil
 	}
@@ -151,22 +178,6 @@ func (s *Service) build(cfg *conf.Config) (inputs, filters, outputs []pipeline.C
 	}
 	outputs, err = mk(cfg.Outputs)
 	return
-}
-
-func (s *Service) startPipeline(ctx context.Context, cfg *conf.Config) (*pipeline.Runner, error) {
-	in, fl, out, err := s.build(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return s.startRunner(ctx, in, fl, out)
-}
-
-func (s *Service) startRunner(ctx context.Context, in, fl, out []pipeline.Component) (*pipeline.Runner, error) {
-	r := pipeline.NewRunner(s.buf, s.log, in, fl, out)
-	if err := r.Start(ctx); err != nil {
-		return nil, err
-	}
-	return r, nil
 }
 
 // Run starts everything and runs until ctx is done; then it stops
@@ -191,11 +202,15 @@ func (s *Service) Run(ctx context.Context, reload <-chan struct{}) error {
 			s.log.Error("closing the buffer", zap.Error(err))
 		}
 	}()
-	r, err := s.startPipeline(ctx, s.cfg)
+	in, fl, out, comps, err := s.build(s.cfg, nil)
 	if err != nil {
 		return err
 	}
-	s.runner = r
+	r := pipeline.NewRunner(s.buf, s.log, in, fl, out)
+	if err := r.Start(ctx); err != nil {
+		return err
+	}
+	s.runner, s.comps = r, comps
 	s.ready.Store(true)
 	s.log.Info("logship started", zap.String("config", s.path), zap.Int("inputs", len(s.cfg.Inputs)), zap.Int("outputs", len(s.cfg.Outputs)), zap.String("data_dir", s.cfg.Service.DataDir))
 	for {
@@ -243,9 +258,9 @@ func (s *Service) Reload() error {
 		s.log.Warn("buffer settings and data_dir change only on restart; keeping the current ones")
 		cfg.Buffer, cfg.Service.DataDir = s.cfg.Buffer, s.cfg.Service.DataDir
 	}
-	// Build first: a plugin that cannot be created leaves the old pipeline
-	// untouched.
-	in, fl, out, err := s.build(cfg)
+	// Build first: a plugin that cannot be created leaves the running
+	// pipeline untouched. Unchanged components are reused as they run.
+	in, fl, out, comps, err := s.build(cfg, s.comps)
 	if err != nil {
 		s.reloadOK.Set(0)
 		s.log.Error("config cannot be applied; keeping the running one", zap.Error(err))
@@ -254,18 +269,25 @@ func (s *Service) Reload() error {
 	s.level.SetLevel(levelOf(cfg.Service.LogLevel))
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.Service.ShutdownTimeout.D())
 	defer cancel()
-	if err := s.runner.Stop(sctx); err != nil {
-		s.log.Warn("old pipeline stopped with errors", zap.Error(err))
-	}
-	r, err := s.startRunner(sctx, in, fl, out)
-	if err != nil {
+	if err := s.runner.Update(sctx, in, fl, out); err != nil {
 		s.reloadOK.Set(0)
-		s.log.Error("new pipeline failed to start; going back to the old config", zap.Error(err))
-		r, err = s.startPipeline(sctx, s.cfg)
+		s.log.Error("new config failed to apply; going back to the old config", zap.Error(err))
+		// The components the new config kept still run; the old ones that
+		// were replaced are created again.
+		still := map[string]built{}
+		for k, b := range s.comps {
+			if nb, ok := comps[k]; ok && nb.comp.Instance == b.comp.Instance {
+				still[k] = b
+			}
+		}
+		in, fl, out, old, err := s.build(s.cfg, still)
+		if err == nil {
+			err = s.runner.Update(sctx, in, fl, out)
+		}
 		if err != nil {
 			return fmt.Errorf("restarting the old pipeline after a failed reload: %w", err)
 		}
-		s.runner = r
+		s.comps = old
 		return nil
 	}
 	if cfg.Service.HTTPListen != s.cfg.Service.HTTPListen {
@@ -274,10 +296,24 @@ func (s *Service) Reload() error {
 			s.log.Error("http server", zap.Error(err))
 		}
 	}
-	s.runner, s.cfg = r, cfg
+	s.cfg, s.comps = cfg, comps
 	s.reloadOK.Set(1)
 	s.log.Info("config reloaded")
 	return nil
+}
+
+// readiness is nil when the service takes data: started, every input
+// ready, and the buffer able to store appends.
+func (s *Service) readiness() error {
+	if !s.ready.Load() {
+		return errors.New("starting or stopping")
+	}
+	if h, ok := any(s.buf).(interface{ Healthy() error }); ok {
+		if err := h.Healthy(); err != nil {
+			return fmt.Errorf("buffer: %w", err)
+		}
+	}
+	return s.runner.Ready()
 }
 
 func (s *Service) startHTTP(addr string) error {
@@ -294,8 +330,8 @@ func (s *Service) startHTTP(addr string) error {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !s.ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
+		if err := s.readiness(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
