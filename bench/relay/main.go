@@ -13,24 +13,17 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"go.uber.org/zap"
-
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/bench/internal/benchkit"
 	"github.com/logship/logship/plugins/forwardproto"
-	"github.com/logship/logship/plugins/input/forward"
 )
 
 var (
@@ -45,16 +38,6 @@ var (
 	compress  = flag.String("compress", "none", "the relay's forward output compression")
 )
 
-// counter is the receiving end: a forward input whose emitter counts and
-// acks at once.
-type counter struct{ n atomic.Int64 }
-
-func (c *counter) Emit(_ context.Context, ch pipeline.Chunk, ack pipeline.AckFunc) error {
-	c.n.Add(int64(ch.Count))
-	ack(nil)
-	return nil
-}
-
 func main() {
 	flag.Parse()
 	if err := run(); err != nil {
@@ -64,26 +47,20 @@ func main() {
 }
 
 func run() error {
-	recv := &counter{}
-	cfg := &forward.Config{Listen: "127.0.0.1:0", MaxFrameBytes: 64 << 20, MaxDecompressedBytes: 256 << 20, MaxPendingAcks: 256}
-	set := pipeline.Settings{Name: "receiver", Logger: zap.NewNop(), Metrics: pipeline.NopMetrics(pipeline.KindInput, "receiver")}
-	in, err := forward.New(set, cfg)
+	recv, err := benchkit.StartReceiver()
 	if err != nil {
 		return err
 	}
-	if err := in.Start(context.Background(), recv); err != nil {
-		return err
-	}
-	defer func() { _ = in.Stop(context.Background()) }()
-	payload := makeChunk(*chunk, *eventSize)
+	defer recv.Stop()
+	payload := benchkit.MakeChunk(*chunk, *eventSize)
 
-	res, err := measureLogship(in.Addr().String(), recv, payload)
+	res, err := measureLogship(recv, payload)
 	if err != nil {
 		return err
 	}
 	res.print("logship")
 	if *fluentBit != "" {
-		fb, err := measureFluentBit(in.Addr().String(), recv, payload)
+		fb, err := measureFluentBit(recv, payload)
 		if err != nil {
 			return err
 		}
@@ -107,105 +84,38 @@ func (r result) print(name string) {
 		name, r.events, r.elapsed.Seconds(), r.rate(), float64(r.bytes)/r.elapsed.Seconds()/1e6, r.cpu.Seconds(), float64(r.cpu.Nanoseconds())/float64(r.events)/1e3)
 }
 
-func makeChunk(n, size int) []byte {
-	var entries []byte
-	pad := strings.Repeat("x", max(0, size-120))
-	for i := range n {
-		var rec []byte
-		rec = pipeline.AppendMapHeader(rec, 4)
-		rec = pipeline.AppendString(rec, "log")
-		rec = pipeline.AppendString(rec, "2026-11-22T10:00:00Z INFO request served path=/api/v1/items status=200 "+pad)
-		rec = pipeline.AppendString(rec, "stream")
-		rec = pipeline.AppendString(rec, "stdout")
-		rec = pipeline.AppendString(rec, "seq")
-		rec = pipeline.AppendInt(rec, int64(i))
-		rec = pipeline.AppendString(rec, "host")
-		rec = pipeline.AppendString(rec, "node-1")
-		entries = pipeline.AppendEntry(entries, pipeline.Now(), rec)
-	}
-	return entries
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-func measureLogship(recvAddr string, recv *counter, payload []byte) (result, error) {
+func measureLogship(recv *benchkit.Receiver, payload []byte) (result, error) {
 	dir, err := os.MkdirTemp("", "logship-relay")
 	if err != nil {
 		return result{}, err
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
-	listen, err := freeAddr()
+	listen, err := benchkit.FreeAddr()
 	if err != nil {
 		return result{}, err
 	}
-	cfgPath := filepath.Join(dir, "relay.yaml")
-	cfg := fmt.Sprintf(`
-service:
-  data_dir: %s
-  http_listen: ""
-  log_level: warn
-buffer:
-  partitions: 4
-  max_bytes: 4GiB
-  segment_bytes: 64MiB
-  sync: %s
-inputs:
-  - type: forward
-    listen: %s
-    max_pending_acks: 256
-outputs:
-  - type: forward
-    servers: [%s]
-    compress: %s
-    require_ack: true
-`, filepath.Join(dir, "data"), *syncMode, listen, recvAddr, *compress)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+	p, err := benchkit.Logship{
+		Bin:      *bin,
+		Dir:      dir,
+		Listen:   listen,
+		LogLevel: "warn",
+		Buffer:   fmt.Sprintf("  partitions: 4\n  max_bytes: 4GiB\n  segment_bytes: 64MiB\n  sync: %s\n", *syncMode),
+		Input:    "    max_pending_acks: 256\n",
+		Output:   benchkit.ForwardOutput(recv.Addr(), *compress),
+		Stderr:   os.Stderr,
+	}.Start()
+	if err != nil {
 		return result{}, err
 	}
-	cmd := exec.Command(*bin, "agent", "-c", cfgPath)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return result{}, err
-	}
-	defer func() {
-		// SIGTERM, so that a LOGSHIP_CPUPROFILE is written.
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}()
-	return drive(listen, cmd.Process.Pid, recv, payload)
+	defer p.Stop()
+	return drive(listen, p.Pid(), recv, payload)
 }
 
 // drive sends the load to addr, waits until the receiver counted every
 // event and returns the figures; pid is the relay whose CPU is measured.
-func drive(addr string, pid int, recv *counter, payload []byte) (result, error) {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			return result{}, fmt.Errorf("relay never listened on %s", addr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	start0 := recv.n.Load()
-	cpu0, err := cpuTime(pid)
+func drive(addr string, pid int, recv *benchkit.Receiver, payload []byte) (result, error) {
+	start0 := recv.Count()
+	cpu0, err := benchkit.CPUTime(pid)
 	if err != nil {
 		return result{}, err
 	}
@@ -230,14 +140,14 @@ func drive(addr string, pid int, recv *counter, payload []byte) (result, error) 
 	default:
 	}
 	total := int64(chunks * *chunk)
-	for recv.n.Load()-start0 < total {
+	for recv.Count()-start0 < total {
 		if time.Since(t0) > 10*time.Minute {
-			return result{}, fmt.Errorf("receiver counted %d of %d", recv.n.Load()-start0, total)
+			return result{}, fmt.Errorf("receiver counted %d of %d", recv.Count()-start0, total)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
 	elapsed := time.Since(t0)
-	cpu1, err := cpuTime(pid)
+	cpu1, err := benchkit.CPUTime(pid)
 	if err != nil {
 		return result{}, err
 	}
@@ -295,58 +205,20 @@ func sendConn(addr string, w int, payload []byte, next *atomic.Int64, chunks int
 	return nil
 }
 
-// cpuTime is the user+system CPU time of a process.
-func cpuTime(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	utime, _ := strconv.ParseInt(fields[11], 10, 64)
-	stime, _ := strconv.ParseInt(fields[12], 10, 64)
-	const clkTck = 100
-	return time.Duration(utime+stime) * time.Second / clkTck, nil
-}
-
-func measureFluentBit(recvAddr string, recv *counter, payload []byte) (result, error) {
+func measureFluentBit(recv *benchkit.Receiver, payload []byte) (result, error) {
 	dir, err := os.MkdirTemp("", "fluent-bit-relay")
 	if err != nil {
 		return result{}, err
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
-	listen, err := freeAddr()
+	listen, err := benchkit.FreeAddr()
 	if err != nil {
 		return result{}, err
 	}
-	lh, lp, _ := net.SplitHostPort(listen)
-	rh, rp, _ := net.SplitHostPort(recvAddr)
-	cfg := fmt.Sprintf(`[SERVICE]
-    flush        1
-    log_level    warn
-    storage.path %s
-    storage.sync normal
-[INPUT]
-    name          forward
-    listen        %s
-    port          %s
-    storage.type  filesystem
-[OUTPUT]
-    name          forward
-    match         *
-    host          %s
-    port          %s
-    require_ack_response true
-`, filepath.Join(dir, "storage"), lh, lp, rh, rp)
-	cfgPath := filepath.Join(dir, "fluent-bit.conf")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+	p, err := benchkit.FluentBit{Bin: *fluentBit, Dir: dir, Listen: listen, Recv: recv.Addr(), Stderr: os.Stderr}.Start()
+	if err != nil {
 		return result{}, err
 	}
-	cmd := exec.Command(*fluentBit, "-c", cfgPath)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return result{}, err
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	return drive(listen, cmd.Process.Pid, recv, payload)
+	defer p.Stop()
+	return drive(listen, p.Pid(), recv, payload)
 }
