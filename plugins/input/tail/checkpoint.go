@@ -1,6 +1,7 @@
 package tail
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -68,10 +69,22 @@ type checkpoint struct {
 	FP     uint64 `json:"fp"`
 	Offset int64  `json:"offset"`
 	Path   string `json:"path"`
+	// Sum is FNV-1a over the entry's JSON encoding with Sum 0: an entry
+	// whose sum does not match is not trusted. Entries of files written
+	// before it existed have none and are trusted only in a file that
+	// parses whole.
+	Sum uint64 `json:"sum,omitempty"`
 }
 
 func (c *checkpoint) key() fileKey             { return fileKey{c.Dev, c.Ino} }
 func (c *checkpoint) fingerprint() fingerprint { return fingerprint{c.FPLen, c.FP} }
+
+// checksum is the Sum the entry should carry.
+func (c checkpoint) checksum() uint64 {
+	c.Sum = 0
+	b, _ := json.Marshal(&c)
+	return max(fnv1a(b), 1) // 0 means "no sum"
+}
 
 // checkpointFile is the on-disk form, checkpoints.json.
 type checkpointFile struct {
@@ -93,10 +106,33 @@ type store struct {
 	dirty   bool
 	existed bool      // a checkpoint file was found: not the first run
 	savedAt time.Time // when the file found at open was written
-	closed  bool
-	saveMu  sync.Mutex // serialises save
+	// recovered is set when the checkpoint file could not be trusted as a
+	// whole: files without a trusted checkpoint are read from their start.
+	recovered *corruption
+	closed    bool
+	saveMu    sync.Mutex // serialises save
 }
 
+// corruption says what was wrong with a checkpoint file found at open and
+// what was made of it.
+type corruption struct {
+	reason   error
+	aside    string // where the bad file was moved; "" if it could not be
+	asideErr error
+	kept     int // entries trusted and used
+	dropped  int // entries found but not trusted
+}
+
+// readFile reads the checkpoint file; tests replace it.
+var readFile = os.ReadFile
+
+// openStore loads DATA_DIR/input/NAME/checkpoints.json. A checkpoint file
+// that cannot be trusted as a whole (not a regular file, unreadable, not
+// JSON, cut short, an unknown version, an entry whose sum does not match)
+// does not stop the input: it is moved aside as
+// checkpoints.json.corrupt-TIMESTAMP, the entries that can be trusted are
+// used, and every other file is read from its start (recovered is set):
+// lines are shipped twice rather than lost.
 func openStore(dir string) (*store, error) {
 	s := &store{m: map[fileKey]*checkpoint{}}
 	if dir == "" {
@@ -106,28 +142,153 @@ func openStore(dir string) (*store, error) {
 		return nil, fmt.Errorf("checkpoint dir: %w", err)
 	}
 	s.path = filepath.Join(dir, "checkpoints.json")
+	// Temporary files of a save cut short by a crash.
 	_ = os.Remove(s.path + ".tmp")
-	b, err := os.ReadFile(s.path)
+	if tmps, err := filepath.Glob(filepath.Join(dir, ".checkpoints.json.*.tmp")); err == nil {
+		for _, p := range tmps {
+			_ = os.Remove(p)
+		}
+	}
+	fi, err := os.Lstat(s.path)
 	if os.IsNotExist(err) {
 		return s, nil
 	}
+	var b []byte
+	switch {
+	case err != nil:
+		err = fmt.Errorf("unreadable: %w", err)
+	case fi.IsDir():
+		err = errors.New("a directory, not a file")
+	case !fi.Mode().IsRegular():
+		err = fmt.Errorf("not a regular file (mode %s)", fi.Mode())
+	default:
+		b, err = readFile(s.path)
+		if err != nil && os.IsNotExist(err) {
+			return s, nil
+		}
+		if err != nil {
+			err = fmt.Errorf("unreadable: %w", err)
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("read checkpoints: %w", err)
+		s.setAside(&corruption{reason: err})
+		return s, nil
 	}
-	var cf checkpointFile
-	if err := json.Unmarshal(b, &cf); err != nil {
-		return nil, fmt.Errorf("%s is corrupt (%w); move it away to start over (files are then read as new)", s.path, err)
-	}
-	if cf.Version != checkpointVersion {
-		return nil, fmt.Errorf("%s has version %d, want %d", s.path, cf.Version, checkpointVersion)
-	}
+	files, savedAt, trusted, err := parseCheckpoints(b)
 	s.existed = true
-	s.savedAt = time.Unix(0, cf.SavedAt)
-	for i := range cf.Files {
-		c := cf.Files[i]
+	s.savedAt = savedAt
+	kept := 0
+	for i := range files {
+		c := files[i]
+		if !trusted[i] {
+			continue
+		}
+		c.Sum = 0
 		s.m[c.key()] = &c
+		kept++
+	}
+	if err != nil {
+		s.setAside(&corruption{reason: err, kept: kept, dropped: len(files) - kept})
 	}
 	return s, nil
+}
+
+// parseCheckpoints reads a checkpoint file. A file that parses whole, with
+// the known version and every sum right, returns a nil error and every
+// entry trusted. Otherwise the entries before the damage are returned and
+// only those with a right sum are trusted.
+func parseCheckpoints(b []byte) (files []checkpoint, savedAt time.Time, trusted []bool, err error) {
+	var cf checkpointFile
+	if jerr := json.Unmarshal(b, &cf); jerr == nil {
+		if cf.Version != checkpointVersion {
+			// Another version may mean other things by the same fields:
+			// trust none of it.
+			return cf.Files, time.Time{}, make([]bool, len(cf.Files)), fmt.Errorf("version %d, want %d", cf.Version, checkpointVersion)
+		}
+		files = cf.Files
+	} else {
+		err = fmt.Errorf("not valid JSON (cut short or damaged): %w", jerr)
+		files, cf.SavedAt = salvage(b)
+	}
+	if cf.SavedAt > 0 {
+		savedAt = time.Unix(0, cf.SavedAt)
+	}
+	trusted = make([]bool, len(files))
+	bad := 0
+	for i := range files {
+		c := &files[i]
+		switch {
+		case c.Sum != 0:
+			trusted[i] = c.Sum == c.checksum()
+			if !trusted[i] {
+				bad++
+			}
+		default:
+			// Written before sums existed: only a whole, valid file vouches
+			// for it.
+			trusted[i] = err == nil
+		}
+	}
+	if err == nil && bad > 0 {
+		err = fmt.Errorf("%d entries with a wrong checksum", bad)
+	}
+	return files, savedAt, trusted, err
+}
+
+// salvage decodes the entries of a damaged checkpoint file up to the
+// damage: a file cut short keeps the entries written before the cut.
+func salvage(b []byte) (files []checkpoint, savedAt int64) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, 0
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return files, savedAt
+		}
+		key, _ := tok.(string)
+		switch key {
+		case "saved_at_unix_nano":
+			if dec.Decode(&savedAt) != nil {
+				return files, savedAt
+			}
+		case "files":
+			if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
+				return files, savedAt
+			}
+			for dec.More() {
+				var c checkpoint
+				if dec.Decode(&c) != nil {
+					return files, savedAt
+				}
+				files = append(files, c)
+			}
+			if _, err := dec.Token(); err != nil {
+				return files, savedAt
+			}
+		default:
+			var skip json.RawMessage
+			if dec.Decode(&skip) != nil {
+				return files, savedAt
+			}
+		}
+	}
+	return files, savedAt
+}
+
+// setAside moves the untrusted checkpoint file out of the way, keeping it
+// for a post-mortem, and records what happened; the input logs it.
+func (s *store) setAside(c *corruption) {
+	aside := s.path + ".corrupt-" + time.Now().UTC().Format("20060102T150405.000000000Z")
+	if err := os.Rename(s.path, aside); err != nil {
+		c.asideErr = err
+	} else {
+		c.aside = aside
+	}
+	s.recovered = c
+	s.existed = true
+	s.dirty = true // write a good file at the first save
 }
 
 func (s *store) get(k fileKey) (checkpoint, bool) {
@@ -190,6 +351,9 @@ func (s *store) save() error {
 	}
 	s.dirty = false
 	s.mu.Unlock()
+	for i := range cf.Files {
+		cf.Files[i].Sum = cf.Files[i].checksum()
+	}
 	sort.Slice(cf.Files, func(i, j int) bool { return cf.Files[i].Path < cf.Files[j].Path })
 	b, err := json.MarshalIndent(&cf, "", " ")
 	if err == nil {

@@ -63,13 +63,26 @@
 // were stored, so the file is never read again in a loop. Checkpoints are written every second, at
 // stop, and at once when a file is found or its content is replaced, to
 // DATA_DIR/input/NAME/checkpoints.json (JSON: per file dev, ino, fp_len,
-// fp, offset, path): a temporary file, fsync, rename, fsync of the
-// directory, so the file on disk is always a whole, older-or-current
-// version. A process killed with SIGKILL therefore
+// fp, offset, path and sum, a checksum of the entry): a temporary file,
+// fsync, rename, fsync of the directory, so the file on disk is always a
+// whole, older-or-current version. A process killed with SIGKILL therefore
 // reads again at most the lines after the last saved checkpoint (those not
 // yet acknowledged, and at most a second's worth of acknowledged ones) and
 // never skips one. A message still being assembled (a partial cri/docker
 // message, a multiline group) holds the checkpoint at its first line.
+//
+// A checkpoint file that cannot be trusted (a directory, unreadable, not
+// JSON, cut short by a write the file system did not keep, an unknown
+// version, an entry whose sum is wrong) does not stop the input. It is
+// renamed to checkpoints.json.corrupt-TIMESTAMP (kept for a post-mortem),
+// logged at error level with both paths, and counted in
+// logship_tail_checkpoint_corrupt_total and
+// logship_errors_total{reason="checkpoint_corrupt"}. The entries that can
+// be trusted (whole, with a right sum, before the damage) are used; every
+// other file is read from its first line, whatever read_from_head says:
+// lines shipped before are shipped again rather than skipped. A file
+// rotated away while logship was stopped and whose entry was lost is not
+// found again, and ignore_older still skips old files.
 //
 // On start, a file whose checkpoint matches (inode and fingerprint) resumes
 // at the checkpoint; one whose content changed starts at 0. Without a

@@ -14,6 +14,7 @@ var (
 	openVec      = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "logship", Subsystem: "tail", Name: "files_open", Help: "Files being followed."}, []string{"component"})
 	rotationVec  = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "tail", Name: "rotations_total", Help: "Rotations seen: gone (no longer under a matched name), deleted, truncated, renamed (found renamed after a restart), copy (a copytruncate copy found and resumed)."}, []string{"component", "kind"})
 	rewindVec    = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "tail", Name: "rewinds_total", Help: "Times a file was read again from its checkpoint because a chunk was not stored."}, []string{"component"})
+	corruptVec   = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "tail", Name: "checkpoint_corrupt_total", Help: "Checkpoint files found corrupt (unreadable, not a file, damaged or cut short) at start and moved aside; files without a trusted checkpoint were read from their start."}, []string{"component"})
 	unparsedVec  = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "tail", Name: "unparsed_lines_total", Help: "Lines of a json, cri or docker file kept as they are under the key because they did not parse: invalid, or too_deep (JSON nested more than 128 levels)."}, []string{"component", "reason"})
 )
 
@@ -28,6 +29,7 @@ type metrics struct {
 	open      prometheus.Gauge
 	rot       *prometheus.CounterVec
 	rewinds   prometheus.Counter
+	corrupt   prometheus.Counter
 	invalid   prometheus.Counter // lines that did not parse
 	tooDeep   prometheus.Counter // JSON lines nested too deeply
 }
@@ -43,6 +45,7 @@ func newMetrics(set pipeline.Settings) *metrics {
 		open:      pipeline.RegisterOnce(reg, openVec).WithLabelValues(set.Name),
 		rot:       pipeline.RegisterOnce(reg, rotationVec),
 		rewinds:   pipeline.RegisterOnce(reg, rewindVec).WithLabelValues(set.Name),
+		corrupt:   pipeline.RegisterOnce(reg, corruptVec).WithLabelValues(set.Name),
 		invalid:   pipeline.RegisterOnce(reg, unparsedVec).WithLabelValues(set.Name, "invalid"),
 		tooDeep:   pipeline.RegisterOnce(reg, unparsedVec).WithLabelValues(set.Name, "too_deep"),
 	}

@@ -149,6 +149,20 @@ func (in *Input) Start(_ context.Context, emit pipeline.Emitter) error {
 		return err
 	}
 	in.store = st
+	if c := st.recovered; c != nil {
+		in.met.corrupt.Inc()
+		in.set.Metrics.Error("checkpoint_corrupt")
+		fields := []zap.Field{
+			zap.String("path", st.path), zap.NamedError("reason", c.reason),
+			zap.Int("checkpoints_kept", c.kept), zap.Int("checkpoints_dropped", c.dropped),
+		}
+		if c.aside != "" {
+			fields = append(fields, zap.String("moved_to", c.aside))
+		} else {
+			fields = append(fields, zap.NamedError("move_error", c.asideErr))
+		}
+		in.log.Error("tail checkpoint file is corrupt and was set aside; resuming from the checkpoints that can be trusted, every other file is read from its start: lines already shipped will be shipped again (duplicates rather than loss)", fields...)
+	}
 	in.emit = emit
 	in.ctx, in.cancel = context.WithCancel(context.Background())
 	if w, err := fsnotify.NewWatcher(); err != nil {
@@ -627,7 +641,7 @@ func (in *Input) decideStart(f *os.File, k fileKey, fi os.FileInfo, head []byte,
 	// found up to a scan after it appears, and a second for coarse file
 	// system clocks): created while logship was stopped.
 	createdWhileStopped := in.store.existed && fi.ModTime().After(in.store.savedAt.Add(-in.cfg.RefreshInterval.D()-time.Second))
-	if in.cfg.ReadFromHead || !first || createdWhileStopped {
+	if in.cfg.ReadFromHead || !first || createdWhileStopped || in.store.recovered != nil {
 		return openMode{start: 0, how: "head"}
 	}
 	return openMode{start: lastLineStart(f, size, in.maxLine), how: "end"}
