@@ -16,18 +16,62 @@ import (
 const (
 	DefaultMaxFrameBytes        = 16 << 20
 	DefaultMaxDecompressedBytes = 64 << 20
+	DefaultMaxEntries           = 1000000
+	DefaultMaxDepth             = 100
+	DefaultMaxHandshakeBytes    = 4 << 10
 )
 
-// Limits bound what one connection's decoder may hold in memory. The zero
-// value means the defaults.
+// MaxChunkIDBytes is the longest chunk option accepted: real clients send
+// 16 bytes or their 24 characters of base64. A longer one is ErrMalformed,
+// so that the copies kept for pending acknowledgements stay small.
+const MaxChunkIDBytes = 1024
+
+// Limits bound what one connection's decoder may hold in memory and how much
+// work one request may cost. The zero value means the defaults.
 type Limits struct {
 	// MaxFrameBytes is the largest frame (one request, with its entries,
 	// as it travels on the wire) accepted. Default 16 MiB.
 	MaxFrameBytes int
-	// MaxDecompressedBytes is the largest size compressed entries may
-	// inflate to. Default 64 MiB.
+	// MaxDecompressedBytes is the largest size one request's entries may
+	// take once decompressed, and once rewritten (a time rewritten as an
+	// EventTime grows an entry by up to 9 bytes, a JSON frame grows when
+	// transcoded). Default 64 MiB.
 	MaxDecompressedBytes int
+	// MaxEntries is the most events (kept and dropped) one request may
+	// carry; a request with more fails with ErrTooManyEntries. Default
+	// 1,000,000.
+	MaxEntries int
+	// MaxDepth is how deep maps and arrays may nest in one record, the
+	// record itself counting as 1. A deeper event is dropped and counted in
+	// Request.TooDeep; the rest of the request is kept. Default 100
+	// (fluentd's msgpack-ruby refuses values nested past 128 levels).
+	MaxDepth int
+	// MaxHandshakeBytes is the largest HELO, PING or PONG accepted: with a
+	// shared key the PING is read before the client is authenticated.
+	// Default 4 KiB.
+	MaxHandshakeBytes int
+	// Memory, when set, is told how much memory the decoder's buffers hold
+	// beyond IdleBytes, before they grow and after they shrink: a budget
+	// shared by many connections.
+	Memory Memory
 }
+
+// Memory accounts for the buffers of a Decoder (see Limits.Memory).
+type Memory interface {
+	// Resize reports that the decoder's buffers will hold n bytes beyond
+	// IdleBytes. It is called before a buffer grows, and may wait until
+	// the memory is available; an error stops the decoder: the call that
+	// grew returns it, and it is final. It is called again, with a smaller
+	// n, when buffers are released (the error is then ignored). The
+	// decoder releases its large buffers whenever it waits for a new frame
+	// with nothing buffered, so an idle connection holds no more than
+	// IdleBytes.
+	Resize(n int) error
+}
+
+// IdleBytes is what every decoder may keep without telling Limits.Memory:
+// its initial read buffer and small scratch buffers.
+const IdleBytes = initialBuffer + 3*retainSmall
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxFrameBytes <= 0 {
@@ -35,6 +79,15 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxDecompressedBytes <= 0 {
 		l.MaxDecompressedBytes = DefaultMaxDecompressedBytes
+	}
+	if l.MaxEntries <= 0 {
+		l.MaxEntries = DefaultMaxEntries
+	}
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = DefaultMaxDepth
+	}
+	if l.MaxHandshakeBytes <= 0 {
+		l.MaxHandshakeBytes = DefaultMaxHandshakeBytes
 	}
 	return l
 }
@@ -101,8 +154,12 @@ type Request struct {
 	// Count is the number of events in Entries.
 	Count int
 	// Dropped is the number of invalid events left out (record not a map,
-	// entry not a [time, record] array, time not a time).
+	// entry not a [time, record] array, time not a time, record nested
+	// deeper than Limits.MaxDepth).
 	Dropped int
+	// TooDeep is how many of the Dropped events were left out because
+	// their record nests deeper than Limits.MaxDepth.
+	TooDeep int
 	// Chunk is the chunk option's value, raw. Answer AppendAck(Chunk) once
 	// the events are durable.
 	Chunk []byte
@@ -128,6 +185,7 @@ const (
 
 const (
 	initialBuffer = 64 << 10
+	retainSmall   = 4 << 10 // scratch buffers kept while idle
 	maxEmptyReads = 100
 	maxTags       = 256
 )
@@ -161,6 +219,9 @@ type Decoder struct {
 	lastTag string
 	tags    map[string]string
 
+	stack   []int // skipDepth's stack, Limits.MaxDepth long
+	charged int   // what Limits.Memory was last told
+
 	now     pipeline.EventTime // time of decoding, fetched once per request
 	hasNow  bool
 	nowFunc func() pipeline.EventTime
@@ -172,6 +233,7 @@ func NewDecoder(r io.Reader, lim Limits) *Decoder {
 	d := &Decoder{nowFunc: pipeline.Now}
 	d.lim = lim.withDefaults()
 	d.r = r
+	d.stack = make([]int, d.lim.MaxDepth)
 	return d
 }
 
@@ -206,6 +268,9 @@ func (d *Decoder) fill(need int) error {
 		} else {
 			size := max(need, 2*len(d.buf), initialBuffer)
 			size = min(size, max(need, d.lim.MaxFrameBytes))
+			if err := d.account(d.footprint() - len(d.buf) + size); err != nil {
+				return err
+			}
 			nb := make([]byte, size)
 			d.end = copy(nb, d.buf[d.start:d.end])
 			d.start = 0
@@ -241,12 +306,77 @@ func (d *Decoder) fill(need int) error {
 	return nil
 }
 
+// footprint is the bytes the decoder's buffers hold.
+func (d *Decoder) footprint() int {
+	return len(d.buf) + cap(d.inflated) + cap(d.out) + cap(d.jbuf)
+}
+
+// account tells Limits.Memory that the buffers are about to hold total
+// bytes. An error is final.
+func (d *Decoder) account(total int) error {
+	if d.lim.Memory == nil {
+		return nil
+	}
+	n := max(0, total-IdleBytes)
+	if n == d.charged {
+		return nil
+	}
+	if err := d.lim.Memory.Resize(n); err != nil && n > d.charged {
+		return d.fail(err)
+	}
+	d.charged = n
+	return nil
+}
+
+// release drops the buffers a large request left, once the decoder waits
+// for a new frame with nothing buffered: an idle connection keeps
+// IdleBytes at most. A connection streaming requests back to back keeps its
+// buffers, so that the steady state allocates nothing.
+func (d *Decoder) release() {
+	if len(d.buf) <= initialBuffer && cap(d.inflated) <= retainSmall && cap(d.out) <= retainSmall && cap(d.jbuf) <= retainSmall {
+		return
+	}
+	if len(d.buf) > initialBuffer {
+		d.buf, d.start, d.end = nil, 0, 0
+	}
+	if cap(d.inflated) > retainSmall {
+		d.inflated = nil
+	}
+	if cap(d.out) > retainSmall {
+		d.out = nil
+	}
+	if cap(d.jbuf) > retainSmall {
+		d.jbuf = nil
+	}
+	_ = d.account(d.footprint())
+}
+
+// grow returns buf, which is d.out or a slice of it, with room for n more
+// bytes, accounted, within MaxDecompressedBytes. A new buffer becomes d.out.
+func (d *Decoder) grow(buf []byte, n int) ([]byte, error) {
+	if cap(buf)-len(buf) >= n {
+		return buf, nil
+	}
+	limit := d.lim.MaxDecompressedBytes
+	if len(buf)+n > limit {
+		return buf, fmt.Errorf("%w: entries rewritten to more than %d bytes", ErrDecompressedTooLarge, limit)
+	}
+	size := min(max(2*cap(buf), len(buf)+n, retainSmall), limit)
+	if err := d.account(d.footprint() - cap(d.out) + size); err != nil {
+		return buf, err
+	}
+	nb := make([]byte, len(buf), size)
+	copy(nb, buf)
+	d.out = nb
+	return nb, nil
+}
+
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // nextFrame returns the next complete frame as msgpack (a JSON frame is
 // transcoded), skipping heartbeats, and consumes it. The frame is valid until
 // the next call. It returns io.EOF at a clean end of stream.
-func (d *Decoder) nextFrame() (frame []byte, wire int, err error) {
+func (d *Decoder) nextFrame(max int) (frame []byte, wire int, err error) {
 	if d.err != nil {
 		return nil, 0, d.err
 	}
@@ -254,6 +384,7 @@ func (d *Decoder) nextFrame() (frame []byte, wire int, err error) {
 	for {
 		if !d.inFrame {
 			if d.start == d.end {
+				d.release()
 				d.start, d.end = 0, 0
 				if err := d.fill(1); err != nil {
 					return nil, 0, err
@@ -278,9 +409,9 @@ func (d *Decoder) nextFrame() (frame []byte, wire int, err error) {
 		}
 		var n, need int
 		if d.format == formatJSON {
-			n, need, err = d.jf.scan(d.buf[d.start:d.end], d.lim.MaxFrameBytes)
+			n, need, err = d.jf.scan(d.buf[d.start:d.end], max)
 		} else {
-			n, need, err = d.mf.scan(d.buf[d.start:d.end], d.lim.MaxFrameBytes)
+			n, need, err = d.mf.scan(d.buf[d.start:d.end], max)
 		}
 		if err != nil {
 			return nil, 0, d.fail(err)
@@ -290,9 +421,12 @@ func (d *Decoder) nextFrame() (frame []byte, wire int, err error) {
 			d.start += n
 			d.inFrame = false
 			if d.format == formatJSON {
-				d.jbuf, err = appendJSONAsMsgpack(d.jbuf[:0], frame)
+				d.jbuf, err = appendJSONAsMsgpack(d.jbuf[:0], frame, d.lim.MaxDepth+jsonFrameDepth+1, d.lim.MaxDecompressedBytes)
 				if err != nil {
 					return nil, 0, d.fail(err)
+				}
+				if err := d.account(d.footprint()); err != nil {
+					return nil, 0, err
 				}
 				return d.jbuf, n, nil
 			}
@@ -311,7 +445,7 @@ func (d *Decoder) nextFrame() (frame []byte, wire int, err error) {
 // the stream ends cleanly between requests. The Request and its slices are
 // valid until the next call on d. See the package documentation for errors.
 func (d *Decoder) Next() (*Request, error) {
-	frame, wire, err := d.nextFrame()
+	frame, wire, err := d.nextFrame(d.lim.MaxFrameBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -395,6 +529,9 @@ func (d *Decoder) inflate(c Compression, src []byte) ([]byte, error) {
 			size := min(max(2*cap(out), initialBuffer, 4*len(src)), limit+1)
 			if size <= cap(out) {
 				return nil, fmt.Errorf("%w: more than %d bytes", ErrDecompressedTooLarge, limit)
+			}
+			if err := d.account(d.footprint() - cap(out) + size); err != nil {
+				return nil, err
 			}
 			nb := make([]byte, len(out), size)
 			copy(nb, out)

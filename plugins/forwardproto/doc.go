@@ -60,7 +60,10 @@
 // discarded), and a time of nil, 0 or below 0 becomes the time of decoding.
 // An event whose record is not a map, whose entry is not a two-element array
 // or whose time is not a time is dropped and counted in Request.Dropped, as
-// fluentd does; the request is still acknowledged.
+// fluentd does; the request is still acknowledged. So is an event whose
+// record nests maps and arrays deeper than Limits.MaxDepth (counted in
+// Request.TooDeep as well): the request's other events are kept (the
+// entries are rewritten without it) and acknowledged.
 //
 // Options: chunk (str or bin) is returned raw in Request.Chunk; compressed
 // is honoured for PackedForward; size and every other key are ignored, so a
@@ -69,15 +72,42 @@
 //
 // # Limits and errors
 //
-// A frame (one top-level value) larger than Limits.MaxFrameBytes fails with
-// ErrFrameTooLarge as soon as its headers prove it, without buffering it: a
-// bin32 header claiming 4 GiB fails after five bytes. Decompressed entries
-// larger than Limits.MaxDecompressedBytes fail with ErrDecompressedTooLarge
-// without inflating further. Bytes that are not a valid request fail with
-// ErrMalformed. These three are final: the decoder returns the same error
-// from then on and the connection must be closed. Errors of the underlying
-// reader (a deadline, say) are returned as they are and are not final: the
-// next call resumes where the stream stopped.
+// Whatever a peer sends, one decoder's memory and work per request are
+// bounded by its Limits:
+//
+//   - Limits.MaxFrameBytes (default 16 MiB): a frame (one top-level value)
+//     larger fails with ErrFrameTooLarge as soon as its headers prove it,
+//     without buffering it: a bin32 header claiming 4 GiB fails after five
+//     bytes.
+//   - Limits.MaxDecompressedBytes (default 64 MiB): entries that inflate, or
+//     grow when rewritten (times made EventTime, JSON transcoded), beyond it
+//     fail with ErrDecompressedTooLarge without inflating further.
+//   - Limits.MaxEntries (default 1,000,000): a request with more events
+//     fails with ErrTooManyEntries (a 30 KB gzip member can hold ten million
+//     3-byte events).
+//   - Limits.MaxDepth (default 100; fluentd's msgpack-ruby stops at 128):
+//     an event whose record nests deeper is dropped, see above. Every walk
+//     over a record is iterative and linear in its length, whatever the
+//     nesting; a JSON frame nested deeper than MaxDepth+4 is ErrMalformed.
+//   - Limits.MaxHandshakeBytes (default 4 KiB): the largest HELO, PING or
+//     PONG; a server reads the PING before the client is authenticated.
+//   - MaxChunkIDBytes (1 KiB): a longer chunk option is ErrMalformed.
+//
+// One request therefore holds at most MaxFrameBytes (read buffer) plus twice
+// MaxDecompressedBytes (inflated and rewritten entries). The decoder builds
+// no per-event structures: entries stay concatenated bytes. Limits.Memory,
+// when set, is asked before any buffer grows (it may wait: a server stops
+// reading, which is TCP backpressure, or refuse) and told when buffers are
+// released: a decoder waiting for a new frame with nothing buffered drops
+// what a large request left, keeping IdleBytes (76 KiB) at most, while a
+// peer streaming requests back to back keeps its buffers and costs no
+// allocation.
+//
+// Bytes that are not a valid request fail with ErrMalformed. These errors,
+// and an error of Limits.Memory, are final: the decoder returns the same
+// error from then on and the connection must be closed. Errors of the
+// underlying reader (a deadline, say) are returned as they are and are not
+// final: the next call resumes where the stream stopped.
 //
 // # Handshake
 //

@@ -115,7 +115,7 @@ func AppendAck(dst, chunk []byte, json bool) []byte {
 // returns its chunk id, {"ack": id}, msgpack or JSON. Acks may come in any
 // order (a receiver acks each chunk once it is durable): match them by id.
 func (d *Decoder) NextAck() (string, error) {
-	f, _, err := d.nextFrame()
+	f, _, err := d.nextFrame(d.lim.MaxFrameBytes)
 	if err != nil {
 		return "", err
 	}

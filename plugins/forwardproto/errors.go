@@ -3,8 +3,8 @@ package forwardproto
 import "errors"
 
 // Errors returned by the Decoder, wrapped with %w and context; test with
-// errors.Is. ErrMalformed, ErrFrameTooLarge and ErrDecompressedTooLarge are
-// final: the decoder returns them again on every later call and the
+// errors.Is. ErrMalformed, ErrFrameTooLarge, ErrDecompressedTooLarge and
+// ErrTooManyEntries are final: the decoder returns them again on every later call and the
 // connection must be closed. Events that are merely invalid (a record that is
 // not a map, say) are not errors: they are counted in Request.Dropped.
 var (
@@ -23,6 +23,11 @@ var (
 	// Limits.MaxDecompressedBytes (a compression bomb, or a limit set too
 	// low). Decompression stops at the limit.
 	ErrDecompressedTooLarge = errors.New("forwardproto: decompressed entries too large")
+
+	// ErrTooManyEntries reports a request carrying more events than
+	// Limits.MaxEntries. Like ErrFrameTooLarge it is final, and the client
+	// will resend the request forever: count it and log it loudly.
+	ErrTooManyEntries = errors.New("forwardproto: too many events in one request")
 
 	// ErrAuth reports a failed shared-key or username/password handshake,
 	// on either side. The error is an *AuthError carrying the reason.

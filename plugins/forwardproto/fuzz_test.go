@@ -54,7 +54,7 @@ func FuzzDecoder(f *testing.F) {
 	for _, s := range fuzzSeeds(f) {
 		f.Add(s)
 	}
-	lim := Limits{MaxFrameBytes: 64 << 10, MaxDecompressedBytes: 256 << 10}
+	lim := Limits{MaxFrameBytes: 64 << 10, MaxDecompressedBytes: 256 << 10, MaxEntries: 1000, MaxDepth: 8}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		whole := fuzzDecode(t, bytes.NewReader(data), lim)
 		mid := len(data) / 2
@@ -99,7 +99,8 @@ func fuzzDecode(t *testing.T, r io.Reader, lim Limits) string {
 		if err != nil {
 			switch {
 			case errors.Is(err, ErrMalformed), errors.Is(err, ErrFrameTooLarge),
-				errors.Is(err, ErrDecompressedTooLarge), errors.Is(err, io.ErrUnexpectedEOF):
+				errors.Is(err, ErrDecompressedTooLarge), errors.Is(err, io.ErrUnexpectedEOF),
+				errors.Is(err, ErrTooManyEntries):
 			default:
 				t.Fatalf("undocumented error %v", err)
 			}
@@ -111,6 +112,8 @@ func fuzzDecode(t *testing.T, r io.Reader, lim Limits) string {
 				cls = "decompressed too large"
 			case errors.Is(err, io.ErrUnexpectedEOF):
 				cls = "truncated"
+			case errors.Is(err, ErrTooManyEntries):
+				cls = "too many entries"
 			}
 			fmt.Fprintf(&out, "error: %s\n", cls)
 			return out.String()
@@ -126,7 +129,8 @@ func fuzzDecode(t *testing.T, r io.Reader, lim Limits) string {
 		if err != nil || n != req.Count {
 			t.Fatalf("entries %x: %d events of %d: %v", req.Entries, n, req.Count, err)
 		}
-		if req.Count < 0 || req.Dropped < 0 || (req.Mode == ModeMessage && req.Count+req.Dropped != 1) {
+		if req.TooDeep < 0 || req.TooDeep > req.Dropped || req.Count+req.Dropped > lim.MaxEntries ||
+			req.Count < 0 || req.Dropped < 0 || (req.Mode == ModeMessage && req.Count+req.Dropped != 1) {
 			t.Fatalf("counts %+v", summarize(req))
 		}
 		fmt.Fprintf(&out, "%+v\n", summarize(req))
@@ -142,10 +146,39 @@ func checkBounds(t *testing.T, d *Decoder, lim Limits) {
 	if cap(d.inflated) > lim.MaxDecompressedBytes+1 {
 		t.Fatalf("inflate buffer %d", cap(d.inflated))
 	}
-	if bound := 8*max(lim.MaxFrameBytes, lim.MaxDecompressedBytes) + 4096; cap(d.out) > bound {
+	if bound := max(lim.MaxDecompressedBytes, retainSmall); cap(d.out) > bound {
 		t.Fatalf("entries buffer %d > %d", cap(d.out), bound)
 	}
-	if bound := 8*lim.MaxFrameBytes + 4096; cap(d.jbuf) > bound {
+	if bound := 3*lim.MaxFrameBytes + 4096; cap(d.jbuf) > bound {
 		t.Fatalf("JSON buffer %d > %d", cap(d.jbuf), bound)
 	}
+}
+
+// FuzzSkipDepth: skipDepth measures any bytes as pipeline.SkipValue does,
+// unless it finds them too deep, and then they are deeper than the limit.
+func FuzzSkipDepth(f *testing.F) {
+	f.Add([]byte{0x81, 0xa1, 'k', 0x91, 0x91, 0x01})
+	f.Add([]byte{0x92, 0x01, 0x80})
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s)
+	}
+	stack := make([]int, 4)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		want, werr := pipeline.SkipValue(data)
+		got, deep, err := skipDepth(data, 4, stack)
+		if deep {
+			if werr != nil {
+				return // too deep found before the truncation or the bad byte
+			}
+			// No fuzz input nests 4096 levels: without a binding limit the
+			// length is SkipValue's.
+			if n, deep, err := skipDepth(data, 4096, make([]int, 4096)); deep || err != nil || n != want {
+				t.Fatalf("with a limit of 4096: %d %v %v, SkipValue %d", n, deep, err, want)
+			}
+			return
+		}
+		if (err == nil) != (werr == nil) || got != want {
+			t.Fatalf("skipDepth %d %v, SkipValue %d %v", got, err, want, werr)
+		}
+	})
 }

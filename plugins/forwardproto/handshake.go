@@ -54,7 +54,7 @@ func AppendHelo(dst []byte, h Helo) []byte {
 // NextHelo reads the server's HELO (client side). Nonce and auth may be bin
 // or str; keepalive defaults to true; unknown keys are ignored.
 func (d *Decoder) NextHelo() (Helo, error) {
-	f, _, err := d.nextFrame()
+	f, _, err := d.nextFrame(d.lim.MaxHandshakeBytes)
 	if err != nil {
 		return Helo{}, err
 	}
@@ -141,7 +141,7 @@ type Ping struct {
 // answer it with AppendPong(..., err) before closing. JSON is refused: it is
 // not allowed with authentication.
 func (d *Decoder) NextPing() (Ping, error) {
-	f, _, err := d.nextFrame()
+	f, _, err := d.nextFrame(d.lim.MaxHandshakeBytes)
 	if err != nil {
 		return Ping{}, err
 	}
@@ -293,7 +293,7 @@ type Pong struct {
 
 // NextPong reads the server's PONG (client side): an array of exactly five.
 func (d *Decoder) NextPong() (Pong, error) {
-	f, _, err := d.nextFrame()
+	f, _, err := d.nextFrame(d.lim.MaxHandshakeBytes)
 	if err != nil {
 		return Pong{}, err
 	}

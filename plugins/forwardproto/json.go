@@ -10,36 +10,54 @@ import (
 	"unicode/utf8"
 )
 
-// maxJSONDepth bounds the nesting of a JSON frame; the transcoder recurses.
-const maxJSONDepth = 100
+// jsonFrameDepth is how deep a record sits in a JSON frame (a Forward
+// request: [tag, [[time, record]]]). The transcoder recurses, so it is
+// bounded to Limits.MaxDepth plus this: a record deeper than MaxDepth but
+// within that bound is dropped like any too deep record, a deeper frame is
+// ErrMalformed.
+const jsonFrameDepth = 3
 
 // appendJSONAsMsgpack transcodes one JSON value to msgpack: strings to str,
 // integers to int, other numbers to float64, objects keep their key order.
 // JSON is the slow path (fluentd accepts it, few clients send it).
-func appendJSONAsMsgpack(dst, src []byte) ([]byte, error) {
+// maxDepth bounds the nesting, maxLen the msgpack's length.
+func appendJSONAsMsgpack(dst, src []byte, maxDepth, maxLen int) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(src))
 	dec.UseNumber()
-	dst, err := jsonValue(dst, dec, 0)
+	t := jsonTranscoder{dec: dec, maxDepth: maxDepth, maxLen: maxLen}
+	dst, err := t.value(dst, 0)
 	if err == nil {
 		if _, err2 := dec.Token(); err2 != io.EOF {
 			err = errors.New("trailing data")
 		}
 	}
 	if err != nil {
+		if errors.Is(err, ErrDecompressedTooLarge) {
+			return dst, err
+		}
 		return dst, fmt.Errorf("%w: JSON: %w", ErrMalformed, err)
 	}
 	return dst, nil
 }
 
-func jsonValue(dst []byte, dec *json.Decoder, depth int) ([]byte, error) {
+type jsonTranscoder struct {
+	dec              *json.Decoder
+	maxDepth, maxLen int
+}
+
+func (t *jsonTranscoder) value(dst []byte, depth int) ([]byte, error) {
+	dec := t.dec
+	if len(dst) > t.maxLen {
+		return dst, fmt.Errorf("%w: a JSON frame transcoded to more than %d bytes", ErrDecompressedTooLarge, t.maxLen)
+	}
 	tok, err := dec.Token()
 	if err != nil {
 		return dst, err
 	}
 	switch v := tok.(type) {
 	case json.Delim:
-		if depth >= maxJSONDepth {
-			return dst, fmt.Errorf("nested deeper than %d", maxJSONDepth)
+		if depth >= t.maxDepth {
+			return dst, fmt.Errorf("nested deeper than %d", t.maxDepth)
 		}
 		dst, at := reserve5(dst)
 		n := 0
@@ -55,7 +73,7 @@ func jsonValue(dst []byte, dec *json.Decoder, depth int) ([]byte, error) {
 				}
 				dst = appendStr(dst, s)
 			}
-			if dst, err = jsonValue(dst, dec, depth+1); err != nil {
+			if dst, err = t.value(dst, depth+1); err != nil {
 				return dst, err
 			}
 			n++

@@ -48,7 +48,7 @@ func (d *Decoder) parseRequest(f []byte, req *Request) error {
 				return err
 			}
 		}
-		req.Entries, req.Count, req.Dropped, err = d.normalise(entries)
+		req.Entries, req.Count, req.Dropped, req.TooDeep, err = d.normalise(entries)
 		if err != nil {
 			return err
 		}
@@ -69,7 +69,7 @@ func (d *Decoder) parseRequest(f []byte, req *Request) error {
 			}
 		}
 		req.Mode = ModeForward
-		req.Entries, req.Count, req.Dropped, err = d.normalise(body)
+		req.Entries, req.Count, req.Dropped, req.TooDeep, err = d.normalise(body)
 		if err != nil {
 			return err
 		}
@@ -77,7 +77,7 @@ func (d *Decoder) parseRequest(f []byte, req *Request) error {
 		if n < 3 {
 			return fmt.Errorf("%w: a Message array of %d elements", ErrMalformed, n)
 		}
-		ev, en, ok := parseEvent(f[p:])
+		ev, en, st := d.parseEvent(f[p:])
 		if en < 0 {
 			return fmt.Errorf("%w: message time or record truncated", ErrMalformed)
 		}
@@ -88,10 +88,17 @@ func (d *Decoder) parseRequest(f []byte, req *Request) error {
 			}
 		}
 		req.Mode = ModeMessage
-		if ok {
-			d.out = d.appendEvent(d.out[:0], ev)
+		switch st {
+		case eventOK:
+			out, err := d.grow(d.out[:0], 1+15+len(ev.rec))
+			if err != nil {
+				return err
+			}
+			d.out = d.appendEvent(out, ev)
 			req.Entries, req.Count = d.out, 1
-		} else {
+		case eventTooDeep:
+			req.Dropped, req.TooDeep = 1, 1
+		default:
 			req.Dropped = 1
 		}
 	}
@@ -159,6 +166,9 @@ func parseOptions(b []byte) (reqOptions, error) {
 			if err != nil {
 				return o, fmt.Errorf("%w: option chunk is not a string: %w", ErrMalformed, err)
 			}
+			if len(s) > MaxChunkIDBytes {
+				return o, fmt.Errorf("%w: option chunk of %d bytes, at most %d", ErrMalformed, len(s), MaxChunkIDBytes)
+			}
 			o.chunk, o.hasChunk = s, true
 		case "compressed":
 			s, _, err := pipeline.ReadString(v)
@@ -187,37 +197,53 @@ type event struct {
 	rec []byte
 }
 
+// The fate of one event.
+const (
+	eventOK      = iota
+	eventInvalid // not a [time, record] pair, record not a map
+	eventTooDeep // record nested deeper than Limits.MaxDepth
+)
+
 // parseEvent reads a time and a record at the start of b. n is the bytes
-// both take (-1 if they are truncated: the caller's frame is malformed); ok
-// reports a valid event.
-func parseEvent(b []byte) (ev event, n int, ok bool) {
+// both take (-1 if they are truncated: the caller's frame is malformed);
+// status tells a valid event from one to drop.
+func (d *Decoder) parseEvent(b []byte) (ev event, n int, status int) {
 	tn, err := pipeline.SkipValue(b)
 	if err != nil {
-		return ev, -1, false
+		return ev, -1, eventInvalid
 	}
-	rn, err := pipeline.SkipValue(b[tn:])
+	rn, deep, err := skipDepth(b[tn:], d.lim.MaxDepth, d.stack)
+	if deep {
+		rn, err = pipeline.SkipValue(b[tn:])
+	}
 	if err != nil {
-		return ev, -1, false
+		return ev, -1, eventInvalid
 	}
 	n = tn + rn
 	tb := b[:tn]
 	if isArrayByte(tb[0]) { // Fluent Bit 5.x: [time, metadata]
 		cnt, h, err := pipeline.ReadArrayHeader(tb)
 		if err != nil || cnt != 2 {
-			return ev, n, false
+			return ev, n, eventInvalid
 		}
 		tb = tb[h:]
 	}
 	t, k, keep := readTime(tb)
 	if k == 0 {
-		return ev, n, false
+		return ev, n, eventInvalid
 	}
 	ev.t = t
 	if keep {
 		ev.raw = tb[:k]
 	}
 	ev.rec = b[tn:n]
-	return ev, n, isMapByte(ev.rec[0])
+	switch {
+	case !isMapByte(ev.rec[0]):
+		return ev, n, eventInvalid
+	case deep:
+		return ev, n, eventTooDeep
+	}
+	return ev, n, eventOK
 }
 
 // keepableTimeByte reports a type byte that may start a time kept as it is:
@@ -228,13 +254,16 @@ func keepableTimeByte(c byte) bool {
 }
 
 // parseEntry reads one whole entry, a structurally valid msgpack value.
-func parseEntry(e []byte) (event, bool) {
+func (d *Decoder) parseEntry(e []byte) (event, int) {
 	cnt, h, err := pipeline.ReadArrayHeader(e)
 	if err != nil || cnt != 2 {
-		return event{}, false
+		return event{}, eventInvalid
 	}
-	ev, n, ok := parseEvent(e[h:])
-	return ev, ok && h+n == len(e)
+	ev, n, st := d.parseEvent(e[h:])
+	if h+n != len(e) {
+		return ev, eventInvalid
+	}
+	return ev, st
 }
 
 // readTime reads a time: whatever pipeline.ReadTime reads, plus the msgpack
@@ -286,18 +315,25 @@ func (d *Decoder) appendEvent(dst []byte, ev event) []byte {
 
 // normalise checks concatenated entries and returns them in the pipeline's
 // chunk format. Entries that need no change are kept as they are: if none
-// needs one, body itself is returned, uncopied. Invalid events are dropped
-// and counted; bytes that are not msgpack fail with ErrMalformed.
-func (d *Decoder) normalise(body []byte) (out []byte, count, dropped int, err error) {
+// needs one, body itself is returned, uncopied. Invalid events and events
+// nested deeper than MaxDepth are dropped and counted; bytes that are not
+// msgpack fail with ErrMalformed, more than MaxEntries events with
+// ErrTooManyEntries. Every entry is walked once, iteratively, plus once more
+// (linearly too) when it is rewritten or dropped.
+func (d *Decoder) normalise(body []byte) (out []byte, count, dropped, tooDeep int, err error) {
 	var dst []byte
 	copied := false
 	run := 0 // start of the entries kept as they are and not yet copied
+	maxDepth, maxEntries := d.lim.MaxDepth, d.lim.MaxEntries
 	for off := 0; off < len(body); {
+		if count+dropped >= maxEntries {
+			return nil, 0, 0, 0, fmt.Errorf("%w: more than %d events in one request", ErrTooManyEntries, maxEntries)
+		}
 		e := body[off:]
-		// Fast path: fixarray 2, a time kept as it is, a map.
+		// Fast path: fixarray 2, a time kept as it is, a map not too deep.
 		if e[0] == 0x92 && len(e) > 1 && keepableTimeByte(e[1]) {
 			if t, tn, err := pipeline.ReadTime(e[1:]); err == nil && !t.IsZero() && 1+tn < len(e) && isMapByte(e[1+tn]) {
-				if rn, err := pipeline.SkipValue(e[1+tn:]); err == nil {
+				if rn, deep, err := skipDepth(e[1+tn:], maxDepth, d.stack); err == nil && !deep {
 					off += 1 + tn + rn
 					count++
 					continue
@@ -306,25 +342,43 @@ func (d *Decoder) normalise(body []byte) (out []byte, count, dropped int, err er
 		}
 		n, err := pipeline.SkipValue(e)
 		if err != nil {
-			return nil, 0, 0, fmt.Errorf("%w: entry %d at offset %d: %w", ErrMalformed, count+dropped, off, err)
+			return nil, 0, 0, 0, fmt.Errorf("%w: entry %d at offset %d: %w", ErrMalformed, count+dropped, off, err)
 		}
 		if !copied {
 			dst, copied = d.out[:0], true
 		}
+		ev, st := d.parseEntry(e[:n])
+		need := off - run
+		if st == eventOK {
+			need += 1 + 15 + len(ev.rec)
+		}
+		if dst, err = d.grow(dst, need); err != nil {
+			d.out = dst
+			return nil, 0, 0, 0, err
+		}
 		dst = append(dst, body[run:off]...)
-		if ev, ok := parseEntry(e[:n]); ok {
+		switch st {
+		case eventOK:
 			dst = d.appendEvent(dst, ev)
 			count++
-		} else {
+		case eventTooDeep:
+			dropped++
+			tooDeep++
+		default:
 			dropped++
 		}
 		off += n
 		run = off
 	}
 	if !copied {
-		return body, count, dropped, nil
+		return body, count, dropped, 0, nil
+	}
+	dst, err = d.grow(dst, len(body)-run)
+	if err != nil {
+		d.out = dst
+		return nil, 0, 0, 0, err
 	}
 	dst = append(dst, body[run:]...)
 	d.out = dst
-	return dst, count, dropped, nil
+	return dst, count, dropped, tooDeep, nil
 }

@@ -3,6 +3,8 @@ package forwardproto
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/logship/logship/pipeline"
 )
 
 // The framers find where one top-level value ends in a stream that arrives
@@ -174,4 +176,133 @@ func (s *jsonFramer) scan(b []byte, max int) (n, need int, err error) {
 		return 0, 0, fmt.Errorf("%w: a JSON frame of more than %d bytes", ErrFrameTooLarge, max)
 	}
 	return 0, s.pos + 1, nil
+}
+
+// skipDepth returns the length of the one msgpack value at the start of b,
+// as pipeline.SkipValue does, and reports whether maps and arrays nest in
+// it more than maxDepth levels (the value itself, when it is a map or an
+// array, is level 1). It is iterative and reads every byte at most once, so
+// its time is linear in the value's length whatever the nesting. stack holds,
+// for every open container, the values still to skip in its parent: it must
+// have room for maxDepth entries. On tooDeep n is 0: the caller skips the
+// value with pipeline.SkipValue, which is linear too.
+func skipDepth(b []byte, maxDepth int, stack []int) (n int, tooDeep bool, err error) {
+	pos, remaining, depth := 0, 1, 0
+	for {
+		for remaining == 0 {
+			if depth == 0 {
+				if pos > len(b) {
+					return 0, false, pipeline.ErrShortBuffer
+				}
+				return pos, false, nil
+			}
+			depth--
+			remaining = stack[depth]
+		}
+		if pos >= len(b) {
+			return 0, false, pipeline.ErrShortBuffer
+		}
+		remaining--
+		c := b[pos]
+		var children int
+		switch {
+		case c <= 0x7f || c >= 0xe0:
+			pos++
+			continue
+		case c <= 0x8f:
+			pos++
+			children = 2 * int(c&0x0f)
+		case c <= 0x9f:
+			pos++
+			children = int(c & 0x0f)
+		case c <= 0xbf:
+			pos += 1 + int(c&0x1f)
+			continue
+		default:
+			var hdr, size int
+			container := false
+			switch c {
+			case 0xc0, 0xc2, 0xc3:
+				hdr = 1
+			case 0xc1:
+				return 0, false, fmt.Errorf("%w: byte 0xc1 at %d", pipeline.ErrMalformed, pos)
+			case 0xcc, 0xd0:
+				hdr, size = 1, 1
+			case 0xcd, 0xd1:
+				hdr, size = 1, 2
+			case 0xca, 0xce, 0xd2:
+				hdr, size = 1, 4
+			case 0xcb, 0xcf, 0xd3:
+				hdr, size = 1, 8
+			case 0xd4:
+				hdr, size = 2, 1
+			case 0xd5:
+				hdr, size = 2, 2
+			case 0xd6:
+				hdr, size = 2, 4
+			case 0xd7:
+				hdr, size = 2, 8
+			case 0xd8:
+				hdr, size = 2, 16
+			default:
+				var lw int
+				switch c {
+				case 0xc4, 0xd9:
+					hdr, lw = 2, 1
+				case 0xc5, 0xda:
+					hdr, lw = 3, 2
+				case 0xc6, 0xdb:
+					hdr, lw = 5, 4
+				case 0xc7:
+					hdr, lw = 3, 1
+				case 0xc8:
+					hdr, lw = 4, 2
+				case 0xc9:
+					hdr, lw = 6, 4
+				case 0xdc, 0xde:
+					hdr, lw, container = 3, 2, true
+				case 0xdd, 0xdf:
+					hdr, lw, container = 5, 4, true
+				}
+				if pos+1+lw > len(b) {
+					return 0, false, pipeline.ErrShortBuffer
+				}
+				var l int
+				switch lw {
+				case 1:
+					l = int(b[pos+1])
+				case 2:
+					l = int(binary.BigEndian.Uint16(b[pos+1:]))
+				default:
+					l = int(binary.BigEndian.Uint32(b[pos+1:]))
+				}
+				if c == 0xc7 || c == 0xc8 || c == 0xc9 {
+					size = l // ext: the type byte is counted in hdr
+				} else if container {
+					children = l
+					if c == 0xde || c == 0xdf {
+						children *= 2
+					}
+				} else {
+					size = l
+				}
+			}
+			if size > len(b)-pos-hdr {
+				return 0, false, pipeline.ErrShortBuffer
+			}
+			pos += hdr + size
+			if !container {
+				continue
+			}
+		}
+		// A map or an array opens: one level deeper.
+		if depth >= maxDepth {
+			return 0, true, nil
+		}
+		if children > 0 {
+			stack[depth] = remaining
+			depth++
+			remaining = children
+		}
+	}
 }
