@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -77,6 +78,8 @@ type Output struct {
 	mu  sync.Mutex
 	f   *os.File
 	buf []byte
+
+	lastCut time.Time // the last log of records cut at the JSON depth limit
 }
 
 // Start opens the file, creating it and its directories.
@@ -98,10 +101,12 @@ func (o *Output) Write(_ context.Context, b pipeline.Batch) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	var err error
-	o.buf, err = o.cfg.Append(o.buf[:0], b)
+	var cut int
+	o.buf, cut, err = o.cfg.Append(o.buf[:0], b)
 	if err != nil {
 		return pipeline.Permanent(err)
 	}
+	jsonl.CountCut(o.set, &o.lastCut, cut)
 	if n, err := o.f.Write(o.buf); err != nil {
 		// Cut a partial batch off (ENOSPC), so that the retry does not
 		// leave a torn line behind.

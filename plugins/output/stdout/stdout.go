@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/output/internal/jsonl"
@@ -45,6 +46,8 @@ type Output struct {
 	mu  sync.Mutex
 	w   io.Writer
 	buf []byte
+
+	lastCut time.Time // the last log of records cut at the JSON depth limit
 }
 
 // New returns an output writing to w.
@@ -60,10 +63,12 @@ func (o *Output) Write(_ context.Context, b pipeline.Batch) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	var err error
-	o.buf, err = o.cfg.Append(o.buf[:0], b)
+	var cut int
+	o.buf, cut, err = o.cfg.Append(o.buf[:0], b)
 	if err != nil {
 		return pipeline.Permanent(err)
 	}
+	jsonl.CountCut(o.set, &o.lastCut, cut)
 	_, err = o.w.Write(o.buf)
 	return err
 }

@@ -6,6 +6,8 @@ package jsonl
 import (
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/logship/logship/pipeline"
 )
 
@@ -21,11 +23,14 @@ type Format struct {
 const rfc3339Nano = "2006-01-02T15:04:05.000000000Z07:00"
 
 // Append appends one JSON line per event of b to dst. A record that is not
-// valid msgpack is an error: the caller treats it as permanent.
-func (f Format) Append(dst []byte, b pipeline.Batch) ([]byte, error) {
+// valid msgpack is an error: the caller treats it as permanent. Maps and
+// arrays nested deeper than pipeline.MaxJSONDepth are written as the string
+// pipeline.JSONTooDeep; cut is how many records had such a value (count
+// them with CountCut).
+func (f Format) Append(dst []byte, b pipeline.Batch) (out []byte, cut int, err error) {
 	var extra [2]pipeline.JSONField
 	var tbuf [40]byte
-	err := pipeline.ForEachEntry(b.Entries, func(t pipeline.EventTime, rec []byte) error {
+	err = pipeline.ForEachEntry(b.Entries, func(t pipeline.EventTime, rec []byte) error {
 		fields := extra[:0]
 		if f.TagKey != "" {
 			fields = append(fields, pipeline.JSONField{Key: f.TagKey, Value: b.Tag})
@@ -35,9 +40,33 @@ func (f Format) Append(dst []byte, b pipeline.Batch) ([]byte, error) {
 			fields = append(fields, pipeline.JSONField{Key: f.TimeKey, Value: string(ts)})
 		}
 		var err error
-		dst, err = pipeline.AppendRecordJSON(dst, rec, fields...)
+		var n int
+		dst, n, err = pipeline.AppendRecordJSONCut(dst, rec, fields...)
+		if n > 0 {
+			cut++
+		}
 		dst = append(dst, '\n')
 		return err
 	})
-	return dst, err
+	return dst, cut, err
+}
+
+// ReasonTooDeep is the errors_total reason under which CountCut counts
+// records written with a value cut at pipeline.MaxJSONDepth.
+const ReasonTooDeep = "record_too_deep"
+
+// CountCut counts cut records (see Append) on the output's errors_total
+// and logs the first of them, then at most one line a minute.
+func CountCut(set pipeline.Settings, last *time.Time, cut int) {
+	if cut == 0 || set.Metrics == nil {
+		return
+	}
+	for range cut {
+		set.Metrics.Error(ReasonTooDeep)
+	}
+	if now := time.Now(); set.Logger != nil && now.Sub(*last) >= time.Minute {
+		*last = now
+		set.Logger.Warn("records nested deeper than the JSON limit: the deeper part is written as a placeholder string",
+			zap.Int("records", cut), zap.Int("max_depth", pipeline.MaxJSONDepth), zap.String("placeholder", pipeline.JSONTooDeep))
+	}
 }
