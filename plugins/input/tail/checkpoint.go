@@ -60,6 +60,62 @@ func (fp fingerprint) matches(head []byte) bool {
 	return len(head) >= fp.n && fnv1a(head[:fp.n]) == fp.sum
 }
 
+// tailBytes is how many bytes before a checkpoint's offset are hashed: on
+// resume they must still be there, or the file was rewritten.
+const tailBytes = 256
+
+// tailSum is FNV-1a over the n bytes before an offset (n = min(offset,
+// tailBytes)); n == 0 means not known (offset 0, or a checkpoint written
+// before it existed).
+type tailSum struct {
+	n   int
+	sum uint64
+}
+
+func tailSumOf(b []byte) tailSum {
+	if len(b) > tailBytes {
+		b = b[len(b)-tailBytes:]
+	}
+	if len(b) == 0 {
+		return tailSum{}
+	}
+	return tailSum{len(b), fnv1a(b)}
+}
+
+// readTail hashes the bytes of f just before off.
+func readTail(f *os.File, off int64) (tailSum, error) {
+	n := min(off, tailBytes)
+	if n <= 0 {
+		return tailSum{}, nil
+	}
+	var b [tailBytes]byte
+	got, err := f.ReadAt(b[:n], off-n)
+	if int64(got) < n {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return tailSum{}, err
+	}
+	return tailSum{int(n), fnv1a(b[:n])}, nil
+}
+
+// tailMatches reports whether the bytes of f before off are still those
+// ts was taken over. An unknown ts matches; a read error does not.
+func tailMatches(f *os.File, off int64, ts tailSum) bool {
+	if ts.n == 0 {
+		return true
+	}
+	if int64(ts.n) > off {
+		return false
+	}
+	var b [tailBytes]byte
+	got, err := f.ReadAt(b[:ts.n], off-int64(ts.n))
+	if got < ts.n && err != nil {
+		return false
+	}
+	return fnv1a(b[:ts.n]) == ts.sum
+}
+
 // checkpoint is what is remembered of one file: its identity and the
 // offset after the last line whose chunk the buffer made durable.
 type checkpoint struct {
@@ -69,6 +125,13 @@ type checkpoint struct {
 	FP     uint64 `json:"fp"`
 	Offset int64  `json:"offset"`
 	Path   string `json:"path"`
+	// TailLen and TailFP hash the bytes just before Offset (up to
+	// tailBytes): a file truncated and written again while logship was
+	// stopped, with the same first bytes and longer than Offset, is told
+	// apart by them. 0 (a checkpoint written before they existed): not
+	// checked.
+	TailLen int    `json:"tail_len,omitempty"`
+	TailFP  uint64 `json:"tail_fp,omitempty"`
 	// Sum is FNV-1a over the entry's JSON encoding with Sum 0: an entry
 	// whose sum does not match is not trusted. Entries of files written
 	// before it existed have none and are trusted only in a file that
@@ -78,6 +141,7 @@ type checkpoint struct {
 
 func (c *checkpoint) key() fileKey             { return fileKey{c.Dev, c.Ino} }
 func (c *checkpoint) fingerprint() fingerprint { return fingerprint{c.FPLen, c.FP} }
+func (c *checkpoint) tail() tailSum            { return tailSum{c.TailLen, c.TailFP} }
 
 // checksum is the Sum the entry should carry.
 func (c checkpoint) checksum() uint64 {
@@ -302,16 +366,17 @@ func (s *store) get(k fileKey) (checkpoint, bool) {
 }
 
 // set records a file's checkpoint (a new file, a new content generation
-// after a truncation, or a commit).
-func (s *store) set(k fileKey, path string, fp fingerprint, off int64) {
+// after a truncation, or a commit); tail hashes the bytes before off.
+func (s *store) set(k fileKey, path string, fp fingerprint, off int64, tail tailSum) {
 	s.mu.Lock()
 	c := s.m[k]
 	if c == nil {
 		c = &checkpoint{Dev: k.dev, Ino: k.ino}
 		s.m[k] = c
 	}
-	if c.Offset != off || c.FPLen != fp.n || c.FP != fp.sum || c.Path != path {
+	if c.Offset != off || c.FPLen != fp.n || c.FP != fp.sum || c.Path != path || c.tail() != tail {
 		c.Offset, c.FPLen, c.FP, c.Path = off, fp.n, fp.sum, path
+		c.TailLen, c.TailFP = tail.n, tail.sum
 		s.dirty = true
 	}
 	s.mu.Unlock()

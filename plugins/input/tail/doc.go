@@ -46,7 +46,12 @@
 // A file is known by its device and inode plus a fingerprint: a hash of its
 // first 256 bytes (of fewer while it is shorter; the fingerprint grows with
 // the file). Inode numbers are reused once a deleted file is closed, so an
-// inode whose first bytes changed is a new file.
+// inode whose first bytes changed is a new file. A position in a file is
+// known by its offset plus a hash of the 256 bytes before it (fewer near
+// the start): a file truncated and written again with the same first bytes
+// (a fixed header, a generated file, a copy put back) and grown past the
+// position has other bytes there, and is read again from 0 rather than
+// from the old offset, which would skip its first lines.
 //
 // The checkpoint of a file is its identity and the offset after the last
 // line of the last chunk that is durable in the buffer. It moves only in
@@ -63,7 +68,8 @@
 // were stored, so the file is never read again in a loop. Checkpoints are written every second, at
 // stop, and at once when a file is found or its content is replaced, to
 // DATA_DIR/input/NAME/checkpoints.json (JSON: per file dev, ino, fp_len,
-// fp, offset, path and sum, a checksum of the entry): a temporary file,
+// fp, offset, tail_len, tail_fp (the hash of the bytes before offset),
+// path and sum, a checksum of the entry): a temporary file,
 // fsync, rename, fsync of the directory, so the file on disk is always a
 // whole, older-or-current version. A process killed with SIGKILL therefore
 // reads again at most the lines after the last saved checkpoint (those not
@@ -84,8 +90,13 @@
 // rotated away while logship was stopped and whose entry was lost is not
 // found again, and ignore_older still skips old files.
 //
-// On start, a file whose checkpoint matches (inode and fingerprint) resumes
-// at the checkpoint; one whose content changed starts at 0. Without a
+// On start, a file whose checkpoint matches (inode, fingerprint and the
+// bytes before the offset) resumes at the checkpoint; one whose content
+// changed starts at 0. A file with the same first bytes but other bytes
+// before the offset is logged ("file rewritten while logship was
+// stopped") and counted in logship_tail_rotations_total{kind="rewritten"}.
+// A checkpoint written before the tail hash existed is resumed on inode
+// and fingerprint alone, as before. Without a
 // checkpoint, read_from_head decides for the files found at the very first
 // start only; files that appear later are read from their first line,
 // including those created while logship was stopped (modified after the
@@ -112,7 +123,9 @@
 //     file shorter than 256 bytes cannot be told from a new file and is
 //     read again.
 //   - truncation in place: the file is read again from 0. What it held past
-//     the read position is lost and counted.
+//     the read position is lost and counted. A truncation followed at once
+//     by more writes than the file held is noticed too: before each read
+//     the bytes before the read position are checked against those read.
 //   - deletion while open: the descriptor keeps the data; the file is read
 //     to its end (and followed for rotate_wait) before it is closed.
 //   - a file that reappears under a matched name is a new file (or, if it

@@ -88,8 +88,9 @@ type truncRecord struct {
 	src     *tailer
 	path    string
 	tag     string
-	emitted int64 // everything before this offset was emitted
-	unread  int64 // bytes known to exist past emitted: lost unless a copy appears
+	emitted int64   // everything before this offset was emitted
+	tail    tailSum // of the bytes before emitted, when known: a copy must have them
+	unread  int64   // bytes known to exist past emitted: lost unless a copy appears
 	at      time.Time
 	claimed bool
 }
@@ -533,6 +534,7 @@ type openMode struct {
 	gone      bool    // not under a matched name: read to the end, then close
 	path, tag string  // overrides for a copy read under its original's name
 	how       string
+	tail      tailSum // of the bytes before start; filled by open
 }
 
 // open opens a file found at p and starts its tailer. mode, when given,
@@ -578,6 +580,9 @@ func (in *Input) open(p string, fi os.FileInfo, first bool, mode *openMode) *tai
 	if m.tag == "" {
 		m.tag = expandTag(in.cfg.Tag, m.path)
 	}
+	if m.copyOf == nil {
+		m.tail, _ = readTail(f, m.start)
+	}
 	t := newTailer(in, f, k, m, fp, size)
 	in.mu.Lock()
 	if in.files[k] != nil || in.ctx.Err() != nil {
@@ -590,7 +595,7 @@ func (in *Input) open(p string, fi os.FileInfo, first bool, mode *openMode) *tai
 	in.met.addFile(t, in.pathRefs)
 	in.mu.Unlock()
 	if m.copyOf == nil {
-		in.store.set(k, t.path, fp, m.start)
+		in.store.set(k, t.path, fp, m.start, m.tail)
 		// A new file's identity goes to disk at once, not at the next
 		// periodic save: renamed away and followed by a crash, it is
 		// then still found and read after the restart.
@@ -607,12 +612,23 @@ func (in *Input) decideStart(f *os.File, k fileKey, fi os.FileInfo, head []byte,
 	size := fi.Size()
 	if ck, ok := in.store.get(k); ok {
 		ckfp := ck.fingerprint()
+		how := "identity changed"
 		if ckfp.matches(head) {
-			if ck.Offset <= size {
+			if ck.Offset > size {
+				in.met.rotation(in.set.Name, "truncated")
+				return openMode{start: 0, how: "truncated while stopped"}
+			}
+			if tailMatches(f, ck.Offset, ck.tail()) {
 				return openMode{start: ck.Offset, how: "checkpoint"}
 			}
-			in.met.rotation(in.set.Name, "truncated")
-			return openMode{start: 0, how: "truncated while stopped"}
+			// The first bytes are the same but those before the
+			// checkpoint are not: truncated and written again past the
+			// old offset (or the inode was reused for a file that starts
+			// alike). Resuming would skip the new lines before it.
+			in.met.rotation(in.set.Name, "rewritten")
+			in.log.Warn("file rewritten while logship was stopped (same first bytes, other content before the checkpoint); reading it from its start",
+				zap.String("path", f.Name()), zap.Int64("checkpoint", ck.Offset), zap.Int64("size", size))
+			how = "rewritten while stopped"
 		}
 		// Same inode, other content: rewritten in place (copytruncate)
 		// while logship was stopped, or the inode was reused. A copy of
@@ -620,11 +636,11 @@ func (in *Input) decideStart(f *os.File, k fileKey, fi os.FileInfo, head []byte,
 		if ckfp.n > 0 {
 			key := truncKey{k.dev, ckfp}
 			in.mu.Lock()
-			in.truncs[key] = &truncRecord{path: ck.Path, tag: expandTag(in.cfg.Tag, ck.Path), emitted: ck.Offset, at: time.Now()}
+			in.truncs[key] = &truncRecord{path: ck.Path, tag: expandTag(in.cfg.Tag, ck.Path), emitted: ck.Offset, tail: ck.tail(), at: time.Now()}
 			in.mu.Unlock()
 			in.findCopy(key, filepath.Dir(absReal(f.Name())))
 		}
-		return openMode{start: 0, how: "identity changed"}
+		return openMode{start: 0, how: how}
 	}
 	if fp.full() {
 		if rec := in.claimTrunc(k.dev, fp); rec != nil {
@@ -700,7 +716,7 @@ func (in *Input) liveWithFingerprint(k fileKey, fp fingerprint) *tailer {
 
 // noteTruncation records that t's content was cut (copytruncate or a
 // plain truncation) and looks for the copy next to it.
-func (in *Input) noteTruncation(t *tailer, old fingerprint, emitted, unread int64) {
+func (in *Input) noteTruncation(t *tailer, old fingerprint, emitted int64, emittedTail tailSum, unread int64) {
 	in.met.rotation(in.set.Name, "truncated")
 	if old.n == 0 {
 		in.met.lost(in.set.Name, t.path, "truncated", unread)
@@ -708,7 +724,7 @@ func (in *Input) noteTruncation(t *tailer, old fingerprint, emitted, unread int6
 	}
 	key := truncKey{t.key.dev, old}
 	in.mu.Lock()
-	in.truncs[key] = &truncRecord{src: t, path: t.path, tag: t.tag, emitted: emitted, unread: unread, at: time.Now()}
+	in.truncs[key] = &truncRecord{src: t, path: t.path, tag: t.tag, emitted: emitted, tail: emittedTail, unread: unread, at: time.Now()}
 	// A copy found earlier waits for this.
 	for _, o := range in.files {
 		o.mu.Lock()
@@ -739,6 +755,15 @@ func (in *Input) findCopy(key truncKey, dir string) {
 	var scratch [fingerprintBytes]byte
 	var best string
 	var bestFI os.FileInfo
+	in.mu.Lock()
+	var want struct {
+		off  int64
+		tail tailSum
+	}
+	if rec := in.truncs[key]; rec != nil {
+		want.off, want.tail = rec.emitted, rec.tail
+	}
+	in.mu.Unlock()
 	for _, e := range entries {
 		if !e.Type().IsRegular() {
 			continue
@@ -763,8 +788,11 @@ func (in *Input) findCopy(key truncKey, dir string) {
 			continue
 		}
 		h, err := readHead(f, fi.Size(), scratch[:])
+		// A copy holds the bytes before the offset it resumes at, when
+		// those are known.
+		ok := err == nil && key.fp.matches(h) && (want.tail.n == 0 || fi.Size() >= want.off && tailMatches(f, want.off, want.tail))
 		f.Close()
-		if err != nil || !key.fp.matches(h) {
+		if !ok {
 			continue
 		}
 		best, bestFI = p, fi
@@ -859,8 +887,9 @@ func (in *Input) recoverOrphans() {
 			continue
 		}
 		h, _ := readHead(f, fi.Size(), scratch[:])
+		same := ck.fingerprint().matches(h) && tailMatches(f, ck.Offset, ck.tail())
 		f.Close()
-		if !ck.fingerprint().matches(h) {
+		if !same {
 			in.store.del(k)
 			continue
 		}

@@ -52,7 +52,8 @@ type tailer struct {
 	m    fileMetrics
 
 	// Owned by the tailer's goroutine.
-	readOff    int64 // next offset to read; buf[lo:hi] (or carry) ends here
+	readOff    int64   // next offset to read; buf[lo:hi] (or carry) ends here
+	readTail   tailSum // of the bytes just before readOff, as they were read
 	buf        []byte
 	lo, hi     int
 	carry      []byte    // unconsumed bytes (a partial line) between reads
@@ -82,6 +83,7 @@ type tailer struct {
 	gen         uint64
 	pending     []*pendingChunk
 	committed   int64
+	commitTail  tailSum // of the bytes before committed
 	failed      bool
 	outstanding int
 	gone        bool
@@ -107,6 +109,7 @@ type group struct {
 // pendingChunk is an emitted chunk waiting for its acknowledgement.
 type pendingChunk struct {
 	end   int64
+	tail  tailSum // of the bytes before end
 	fp    fingerprint
 	gen   uint64
 	count int
@@ -115,18 +118,20 @@ type pendingChunk struct {
 
 func newTailer(in *Input, f *os.File, k fileKey, m openMode, fp fingerprint, size int64) *tailer {
 	t := &tailer{
-		in:        in,
-		f:         f,
-		key:       k,
-		path:      m.path,
-		real:      absReal(f.Name()),
-		tag:       m.tag,
-		wake:      make(chan struct{}, 1),
-		readOff:   m.start,
-		fp:        fp,
-		committed: m.start,
-		copyOf:    m.copyOf,
-		gone:      m.gone,
+		in:         in,
+		f:          f,
+		key:        k,
+		path:       m.path,
+		real:       absReal(f.Name()),
+		tag:        m.tag,
+		wake:       make(chan struct{}, 1),
+		readOff:    m.start,
+		fp:         fp,
+		committed:  m.start,
+		readTail:   m.tail,
+		commitTail: m.tail,
+		copyOf:     m.copyOf,
+		gone:       m.gone,
 	}
 	if m.gone {
 		t.goneAt = time.Now()
@@ -327,12 +332,13 @@ func (t *tailer) resolveCopy(now time.Time) bool {
 		start = 0
 	}
 	t.readOff = start
+	t.readTail, _ = readTail(t.f, start)
 	t.mu.Lock()
 	t.copyOf = nil
-	t.committed = start
+	t.committed, t.commitTail = start, t.readTail
 	fp := t.fp
 	t.mu.Unlock()
-	t.in.store.set(t.key, t.path, fp, start)
+	t.in.store.set(t.key, t.path, fp, start, t.readTail)
 	t.in.saveSoon()
 	return true
 }
@@ -356,13 +362,18 @@ func (t *tailer) checkTruncated(size int64) bool {
 		switch {
 		case !fp.matches(h):
 			truncated = true
+		case size > t.readOff && !tailMatches(t.f, t.readOff, t.readTail):
+			// The same first bytes, but not the bytes before the read
+			// position: truncated and written again past it between two
+			// looks. Reading on would skip the new lines before it.
+			truncated = true
 		case len(h) > fp.n:
 			// The fingerprint grows with the file; the checkpoint gets it
 			// too, so that a restart can tell this content from the next.
 			nfp := fingerprint{len(h), fnv1a(h)}
 			t.mu.Lock()
 			t.fp = nfp
-			t.in.store.set(t.key, t.path, nfp, t.committed)
+			t.in.store.set(t.key, t.path, nfp, t.committed, t.commitTail)
 			t.mu.Unlock()
 			if fp.n == 0 {
 				t.in.saveSoon()
@@ -394,30 +405,30 @@ func (t *tailer) checkTruncated(size int64) bool {
 	size = fi.Size()
 	h, _ = readHead(t.f, size, head[:])
 	t.mu.Lock()
-	emitted := t.committed
+	emitted, emittedTail := t.committed, t.commitTail
 	t.mu.Unlock()
 	unread := max(t.lastSize, t.readOff) - emitted
 	t.in.log.Debug("file truncated", zap.String("path", t.path), zap.Int64("was_read_to", t.readOff), zap.Int64("size", size))
 	t.reset()
-	t.readOff = 0
+	t.readOff, t.readTail = 0, tailSum{}
 	t.lastSize = size
 	newFP := fingerprint{len(h), fnv1a(h)}
 	// The copy first: once it is open its checkpoint holds the old
 	// content's position. Only then may the checkpoint of this file forget
 	// it; if the input stops in between, the old checkpoint stays and the
 	// next start finds the truncation and the copy again.
-	t.in.noteTruncation(t, fp, emitted, unread)
+	t.in.noteTruncation(t, fp, emitted, emittedTail, unread)
 	if t.in.ctx.Err() != nil {
 		return true
 	}
 	t.mu.Lock()
 	t.gen++
 	t.pending = nil
-	t.committed = 0
+	t.committed, t.commitTail = 0, tailSum{}
 	t.failed = false
 	t.failedFlag.Store(false)
 	t.fp = newFP
-	t.in.store.set(t.key, t.path, newFP, 0)
+	t.in.store.set(t.key, t.path, newFP, 0, tailSum{})
 	t.mu.Unlock()
 	t.in.saveSoon()
 	return true
@@ -447,12 +458,12 @@ func (t *tailer) rewind() {
 	t.mu.Lock()
 	t.gen++
 	t.pending = nil
-	off := t.committed
+	off, tail := t.committed, t.commitTail
 	t.failed = false
 	t.failedFlag.Store(false)
 	t.mu.Unlock()
 	t.reset()
-	t.readOff = off
+	t.readOff, t.readTail = off, tail
 	t.in.met.rewinds.Inc()
 	t.backoff = min(max(2*t.backoff, 50*time.Millisecond), 5*time.Second)
 }
@@ -488,6 +499,7 @@ func (t *tailer) readToEOF() {
 		if n > 0 {
 			t.readOff += int64(n)
 			t.hi += n
+			t.readTail = tailSumOf(t.buf[:t.hi])
 			budget -= n
 			t.readTime = pipeline.Now()
 			t.m.bytes.Add(float64(n))
@@ -518,10 +530,14 @@ func (t *tailer) readToEOF() {
 	t.flush()
 }
 
-// sameContent checks, after a read, that the file's first bytes are still
-// those it had: a file truncated and written again past the read position
-// would otherwise be read from the middle.
+// sameContent checks, after a read at readOff, that the file's first
+// bytes and the bytes just before readOff are still those it had: a file
+// truncated and written again past the read position would otherwise be
+// read from the middle.
 func (t *tailer) sameContent() bool {
+	if !tailMatches(t.f, t.readOff, t.readTail) {
+		return false
+	}
 	if t.fp.n == 0 {
 		return true
 	}
@@ -883,7 +899,7 @@ func (t *tailer) flush() {
 // they are durable. On return the entries may be reused, unless t.err or
 // the failed flag is set (the stop, or a chunk to read again).
 func (t *tailer) emitChunk(entries []byte, count, records int, end int64) {
-	p := &pendingChunk{end: end, count: count}
+	p := &pendingChunk{end: end, count: count, tail: t.tailAt(end)}
 	t.mu.Lock()
 	p.gen, p.fp = t.gen, t.fp
 	t.pending = append(t.pending, p)
@@ -925,6 +941,18 @@ func (t *tailer) emitChunk(entries []byte, count, records int, end int64) {
 	t.m.lines.Add(float64(records))
 }
 
+// tailAt hashes the bytes of the file before end, from the read buffer
+// when it holds them, else with a small read.
+func (t *tailer) tailAt(end int64) tailSum {
+	if t.buf != nil && end <= t.readOff {
+		if start := t.readOff - int64(t.hi); end-min(end, tailBytes) >= start {
+			return tailSumOf(t.buf[:end-start])
+		}
+	}
+	ts, _ := readTail(t.f, end)
+	return ts
+}
+
 // permanent reports whether an Emit or ack error says the chunk can never
 // be stored, so that reading it again would loop forever.
 func permanent(err error) bool {
@@ -951,8 +979,8 @@ func (t *tailer) acked(p *pendingChunk, err error) {
 				t.pending = t.pending[1:]
 			}
 			if last != nil && last.end > t.committed {
-				t.committed = last.end
-				t.in.store.set(t.key, t.path, last.fp, last.end)
+				t.committed, t.commitTail = last.end, last.tail
+				t.in.store.set(t.key, t.path, last.fp, last.end, last.tail)
 			}
 		}
 	}
