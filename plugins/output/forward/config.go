@@ -36,8 +36,12 @@ type Config struct {
 	// SelfHostname is the hostname sent in PING; "" means the machine's.
 	// It must differ from the receiver's own name.
 	SelfHostname string `yaml:"self_hostname"`
-	// Username is sent in the handshake when the receiver asks for a user
-	// (needs shared_key).
+	// Username is sent in the handshake when the receiver's HELO carries
+	// an auth salt (needs shared_key). Without one, an empty username and
+	// its digest are sent, as Fluent Bit does (its in_forward sends a salt
+	// even when it has no users), and the receiver decides: one that
+	// requires users refuses the handshake, which is logged and counted as
+	// failures_total{reason="auth"}.
 	Username string `yaml:"username"`
 	// Password goes with username.
 	Password string `yaml:"password"`
