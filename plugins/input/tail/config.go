@@ -55,32 +55,33 @@ type Config struct {
 	// RefreshInterval is how often the paths are globbed again for new,
 	// rotated and deleted files, and how often every open file is checked
 	// even when no file-system notification arrived (the safety net under
-	// inotify).
+	// inotify). Between 10ms and 1h.
 	RefreshInterval conf.Duration `yaml:"refresh_interval"`
 	// IgnoreOlder skips files not modified for this long and closes open
 	// ones that have been idle (fully read) for this long; a file written
 	// again is picked up where its checkpoint left off. A file whose
 	// checkpoint says it was not read to its end is never skipped. 0 turns
-	// it off.
+	// it off; otherwise between 1s and 87600h (ten years).
 	IgnoreOlder conf.Duration `yaml:"ignore_older"`
 	// RotateWait is how long a file that was renamed away or deleted is
 	// still followed after it has been read to its end, for writers that
 	// have not reopened their log yet. It is read to its end once more
-	// before it is closed.
+	// before it is closed. At most 1h.
 	RotateWait conf.Duration `yaml:"rotate_wait"`
 	// MaxLineBytes is the longest line (and the longest merged cri/docker
 	// message) kept in one record. A longer one is cut into records of at
 	// most this size that carry the field split: true, except the last
 	// piece, which carries split: false; reading never stops on a long
 	// line. A multiline group that would grow past it is emitted and the
-	// line starts the next group.
+	// line starts the next group. Between 64 bytes and 16MiB.
 	MaxLineBytes conf.Size `yaml:"max_line_bytes"`
 	// ReadBufferBytes is the size of the blocks files are read in. Buffers
-	// are shared: only the files being read at a moment hold one.
+	// are shared: only the files being read at a moment hold one. Between
+	// 4KiB and 64MiB, and larger than max_line_bytes.
 	ReadBufferBytes conf.Size `yaml:"read_buffer_bytes"`
 	// PartialFlushTimeout is how long a last line without its newline (or
 	// a cri/docker message whose final part has not come) waits before it
-	// is emitted as it is. 0 waits forever.
+	// is emitted as it is. 0 waits forever; at most 1h.
 	PartialFlushTimeout conf.Duration `yaml:"partial_flush_timeout"`
 	// Multiline joins lines into one record: a line matching start_regex
 	// begins a record, the lines that follow and do not match are added to
@@ -96,26 +97,26 @@ type Multiline struct {
 	// line of a record; "" turns multiline joining off.
 	StartRegex string `yaml:"start_regex"`
 	// FlushTimeout emits a record when no line has been added to it for
-	// this long.
+	// this long. Between 1ms and 1h.
 	FlushTimeout conf.Duration `yaml:"flush_timeout"`
 }
 
 // Batch bounds the chunks the input emits. A chunk holds lines of one file
 // only; its checkpoint moves once the buffer has it durable.
 type Batch struct {
-	// MaxEvents is the most events in one chunk.
+	// MaxEvents is the most events in one chunk, between 1 and 100000.
 	MaxEvents int `yaml:"max_events"`
 	// MaxBytes is the most bytes of msgpack entries in one chunk: an event
 	// that would take a chunk past it starts the next one. A single event
 	// larger than that (a line of up to max_line_bytes) is a chunk of its
 	// own. Keep it well below what the buffer stores in one record
 	// (about buffer.segment_bytes); a larger chunk is split by the
-	// pipeline.
+	// pipeline. Between 1KiB and 16MiB.
 	MaxBytes conf.Size `yaml:"max_bytes"`
 	// FlushInterval is how often a file that has been read to its end is
 	// read again when it grows, so a file written a line at a time ships
 	// chunks of many lines rather than one chunk per line. It is the most
-	// latency it adds; 0 reads on every change.
+	// latency it adds; 0 reads on every change. At most 1m.
 	FlushInterval conf.Duration `yaml:"flush_interval"`
 }
 
@@ -171,35 +172,74 @@ func (c *Config) Validate() error {
 	if (c.Format == FormatCRI || c.Format == FormatDocker) && c.Key == "stream" || c.Key == splitKey {
 		errs = append(errs, pipeline.FieldErr("key", "%q is already a field of every record", c.Key))
 	}
-	if c.RefreshInterval.D() < 10*time.Millisecond {
-		errs = append(errs, pipeline.FieldErr("refresh_interval", "must be at least 10ms"))
+	durationIn(&errs, "refresh_interval", c.RefreshInterval, 10*time.Millisecond, maxRefreshInterval)
+	if c.IgnoreOlder != 0 {
+		durationIn(&errs, "ignore_older", c.IgnoreOlder, time.Second, maxIgnoreOlder)
 	}
-	if c.MaxLineBytes < 64 {
-		errs = append(errs, pipeline.FieldErr("max_line_bytes", "must be at least 64 bytes"))
-	}
-	if c.ReadBufferBytes < 4<<10 {
-		errs = append(errs, pipeline.FieldErr("read_buffer_bytes", "must be at least 4KiB"))
-	} else if c.ReadBufferBytes < c.MaxLineBytes+1 {
+	durationIn(&errs, "rotate_wait", c.RotateWait, 0, maxRotateWait)
+	durationIn(&errs, "partial_flush_timeout", c.PartialFlushTimeout, 0, maxFlushTimeout)
+	sizeIn(&errs, "max_line_bytes", c.MaxLineBytes, 64, maxMaxLineBytes)
+	if sizeIn(&errs, "read_buffer_bytes", c.ReadBufferBytes, 4<<10, maxReadBufferBytes) && c.ReadBufferBytes < c.MaxLineBytes+1 {
 		errs = append(errs, pipeline.FieldErr("read_buffer_bytes", "must be larger than max_line_bytes (%v)", c.MaxLineBytes))
-	}
-	if c.ReadBufferBytes > 64<<20 {
-		errs = append(errs, pipeline.FieldErr("read_buffer_bytes", "must be at most 64MiB"))
 	}
 	if c.Multiline.StartRegex != "" {
 		if _, err := regexp.Compile(c.Multiline.StartRegex); err != nil {
 			errs = append(errs, pipeline.FieldErr("multiline.start_regex", "%v", err))
 		}
-		if c.Multiline.FlushTimeout <= 0 {
-			errs = append(errs, pipeline.FieldErr("multiline.flush_timeout", "must be positive"))
-		}
 	}
-	if c.Batch.MaxEvents < 1 {
-		errs = append(errs, pipeline.FieldErr("batch.max_events", "must be at least 1"))
+	if c.Multiline.StartRegex != "" || c.Multiline.FlushTimeout != 0 {
+		durationIn(&errs, "multiline.flush_timeout", c.Multiline.FlushTimeout, time.Millisecond, maxFlushTimeout)
 	}
-	if c.Batch.MaxBytes < 1<<10 {
-		errs = append(errs, pipeline.FieldErr("batch.max_bytes", "must be at least 1KiB"))
+	if c.Batch.MaxEvents < 1 || c.Batch.MaxEvents > maxBatchEvents {
+		errs = append(errs, pipeline.FieldErr("batch.max_events", "must be between 1 and %d", maxBatchEvents))
 	}
+	sizeIn(&errs, "batch.max_bytes", c.Batch.MaxBytes, 1<<10, maxBatchBytes)
+	durationIn(&errs, "batch.flush_interval", c.Batch.FlushInterval, 0, maxBatchFlushInterval)
 	return errors.Join(errs...)
+}
+
+// The bounds of the numbers in the config: far beyond any sensible
+// setting, so that a typo (a missing unit, an extra zero) is an error
+// rather than an input that polls never, holds gigabytes or waits for
+// days.
+const (
+	maxRefreshInterval    = time.Hour
+	maxIgnoreOlder        = 10 * 365 * 24 * time.Hour
+	maxRotateWait         = time.Hour
+	maxFlushTimeout       = time.Hour // partial_flush_timeout, multiline.flush_timeout
+	maxMaxLineBytes       = 16 << 20
+	maxReadBufferBytes    = 64 << 20
+	maxBatchEvents        = 100_000
+	maxBatchBytes         = 16 << 20
+	maxBatchFlushInterval = time.Minute
+)
+
+// durationIn checks lo <= d <= hi and reports whether it holds.
+func durationIn(errs *[]error, field string, d conf.Duration, lo, hi time.Duration) bool {
+	switch {
+	case d.D() < lo && lo == 0:
+		*errs = append(*errs, pipeline.FieldErr(field, "must not be negative"))
+	case d.D() < lo:
+		*errs = append(*errs, pipeline.FieldErr(field, "must be at least %v", lo))
+	case d.D() > hi:
+		*errs = append(*errs, pipeline.FieldErr(field, "must be at most %v", hi))
+	default:
+		return true
+	}
+	return false
+}
+
+// sizeIn checks lo <= n <= hi and reports whether it holds.
+func sizeIn(errs *[]error, field string, n, lo, hi conf.Size) bool {
+	switch {
+	case n < lo:
+		*errs = append(*errs, pipeline.FieldErr(field, "must be at least %v", lo))
+	case n > hi:
+		*errs = append(*errs, pipeline.FieldErr(field, "must be at most %v", hi))
+	default:
+		return true
+	}
+	return false
 }
 
 func checkPattern(p string) error {
