@@ -64,14 +64,18 @@
 //
 // # Durability and acknowledgement
 //
-//   - SyncAlways: an append is acknowledged once an fdatasync that started
-//     after its write returned; appends that wait together share one
-//     fdatasync (group commit).
+//   - SyncAlways (the default): an append is acknowledged once an
+//     fdatasync that started after its write returned. The sync goroutine
+//     starts an fdatasync as soon as an append waits and none is running;
+//     every append written while one runs shares the next one (group
+//     commit). No timer is involved: a lone appender waits for one
+//     fdatasync, never for the sync interval.
 //   - SyncInterval: the same, but the sync goroutine fdatasyncs every
 //     sync interval (and earlier once 16 MiB are unsynced, which bounds the
 //     acknowledgements waiting), so many appends share one fdatasync. A
-//     synchronous Append therefore waits up to one interval: inputs pipeline
-//     with AppendAsync.
+//     synchronous Append therefore waits up to one interval (200ms by
+//     default): the mode is for fewer IOPS with inputs that pipeline
+//     (AppendAsync, forward clients with many chunks in flight).
 //   - SyncNone: an append is acknowledged once write(2) returned: it
 //     survives a process kill, not a power cut.
 //

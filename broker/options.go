@@ -12,10 +12,15 @@ import (
 type SyncMode int
 
 const (
-	// SyncInterval acknowledges once the periodic fdatasync covers the record.
+	// SyncInterval acknowledges once the periodic fdatasync covers the
+	// record: an acknowledgement waits up to the sync interval (200ms by
+	// default), so it suits clients that pipeline (AppendAsync, forward
+	// clients with many chunks in flight) and want fewer IOPS.
 	SyncInterval SyncMode = iota
-	// SyncAlways acknowledges once an fdatasync (shared by every append
-	// waiting at the time) covers the record.
+	// SyncAlways (the default) acknowledges once an fdatasync covers the
+	// record (group commit): an fdatasync starts as soon as an append waits
+	// and none is running, and every append written meanwhile shares the
+	// next one. A lone appender never waits for a timer.
 	SyncAlways
 	// SyncNone acknowledges once write(2) returned: safe against a process
 	// kill, not against a power cut.
@@ -104,7 +109,7 @@ func defaultOptions() options {
 		partitions:   4,
 		segmentBytes: 64 << 20,
 		maxBytes:     1 << 30,
-		sync:         SyncInterval,
+		sync:         SyncAlways,
 		syncInterval: 200 * time.Millisecond,
 		whenFull:     Block,
 		logger:       zap.NewNop(),
@@ -126,10 +131,12 @@ func WithSegmentBytes(n int64) Option { return func(o *options) { o.segmentBytes
 // segment files). Default 1 GiB.
 func WithMaxBytes(n int64) Option { return func(o *options) { o.maxBytes = n } }
 
-// WithSync sets when appends are acknowledged. Default SyncInterval.
+// WithSync sets when appends are acknowledged. Default SyncAlways.
 func WithSync(m SyncMode) Option { return func(o *options) { o.sync = m } }
 
-// WithSyncInterval sets the fdatasync period of SyncInterval. Default 200ms.
+// WithSyncInterval sets the fdatasync period of SyncInterval; an
+// acknowledgement waits up to this long. SyncAlways and SyncNone ignore it.
+// Default 200ms.
 func WithSyncInterval(d time.Duration) Option { return func(o *options) { o.syncInterval = d } }
 
 // WithWhenFull sets what happens when the buffer is full. Default Block.

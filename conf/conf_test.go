@@ -45,7 +45,7 @@ func TestDefaultsAndMinimal(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Buffer.Partitions != 4 || cfg.Buffer.MaxBytes != 1<<30 || cfg.Buffer.SegmentBytes != 64<<20 ||
-		cfg.Buffer.Sync != "interval" || cfg.Buffer.SyncInterval.D() != 200*time.Millisecond || cfg.Buffer.WhenFull != "block" {
+		cfg.Buffer.Sync != "always" || cfg.Buffer.SyncInterval.D() != 200*time.Millisecond || cfg.Buffer.WhenFull != "block" {
 		t.Fatalf("buffer defaults: %+v", cfg.Buffer)
 	}
 	if cfg.Service.ShutdownTimeout.D() != 30*time.Second || cfg.Service.HTTPListen != "127.0.0.1:2020" {
@@ -199,6 +199,62 @@ outputs:
 			`agent.yaml:3: buffer.when_full: "drop_newest" is not one of block, drop_oldest`,
 			"agent.yaml:7: inputs[0].chunk_events: must be at least 1",
 			`agent.yaml:11: outputs: name "a" is already used by the component on line 9`,
+		}},
+		{"buffer bounds", `
+buffer:
+  partitions: 2000
+  segment_bytes: 2GiB
+  max_bytes: 2PiB
+  sync: sometimes
+  sync_interval: 0s
+inputs: [{type: dummy}]
+outputs: [{type: stdout}]
+`, nil, []string{
+			"agent.yaml:2: buffer.partitions: 2000 is out of range 1..1024",
+			"agent.yaml:3: buffer.segment_bytes: 2GiB is above the maximum 1GiB",
+			`agent.yaml:4: buffer.max_bytes: invalid size "2PiB" (want a byte count or a number with KiB, MiB, GiB)`,
+			`agent.yaml:5: buffer.sync: "sometimes" is not one of always, interval, none`,
+			"agent.yaml:6: buffer.sync_interval: 0s is out of range 1ms..1m0s",
+		}},
+		{"buffer bounds against each other", `
+buffer:
+  partitions: 64
+  segment_bytes: 4KiB
+  max_bytes: 256KiB
+  sync: always
+  sync_interval: 2m
+inputs: [{type: dummy}]
+outputs: [{type: stdout}]
+`, nil, []string{
+			"agent.yaml:4: buffer.max_bytes: 256KiB must be at least 512KiB for 64 partitions (two 4KiB segments each)",
+			"agent.yaml:6: buffer.sync_interval: 2m0s is out of range 1ms..1m0s",
+		}},
+		{"buffer sizes", `
+buffer:
+  segment_bytes: 1000
+  max_bytes: 2048PiB
+inputs: [{type: dummy}]
+outputs: [{type: stdout}]
+`, nil, []string{
+			"agent.yaml:2: buffer.segment_bytes: 1000 is below the minimum 4KiB",
+			`agent.yaml:3: buffer.max_bytes: invalid size "2048PiB" (want a byte count or a number with KiB, MiB, GiB)`,
+		}},
+		{"buffer too small for its segments", `
+buffer:
+  segment_bytes: 64MiB
+  max_bytes: 100MiB
+inputs: [{type: dummy}]
+outputs: [{type: stdout}]
+`, nil, []string{
+			"agent.yaml:3: buffer.max_bytes: 100MiB must be at least twice segment_bytes (64MiB)",
+		}},
+		{"buffer above the maximum", `
+buffer:
+  max_bytes: 2048TiB
+inputs: [{type: dummy}]
+outputs: [{type: stdout}]
+`, nil, []string{
+			"agent.yaml:2: buffer.max_bytes: 2048TiB is above the maximum 1024TiB",
 		}},
 		{"yaml syntax", "outputs: []\ninputs:\n\t- type: dummy\n", nil, []string{"agent.yaml:3: found character that cannot start any token"}},
 	}

@@ -211,23 +211,7 @@ func (l *loader) validateTop(cfg *Config, root *yaml.Node) {
 	default:
 		l.add(at("service", "log_format"), "service.log_format", "%q is not one of console, json", s.LogFormat)
 	}
-	if b.Partitions < 1 || b.Partitions > 1024 {
-		l.add(at("buffer", "partitions"), "buffer.partitions", "%d is out of range 1..1024", b.Partitions)
-	}
-	if b.SegmentBytes < 4096 {
-		l.add(at("buffer", "segment_bytes"), "buffer.segment_bytes", "%s is below the minimum 4KiB", b.SegmentBytes)
-	}
-	if b.MaxBytes < b.SegmentBytes*2 {
-		l.add(at("buffer", "max_bytes"), "buffer.max_bytes", "%s must be at least twice segment_bytes (%s)", b.MaxBytes, b.SegmentBytes)
-	}
-	switch b.Sync {
-	case "always", "interval", "none":
-	default:
-		l.add(at("buffer", "sync"), "buffer.sync", "%q is not one of always, interval, none", b.Sync)
-	}
-	if b.Sync == "interval" && b.SyncInterval.D() < time.Millisecond {
-		l.add(at("buffer", "sync_interval"), "buffer.sync_interval", "must be at least 1ms")
-	}
+	l.validateBuffer(b, at)
 	switch b.WhenFull {
 	case "block", "drop_oldest":
 	default:
@@ -250,6 +234,55 @@ func (l *loader) validateTop(cfg *Config, root *yaml.Node) {
 			}
 			names[p.Name] = p.Line
 		}
+	}
+}
+
+// Bounds of the buffer settings.
+const (
+	maxPartitions   = 1024
+	minSegmentBytes = Size(4 << 10)
+	maxSegmentBytes = Size(1 << 30)
+	maxBufferBytes  = Size(1 << 50) // 1 PiB
+	minSyncInterval = Duration(time.Millisecond)
+	maxSyncInterval = Duration(time.Minute)
+)
+
+// validateBuffer bounds every number of the buffer block, each error at
+// its key's line.
+func (l *loader) validateBuffer(b *Buffer, at func(path ...string) int) {
+	partsOK := true
+	if b.Partitions < 1 || b.Partitions > maxPartitions {
+		l.add(at("buffer", "partitions"), "buffer.partitions", "%d is out of range 1..%d", b.Partitions, maxPartitions)
+		partsOK = false
+	}
+	segOK := true
+	switch {
+	case b.SegmentBytes < minSegmentBytes:
+		l.add(at("buffer", "segment_bytes"), "buffer.segment_bytes", "%s is below the minimum %s", b.SegmentBytes, minSegmentBytes)
+		segOK = false
+	case b.SegmentBytes > maxSegmentBytes:
+		l.add(at("buffer", "segment_bytes"), "buffer.segment_bytes", "%s is above the maximum %s", b.SegmentBytes, maxSegmentBytes)
+		segOK = false
+	}
+	switch {
+	case b.MaxBytes > maxBufferBytes:
+		l.add(at("buffer", "max_bytes"), "buffer.max_bytes", "%s is above the maximum %s", b.MaxBytes, maxBufferBytes)
+	case segOK && b.MaxBytes < b.SegmentBytes*2:
+		l.add(at("buffer", "max_bytes"), "buffer.max_bytes", "%s must be at least twice segment_bytes (%s)", b.MaxBytes, b.SegmentBytes)
+	case partsOK && b.MaxBytes < Size(b.Partitions)*2*minSegmentBytes:
+		// segments are capped at max_bytes/(2*partitions)
+		l.add(at("buffer", "max_bytes"), "buffer.max_bytes", "%s must be at least %s for %d partitions (two %s segments each)",
+			b.MaxBytes, Size(b.Partitions)*2*minSegmentBytes, b.Partitions, minSegmentBytes)
+	}
+	switch b.Sync {
+	case "always", "interval", "none":
+	default:
+		l.add(at("buffer", "sync"), "buffer.sync", "%q is not one of always, interval, none", b.Sync)
+	}
+	// checked in every mode: the broker refuses a zero interval whatever
+	// the mode
+	if b.SyncInterval < minSyncInterval || b.SyncInterval > maxSyncInterval {
+		l.add(at("buffer", "sync_interval"), "buffer.sync_interval", "%s is out of range %s..%s", b.SyncInterval, minSyncInterval, maxSyncInterval)
 	}
 }
 
