@@ -158,7 +158,7 @@ func (c *Cursor) Committed() uint64 {
 // Commit's offset, if reading was behind it).
 func (c *Cursor) Commit(offset uint64) error {
 	c.p.mu.Lock()
-	end := c.p.next
+	end := c.p.readEndLocked()
 	c.p.mu.Unlock()
 	if offset >= end {
 		return fmt.Errorf("broker: commit of offset %d beyond the end of partition %d (%d)", offset, c.p.id, end)
@@ -240,7 +240,7 @@ func (c *Cursor) Next(ctx context.Context) (Record, error) {
 		}
 
 		p.mu.Lock()
-		if off >= p.next {
+		if off >= p.readEndLocked() {
 			ch := p.dataCh
 			p.waiting = true
 			p.mu.Unlock()
@@ -265,10 +265,8 @@ func (c *Cursor) Next(ctx context.Context) (Record, error) {
 			}
 		}
 		s := c.seg
-		limit, last, segNext, bads := s.size, s == p.segs[len(p.segs)-1], s.next, s.bad
-		if last {
-			segNext = p.next
-		}
+		limit, segNext, last := p.readLimitLocked(s)
+		bads := s.bad
 		var nextSeg *segment
 		if !last {
 			if i := slices.Index(p.segs, s); i >= 0 && i+1 < len(p.segs) {

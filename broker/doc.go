@@ -79,10 +79,15 @@
 //   - SyncNone: an append is acknowledged once write(2) returned: it
 //     survives a process kill, not a power cut.
 //
-// A reader may see a record once write(2) returned, before it is synced: it
-// is then fully written and recovery after a process kill keeps it. After a
-// power cut it may be gone; the cursor that consumed it is then clamped to
-// the end of the log on the next Open, so no later record is skipped.
+// Readers see only what is acknowledged-durable: under SyncAlways and
+// SyncInterval a Cursor returns a record only once the fdatasync covering
+// it (and the sealed segments and directory entries before it) completed,
+// and Commit refuses offsets beyond that point; so an output never delivers
+// a record a power cut can still take back. Under SyncNone a reader sees a
+// record once write(2) returned: after a power cut it may be gone, the
+// cursor that consumed it is then clamped to the end of the log on the next
+// Open, so no later record is skipped, and new records at those offsets
+// carry a new epoch (see Epochs).
 //
 // # Invariants
 //

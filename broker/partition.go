@@ -29,6 +29,14 @@ type partition struct {
 	next    uint64 // records below next are completely written
 	dataCh  chan struct{}
 	waiting bool // a reader waits on dataCh
+	// What readers may see under SyncAlways and SyncInterval: records
+	// below durNext, which an fdatasync covered. durSeg is the segment
+	// that was active when that fdatasync was taken and durSize its size
+	// then; segments before it are synced whole. Under SyncNone readers
+	// see up to next.
+	durNext uint64
+	durSeg  *segment
+	durSize int64
 	cursors map[string]*Cursor
 	// sealed segments not yet fdatasync'd (each holds a reference handed
 	// from the writer to the syncer), and whether a segment was created
@@ -137,6 +145,7 @@ func (b *Broker) openPartition(id int) (*partition, error) {
 	last := p.segs[len(p.segs)-1]
 	p.next = last.next
 	p.synced = p.next
+	p.durNext, p.durSeg, p.durSize = p.next, last, last.size
 	p.active = last
 	if !p.writable {
 		p.wf = nil
@@ -502,10 +511,8 @@ func (p *partition) publish(reqs []*appendReq, start, end int64) {
 	s.size = end
 	p.next = first + uint64(len(reqs))
 	s.next = p.next
-	if p.waiting {
-		close(p.dataCh)
-		p.dataCh = make(chan struct{})
-		p.waiting = false
+	if p.b.opts.sync == SyncNone {
+		p.wakeReadersLocked()
 	}
 	p.mu.Unlock()
 	p.b.written(total, 0)
@@ -544,6 +551,52 @@ func (p *partition) publish(reqs []*appendReq, start, end int64) {
 		default:
 		}
 	}
+}
+
+// wakeReadersLocked wakes the readers waiting for new records. Callers
+// hold p.mu.
+func (p *partition) wakeReadersLocked() {
+	if p.waiting {
+		close(p.dataCh)
+		p.dataCh = make(chan struct{})
+		p.waiting = false
+	}
+}
+
+// readEndLocked returns the offset below which readers may read: what is
+// synced, or under SyncNone what is written. Callers hold p.mu.
+func (p *partition) readEndLocked() uint64 {
+	if p.b.opts.sync == SyncNone {
+		return p.next
+	}
+	return p.durNext
+}
+
+// readLimitLocked returns how far readers may read in s: the byte limit,
+// the offset after the last readable record of s, and whether s holds the
+// partition's last readable record (readers must not move past it).
+// Callers hold p.mu.
+func (p *partition) readLimitLocked(s *segment) (limit int64, next uint64, last bool) {
+	limit, next, last = s.size, s.next, s == p.segs[len(p.segs)-1]
+	if last {
+		next = p.next
+	}
+	if p.b.opts.sync != SyncNone && s == p.durSeg {
+		limit, next, last = p.durSize, p.durNext, true
+	}
+	return limit, next, last
+}
+
+// syncedTo makes the records below target, which end at size in segment
+// s, visible to readers: an fdatasync covered them and every segment
+// before s. Syncs run one at a time, each capturing a later state.
+func (p *partition) syncedTo(s *segment, size int64, target uint64) {
+	p.mu.Lock()
+	if target >= p.durNext {
+		p.durNext, p.durSeg, p.durSize = target, s, size
+		p.wakeReadersLocked()
+	}
+	p.mu.Unlock()
 }
 
 // roll seals the active segment and starts a new one at the next offset.
@@ -613,7 +666,7 @@ func (p *partition) syncLoop() {
 // acknowledges what it covered.
 func (p *partition) syncNow(buf *[]ack) error {
 	p.mu.Lock()
-	s, target := p.active, p.next
+	s, target, size := p.active, p.next, p.active.size
 	sealed, dirDirty := p.unsyncedSegs, p.dirDirty
 	p.unsyncedSegs, p.dirDirty = nil, false
 	p.mu.Unlock()
@@ -652,6 +705,8 @@ func (p *partition) syncNow(buf *[]ack) error {
 	}
 	if err != nil {
 		p.b.rl.warn("fsync", "fdatasync failed; the appends it covered get the error", zap.Int("partition", p.id), zap.Error(err))
+	} else {
+		p.syncedTo(s, size, target)
 	}
 	p.completeSync(target, err, buf)
 	return err
