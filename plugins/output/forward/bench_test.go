@@ -104,3 +104,99 @@ func BenchmarkForwardToOwnInput(b *testing.B) {
 		})
 	}
 }
+
+// k8sEntries returns n container-log events as the agent ships them from
+// Kubernetes nodes, about 330 bytes each: a short log line, its stream, and
+// the pod's metadata (repeated in every event of a pod).
+func k8sEntries(n int) []byte {
+	var e, rec []byte
+	x := uint64(0x2545f4914f6cdd1d)
+	levels := []string{"info", "info", "info", "warn", "error", "debug"}
+	for i := range n {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		line := fmt.Sprintf(`{"level":"%s","ts":%d.%03d,"msg":"order processed","order_id":"%08x","items":%d,"latency_ms":%d}`,
+			levels[x%6], 1_700_000_000+i/100, x%1000, uint32(x>>8), x%17, x%900)
+		pod := fmt.Sprintf("checkout-7d9f8c6b5-%05x", (x>>20)%8)
+		rec = pipeline.AppendMapHeader(rec[:0], 3)
+		rec = pipeline.AppendString(rec, "log")
+		rec = pipeline.AppendString(rec, line)
+		rec = pipeline.AppendString(rec, "stream")
+		rec = pipeline.AppendString(rec, "stdout")
+		rec = pipeline.AppendString(rec, "kubernetes")
+		rec = pipeline.AppendMapHeader(rec, 5)
+		for _, kv := range [][2]string{{"namespace_name", "shop"}, {"pod_name", pod}, {"container_name", "checkout"}, {"host", "ip-10-0-12-34.eu-west-1.compute.internal"}, {"container_image", "registry.example.com/shop/checkout:1.42.0"}} {
+			rec = pipeline.AppendString(rec, kv[0])
+			rec = pipeline.AppendString(rec, kv[1])
+		}
+		e = pipeline.AppendEntry(e, pipeline.EventTime{Sec: 1_700_000_000 + uint32(i/100), Nsec: uint32(i)}, rec)
+	}
+	return e
+}
+
+// BenchmarkCompression measures what the compress setting costs and saves
+// on 1000-event chunks of realistic records: the sender's CPU to encode a
+// chunk (encode), the receiver's CPU to decode it (decode, our forward
+// input's decoder), both in ns per event on one core, and the bytes per
+// event on the wire. This is what the default of compress is chosen from
+// (see Config.Compress).
+//
+//	go test -run '^$' -bench BenchmarkCompression -benchtime 2s ./plugins/output/forward/
+func BenchmarkCompression(b *testing.B) {
+	const events = 1000
+	for _, data := range []struct {
+		name    string
+		entries []byte
+	}{{"applog", benchEntries(events)}, {"k8s", k8sEntries(events)}} {
+		for _, comp := range []string{"none", "gzip", "zstd"} {
+			enc := forwardproto.NewEncoder()
+			chunk := forwardproto.EpochChunkID([6]byte{1, 2, 3, 4, 5, 6}, 1<<32|1, 0, 0)
+			frame, err := enc.AppendPackedForward(nil, "app.bench", data.entries, events, chunk, compressions[comp])
+			if err != nil {
+				b.Fatal(err)
+			}
+			report := func(b *testing.B) {
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*events), "ns/event")
+				b.ReportMetric(float64(len(frame))/events, "wire_B/event")
+				b.ReportMetric(float64(len(data.entries))/events, "raw_B/event")
+			}
+			b.Run(fmt.Sprintf("data=%s/compress=%s/encode", data.name, comp), func(b *testing.B) {
+				buf := make([]byte, 0, len(frame)*2)
+				b.SetBytes(int64(len(data.entries)))
+				b.ReportAllocs()
+				for b.Loop() {
+					if buf, err = enc.AppendPackedForward(buf[:0], "app.bench", data.entries, events, chunk, compressions[comp]); err != nil {
+						b.Fatal(err)
+					}
+				}
+				report(b)
+			})
+			b.Run(fmt.Sprintf("data=%s/compress=%s/decode", data.name, comp), func(b *testing.B) {
+				r := &repeatReader{frame: frame}
+				dec := forwardproto.NewDecoder(r, forwardproto.Limits{})
+				b.SetBytes(int64(len(data.entries)))
+				b.ReportAllocs()
+				for b.Loop() {
+					req, err := dec.Next()
+					if err != nil || req.Count != events {
+						b.Fatalf("%v (%d events)", err, req.Count)
+					}
+				}
+				report(b)
+			})
+		}
+	}
+}
+
+// repeatReader reads frame over and over.
+type repeatReader struct {
+	frame []byte
+	at    int
+}
+
+func (r *repeatReader) Read(p []byte) (int, error) {
+	n := copy(p, r.frame[r.at:])
+	r.at = (r.at + n) % len(r.frame)
+	return n, nil
+}

@@ -1,14 +1,14 @@
 // Package forward is the forward output: it ships chunks to logship
 // aggregators, fluentd or fluent-bit with the Fluentd forward protocol, as
-// PackedForward requests (gzip- or zstd-compressed, or plain), and moves
-// the buffer's cursor only once the receiver acknowledged them.
+// PackedForward requests (plain by default, or gzip- or zstd-compressed),
+// and moves the buffer's cursor only once the receiver acknowledged them.
 //
 //	outputs:
 //	  - type: forward
 //	    match: "**"
 //	    servers: [agg-0:24224, agg-1:24224]
 //	    require_ack: true
-//	    compress: gzip          # gzip | zstd | none
+//	    compress: none          # none | gzip | zstd (see Config.Compress)
 //	    shared_key: ""          # set it to do the HELO/PING/PONG handshake
 //	    tls: {ca_file: ""}      # any tls key turns TLS on
 //

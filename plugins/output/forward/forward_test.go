@@ -636,7 +636,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("factory %s/%s", f.Type, f.Kind)
 	}
 	d := f.NewConfig().(*Config)
-	if !d.RequireAck || d.Compress != "gzip" || d.MaxInFlight != 16 || d.AckTimeout.D() != 30*time.Second {
+	if !d.RequireAck || d.Compress != "none" || d.MaxInFlight != 16 || d.AckTimeout.D() != 30*time.Second {
 		t.Fatalf("defaults %+v", d)
 	}
 	var _ pipeline.PipelinedOutput = (*Output)(nil)
