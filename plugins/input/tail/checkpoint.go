@@ -280,21 +280,22 @@ func parseCheckpoints(b []byte) (files []checkpoint, savedAt time.Time, trusted 
 	trusted = make([]bool, len(files))
 	bad := 0
 	for i := range files {
-		c := &files[i]
-		switch {
-		case c.Sum != 0:
+		if c := &files[i]; c.Sum != 0 {
 			trusted[i] = c.Sum == c.checksum()
 			if !trusted[i] {
 				bad++
 			}
-		default:
-			// Written before sums existed: only a whole, valid file vouches
-			// for it.
-			trusted[i] = err == nil
 		}
 	}
 	if err == nil && bad > 0 {
 		err = fmt.Errorf("%d entries with a wrong checksum", bad)
+	}
+	for i := range files {
+		if files[i].Sum == 0 {
+			// Written before sums existed: only a whole, valid file
+			// vouches for it.
+			trusted[i] = err == nil
+		}
 	}
 	return files, savedAt, trusted, err
 }

@@ -181,3 +181,35 @@ func write(t *testing.T, path string, b []byte) {
 		t.Fatal(errors.Join(err))
 	}
 }
+
+// FuzzParseCheckpoints: whatever the file holds, parsing does not panic,
+// a file with an error trusts only entries whose checksum is right, and
+// a good file round-trips.
+func FuzzParseCheckpoints(f *testing.F) {
+	good := checkpointFile{Version: checkpointVersion, SavedAt: 1, Files: []checkpoint{
+		{Dev: 1, Ino: 2, FPLen: 256, FP: 3, Offset: 4000, Path: "/a.log", TailLen: 256, TailFP: 5},
+		{Dev: 1, Ino: 3, FPLen: 10, FP: 6, Offset: 10, Path: "/b.log", TailLen: 10, TailFP: 7},
+	}}
+	for i := range good.Files {
+		good.Files[i].Sum = good.Files[i].checksum()
+	}
+	b, _ := json.MarshalIndent(&good, "", " ")
+	f.Add(b)
+	f.Add(b[:len(b)/2])
+	f.Add([]byte(`{"version":1,"files":[{"dev":1,"ino":2,"offset":3}]}`))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		files, _, trusted, err := parseCheckpoints(in)
+		if len(trusted) != len(files) {
+			t.Fatalf("%d entries, %d flags", len(files), len(trusted))
+		}
+		for i, c := range files {
+			if trusted[i] && err != nil && c.Sum != c.checksum() {
+				t.Fatalf("entry %d trusted in a damaged file without a right sum", i)
+			}
+		}
+		if bytes.Equal(in, b) && (err != nil || len(files) != 2 || !trusted[0] || !trusted[1]) {
+			t.Fatalf("good file: %v %v", err, trusted)
+		}
+	})
+}

@@ -73,7 +73,7 @@ func TestJSONMillionLevels(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("took %v", d)
 	}
-	for _, format := range []string{FormatJSON, FormatDocker} {
+	for _, format := range []string{FormatJSON, FormatDocker, FormatCRI} {
 		t.Run(format, func(t *testing.T) {
 			h := newHarness(t, func(c *Config) {
 				c.Format = format
@@ -84,9 +84,17 @@ func TestJSONMillionLevels(t *testing.T) {
 			line := deep
 			after := `{"log":"after\n","stream":"stdout"}`
 			wantAfter := "after"
-			if format == FormatDocker {
+			wantDeep, deepCount := line, 1.0
+			switch format {
+			case FormatDocker:
 				line = `{"log":"deep\n","stream":"stdout","attrs":` + deep + `}`
-			} else {
+				wantDeep = line
+			case FormatCRI:
+				// cri does not parse the message: it is kept as it is.
+				line = "2024-01-01T00:00:00Z stdout F " + deep
+				after = "2024-01-01T00:00:00Z stdout F after"
+				deepCount = 0
+			default:
 				after = `{"log":"after"}`
 			}
 			// The tail's own series are process-wide: compare with before.
@@ -101,13 +109,17 @@ func TestJSONMillionLevels(t *testing.T) {
 				return nil
 			})
 			recs := h.e.records()
-			if recs[0].log() != line || len(recs[0].m) != 1 {
+			if format == FormatCRI {
+				if recs[0].log() != deep || recs[0].m["stream"] != "stdout" {
+					t.Errorf("cri line became %d fields, log of %d bytes", len(recs[0].m), len(recs[0].log()))
+				}
+			} else if recs[0].log() != wantDeep || len(recs[0].m) != 1 {
 				t.Errorf("deep line became %d fields, log of %d bytes", len(recs[0].m), len(recs[0].log()))
 			}
 			if recs[1].log() != wantAfter {
 				t.Errorf("next line %v", recs[1].m)
 			}
-			if n, _ := h.metricValue("logship_tail_unparsed_lines_total", map[string]string{"reason": "too_deep"}); n-deep0 != 1 {
+			if n, _ := h.metricValue("logship_tail_unparsed_lines_total", map[string]string{"reason": "too_deep"}); n-deep0 != deepCount {
 				t.Errorf("too_deep counted %v", n-deep0)
 			}
 			if n, _ := h.metricValue("logship_tail_unparsed_lines_total", map[string]string{"reason": "invalid"}); n != invalid0 {
