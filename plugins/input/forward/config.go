@@ -2,10 +2,13 @@ package forward
 
 import (
 	"errors"
+	"fmt"
 	"net"
+	"time"
 
 	"github.com/logship/logship/conf"
 	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/plugins/forwardproto"
 )
 
 // User is one username and password accepted in the handshake.
@@ -38,21 +41,51 @@ type Config struct {
 	// Heartbeat answers UDP heartbeats (a 0x00 datagram) on the listen
 	// port.
 	Heartbeat bool `yaml:"heartbeat"`
-	// MaxFrameBytes is the largest request accepted; a larger one closes
-	// the connection and is counted (the client resends it forever, so it
-	// is logged loudly).
+	// MaxFrameBytes is the largest request accepted, as it travels on the
+	// wire (1KiB to 1GiB); a larger one closes the connection and is
+	// counted (the client resends it forever, so it is logged loudly).
 	MaxFrameBytes conf.Size `yaml:"max_frame_bytes"`
-	// MaxDecompressedBytes bounds what one compressed request may inflate
-	// to; a compression bomb is refused, not inflated.
+	// MaxDecompressedBytes bounds what the events of one request may take
+	// once decompressed or rewritten (max_frame_bytes to 4GiB); a
+	// compression bomb is refused, not inflated.
 	MaxDecompressedBytes conf.Size `yaml:"max_decompressed_bytes"`
+	// MaxEntriesPerRequest is the most events one request may carry (1 to
+	// 100000000); a request with more closes the connection, is logged and
+	// counted (reason too_many_entries).
+	MaxEntriesPerRequest int `yaml:"max_entries_per_request"`
+	// MaxDepth is how deep maps and arrays may nest in one record, the
+	// record counting as 1 (1 to 1000). A deeper event is dropped, counted
+	// (dropped_records_total, reason too_deep) and logged; the other events
+	// of its request are stored and acknowledged.
+	MaxDepth int `yaml:"max_depth"`
+	// MemoryLimit bounds the read and decoding buffers of all connections
+	// together, beyond the 76KiB each connection keeps. A connection that
+	// needs more while it is spent stops being read (TCP backpressure)
+	// until other requests finish; a single request needing more than all
+	// of it is refused. At least max_frame_bytes + 2 * max_decompressed_bytes,
+	// at most 64GiB.
+	MemoryLimit conf.Size `yaml:"memory_limit"`
+	// MaxConnections is the most connections open at once (1 to 65536);
+	// one more is closed as soon as it is accepted, logged and counted.
+	MaxConnections int `yaml:"max_connections"`
+	// IdleTimeout closes a connection that sent no complete request for
+	// this long while it waits for nothing from the input (1s to 24h).
+	IdleTimeout conf.Duration `yaml:"idle_timeout"`
+	// HandshakeTimeout bounds the TLS handshake and, with shared_key, the
+	// HELO/PING/PONG exchange (100ms to 5m).
+	HandshakeTimeout conf.Duration `yaml:"handshake_timeout"`
+	// MaxHandshakeBytes is the largest PING accepted before the client is
+	// authenticated (512 to 65536 bytes); a larger one closes the connection.
+	MaxHandshakeBytes conf.Size `yaml:"max_handshake_bytes"`
 	// MaxPendingAcks is how many chunks of one connection may wait for the
 	// buffer's acknowledgement before the connection stops being read
-	// (TCP backpressure).
+	// (TCP backpressure), 1 to 10000.
 	MaxPendingAcks int `yaml:"max_pending_acks"`
 	// Dedup remembers the ids of chunks already stored and acknowledges a
 	// resent chunk without storing it again.
 	Dedup bool `yaml:"dedup"`
-	// DedupWindow is how many chunk ids are remembered (across restarts).
+	// DedupWindow is how many chunk ids are remembered (across restarts),
+	// 1 to 1000000.
 	DedupWindow int `yaml:"dedup_window"`
 }
 
@@ -61,7 +94,14 @@ func defaultConfig() *Config {
 		Listen:               "0.0.0.0:24224",
 		Heartbeat:            true,
 		MaxFrameBytes:        32 << 20,
-		MaxDecompressedBytes: 128 << 20,
+		MaxDecompressedBytes: 64 << 20,
+		MaxEntriesPerRequest: 1000000,
+		MaxDepth:             forwardproto.DefaultMaxDepth,
+		MemoryLimit:          256 << 20,
+		MaxConnections:       1024,
+		IdleTimeout:          conf.Duration(5 * time.Minute),
+		HandshakeTimeout:     conf.Duration(10 * time.Second),
+		MaxHandshakeBytes:    forwardproto.DefaultMaxHandshakeBytes,
 		MaxPendingAcks:       64,
 		Dedup:                true,
 		DedupWindow:          100000,
@@ -88,17 +128,26 @@ func (c *Config) Validate() error {
 	if c.TLS.CAFile != "" && c.TLS.CertFile == "" {
 		errs = append(errs, pipeline.FieldErr("tls.ca_file", "needs cert_file and key_file"))
 	}
-	if c.MaxFrameBytes < 1024 {
-		errs = append(errs, pipeline.FieldErr("max_frame_bytes", "must be at least 1KiB"))
+	between := func(field string, v, lo, hi int64, unit func(int64) string) {
+		if v < lo || v > hi {
+			errs = append(errs, pipeline.FieldErr(field, "%s is out of range: must be %s to %s", unit(v), unit(lo), unit(hi)))
+		}
 	}
-	if c.MaxDecompressedBytes < c.MaxFrameBytes {
-		errs = append(errs, pipeline.FieldErr("max_decompressed_bytes", "must be at least max_frame_bytes"))
-	}
-	if c.MaxPendingAcks < 1 {
-		errs = append(errs, pipeline.FieldErr("max_pending_acks", "must be at least 1"))
-	}
-	if c.Dedup && c.DedupWindow < 1 {
-		errs = append(errs, pipeline.FieldErr("dedup_window", "must be at least 1 when dedup is on"))
+	num := func(v int64) string { return fmt.Sprint(v) }
+	size := func(v int64) string { return conf.Size(v).String() }
+	dur := func(v int64) string { return time.Duration(v).String() }
+	between("max_frame_bytes", int64(c.MaxFrameBytes), 1<<10, 1<<30, size)
+	between("max_decompressed_bytes", int64(c.MaxDecompressedBytes), int64(c.MaxFrameBytes), 4<<30, size)
+	between("max_entries_per_request", int64(c.MaxEntriesPerRequest), 1, 100000000, num)
+	between("max_depth", int64(c.MaxDepth), 1, 1000, num)
+	between("memory_limit", int64(c.MemoryLimit), int64(c.MaxFrameBytes)+2*int64(c.MaxDecompressedBytes), 64<<30, size)
+	between("max_connections", int64(c.MaxConnections), 1, 65536, num)
+	between("idle_timeout", int64(c.IdleTimeout), int64(time.Second), int64(24*time.Hour), dur)
+	between("handshake_timeout", int64(c.HandshakeTimeout), int64(100*time.Millisecond), int64(5*time.Minute), dur)
+	between("max_handshake_bytes", int64(c.MaxHandshakeBytes), 512, 64<<10, num)
+	between("max_pending_acks", int64(c.MaxPendingAcks), 1, 10000, num)
+	if c.Dedup {
+		between("dedup_window", int64(c.DedupWindow), 1, 1000000, num)
 	}
 	return errors.Join(errs...)
 }

@@ -7,8 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-
-	"github.com/logship/logship/internal/atomicfile"
+	"time"
 )
 
 // dedup remembers the ids of the chunks this input stored, so that a chunk
@@ -17,7 +16,9 @@ import (
 // oldest ids are forgotten first) and survives restarts: every committed id
 // is appended to a journal with write(2) before its ack is sent, so a
 // process kill loses none; the journal is compacted to the window by
-// writing a new file and renaming it over the old one.
+// writing a new file and renaming it over the old one, outside the lock
+// every connection takes (see compact). A failed compaction is reported and
+// retried later; the journal in use stays, so dedup never turns off.
 //
 // A resend that arrives while the first copy still waits for the buffer
 // waits with it and gets the same answer.
@@ -31,6 +32,21 @@ type dedup struct {
 	path    string
 	journal *os.File
 	lines   int // records in the journal
+
+	// Compaction runs in its own goroutine: the snapshot is taken under mu,
+	// written and fsynced outside it, and swapped in under mu with the ids
+	// committed meanwhile (tail) appended. A failure is reported and
+	// retried after retryIn; the journal in use stays as it was.
+	compacting bool
+	tail       []byte    // journal records appended while compacting
+	retryAt    time.Time // no compaction before this after a failure
+	retryIn    time.Duration
+	bg         sync.WaitGroup
+	onErr      func(error) // reports a failed journal write or compaction
+
+	// Hooks for tests.
+	create func(name string) (*os.File, error)
+	sync   func(*os.File) error
 }
 
 type dedupEntry struct {
@@ -40,8 +56,21 @@ type dedupEntry struct {
 
 const maxIDLen = 255
 
-func openDedup(dir string, window int) (*dedup, error) {
-	d := &dedup{window: window, ids: map[string]*dedupEntry{}, ring: make([]string, window)}
+const (
+	compactRetryMin = time.Second
+	compactRetryMax = time.Minute
+)
+
+func openDedup(dir string, window int, onErr func(error)) (*dedup, error) {
+	d := &dedup{window: window, ids: map[string]*dedupEntry{}, ring: make([]string, window), onErr: onErr, retryIn: compactRetryMin,
+		create: func(name string) (*os.File, error) {
+			return os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
+		},
+		sync: (*os.File).Sync,
+	}
+	if d.onErr == nil {
+		d.onErr = func(error) {}
+	}
 	if dir == "" {
 		return d, nil
 	}
@@ -52,8 +81,18 @@ func openDedup(dir string, window int) (*dedup, error) {
 	if err := d.load(); err != nil {
 		return nil, err
 	}
-	if err := d.compact(); err != nil {
-		return nil, err
+	d.mu.Lock()
+	snap := d.snapshotLocked()
+	d.mu.Unlock()
+	if err := d.compact(snap); err != nil {
+		// Keep the journal as it is; compaction is retried later.
+		d.onErr(err)
+		d.retryAt = time.Now().Add(d.retryIn)
+		f, oerr := os.OpenFile(d.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if oerr != nil {
+			return nil, fmt.Errorf("dedup journal: %w", oerr)
+		}
+		d.journal = f
 	}
 	return d, nil
 }
@@ -104,24 +143,73 @@ func (d *dedup) remember(id string) {
 	}
 }
 
-// compact rewrites the journal to hold the window only.
-func (d *dedup) compact() error {
-	if d.journal != nil {
-		d.journal.Close()
-		d.journal = nil
-	}
-	buf := make([]byte, 0, d.size*24)
+// snapshotLocked returns the window as journal records and starts a
+// compaction: records appended from now on are kept in tail too.
+func (d *dedup) snapshotLocked() []byte {
+	buf := make([]byte, 0, d.size*25)
 	for i := range d.size {
 		id := d.ring[(d.head+i)%d.window]
 		buf = append(append(buf, byte(len(id))), id...)
 	}
-	if err := atomicfile.Write(d.path, buf, 0o644); err != nil {
-		return fmt.Errorf("dedup journal: %w", err)
+	d.compacting = true
+	d.tail = d.tail[:0]
+	return buf
+}
+
+// compact writes snap (the window when the compaction began) to a new
+// journal and fsyncs it without holding mu, then, under mu, appends the
+// records committed meanwhile, renames it over the old journal and makes it
+// the journal appended to. On failure the old journal stays in use.
+func (d *dedup) compact(snap []byte) (err error) {
+	tmp := d.path + ".compact"
+	f, err := d.create(tmp)
+	if err == nil {
+		_, err = f.Write(snap)
+		if err == nil {
+			err = d.sync(f)
+		}
+		if err != nil {
+			f.Close()
+		}
 	}
-	d.lines = d.size
-	var err error
-	d.journal, err = os.OpenFile(d.path, os.O_WRONLY|os.O_APPEND, 0o644)
-	return err
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.compacting = false
+	if err == nil {
+		if _, err = f.Write(d.tail); err == nil {
+			err = os.Rename(tmp, d.path)
+		}
+		if err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		d.retryAt = time.Now().Add(d.retryIn)
+		d.retryIn = min(2*d.retryIn, compactRetryMax)
+		return fmt.Errorf("dedup journal compaction (retried in %v): %w", d.retryIn, err)
+	}
+	if d.journal != nil {
+		d.journal.Close()
+	}
+	d.journal = f
+	d.lines = d.countRecords(snap) + d.countRecords(d.tail)
+	d.tail = d.tail[:0]
+	d.retryIn = compactRetryMin
+	if dir, derr := os.Open(filepath.Dir(d.path)); derr == nil {
+		_ = dir.Sync()
+		dir.Close()
+	}
+	return nil
+}
+
+func (d *dedup) countRecords(b []byte) int {
+	n := 0
+	for len(b) > 0 {
+		b = b[min(len(b), 1+int(b[0])):]
+		n++
+	}
+	return n
 }
 
 // begin starts storing a chunk id. It returns true if the caller must store
@@ -171,9 +259,20 @@ func (d *dedup) finish(id []byte, err error) {
 			rec = append(append(rec, byte(len(id))), id...)
 			if _, werr := d.journal.Write(rec); werr == nil {
 				d.lines++
+			} else {
+				d.onErr(fmt.Errorf("dedup journal: %w", werr))
 			}
-			if d.lines > 2*d.window {
-				_ = d.compact()
+			if d.compacting {
+				d.tail = append(d.tail, rec...)
+			} else if d.lines > 2*d.window && time.Now().After(d.retryAt) {
+				snap := d.snapshotLocked()
+				d.bg.Add(1)
+				go func() {
+					defer d.bg.Done()
+					if err := d.compact(snap); err != nil {
+						d.onErr(err)
+					}
+				}()
 			}
 		}
 	}
@@ -184,6 +283,7 @@ func (d *dedup) finish(id []byte, err error) {
 }
 
 func (d *dedup) close() error {
+	d.bg.Wait()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.journal == nil {

@@ -16,6 +16,46 @@
 // nothing is dropped. A malformed request closes its own connection, is
 // logged and counted; other connections never notice. A chunk id already
 // stored is acknowledged again without being stored twice (see dedup).
+//
+// # Limits
+//
+// Whatever clients send, the input's memory, CPU and file descriptors stay
+// bounded (every limit is an option; see Config for ranges):
+//
+//   - max_frame_bytes (32MiB): one request on the wire. Larger: the
+//     connection is closed, counted (errors_total reason frame_too_large)
+//     and logged; the client resends it forever, so make its chunks smaller.
+//   - max_decompressed_bytes (64MiB): one request's events once
+//     decompressed or rewritten. Larger: closed, reason
+//     decompressed_too_large.
+//   - max_entries_per_request (1000000): events in one request. More:
+//     closed, reason too_many_entries.
+//   - max_depth (100): maps and arrays nested in one record, the record
+//     counting as 1 (fluentd's msgpack-ruby stops at 128). A deeper event is
+//     dropped (dropped_records_total reason too_deep) and logged at most
+//     every 10s; the rest of its request is stored and acknowledged.
+//   - memory_limit (256MiB): the decoding buffers of all connections
+//     together, beyond the 76KiB an idle connection keeps. When it is spent
+//     connections needing more stop being read (TCP backpressure) until
+//     others finish; one connection at a time may exceed it to finish a
+//     request already half read, so the worst case is twice memory_limit. A
+//     request needing more than memory_limit alone is refused (reason
+//     memory_limit). Per connection add about 100KiB (idle buffers,
+//     goroutines).
+//   - max_connections (1024): one more is closed as soon as accepted
+//     (reason max_connections).
+//   - idle_timeout (5m): a connection that completes no request for that
+//     long, while no acknowledgement of it is pending, is closed.
+//   - handshake_timeout (10s) and max_handshake_bytes (4KiB): the TLS
+//     handshake and the HELO/PING/PONG exchange must finish in time, and a
+//     PING (read before the client is authenticated) must be small.
+//   - A client that closes its connection while the input applies
+//     backpressure to it is noticed (the kernel's TCP state, checked every
+//     250ms) and its connection closed: chunks it was not acknowledged for
+//     are resent by it, and a resent chunk still being stored waits for the
+//     first copy (dedup).
+//   - max_pending_acks (64) and dedup_window (100000) bound what one
+//     connection and the chunk-id journal hold.
 package forward
 
 import (
@@ -29,6 +69,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,11 +92,13 @@ func Factory() pipeline.Factory {
 }
 
 var (
-	connsOpen = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "logship", Subsystem: "forward_in", Name: "connections", Help: "Open forward connections."}, []string{"component"})
-	connsSeen = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "forward_in", Name: "connections_total", Help: "Forward connections accepted."}, []string{"component"})
-	acksSent  = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "forward_in", Name: "acks_total", Help: "Chunk acknowledgements sent."}, []string{"component"})
-	dupChunks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "forward_in", Name: "duplicate_chunks_total", Help: "Chunks acknowledged again without being stored (resent ids)."}, []string{"component"})
-	ackWait   = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "logship", Subsystem: "forward_in", Name: "ack_latency_seconds", Help: "From a chunk's arrival to its ack.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"component"})
+	connsOpen    = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "logship", Subsystem: "forward_in", Name: "connections", Help: "Open forward connections."}, []string{"component"})
+	connsSeen    = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "forward_in", Name: "connections_total", Help: "Forward connections accepted."}, []string{"component"})
+	acksSent     = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "forward_in", Name: "acks_total", Help: "Chunk acknowledgements sent."}, []string{"component"})
+	dupChunks    = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "forward_in", Name: "duplicate_chunks_total", Help: "Chunks acknowledged again without being stored (resent ids)."}, []string{"component"})
+	connsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "forward_in", Name: "connections_closed_total", Help: "Forward connections closed by the input, by reason (max_connections, idle_timeout, handshake_timeout, peer_gone)."}, []string{"component", "reason"})
+	memInUse     = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "logship", Subsystem: "forward_in", Name: "memory_bytes", Help: "Decoding memory held against memory_limit."}, []string{"component"})
+	ackWait      = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "logship", Subsystem: "forward_in", Name: "ack_latency_seconds", Help: "From a chunk's arrival to its ack.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"component"})
 )
 
 // Input is a running forward listener.
@@ -63,10 +106,13 @@ type Input struct {
 	set pipeline.Settings
 	cfg *Config
 	log *zap.Logger
+	rl  *rateLog
 
 	tlsConf *tls.Config
 	users   map[string]string
 	dedup   *dedup
+	mem     *budget
+	listen  func(network, addr string) (net.Listener, error) // net.Listen; tests wrap it
 
 	ln     net.Listener
 	udp    net.PacketConn
@@ -75,15 +121,25 @@ type Input struct {
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
+	state  error // Ready's answer
 
 	open             prometheus.Gauge
 	seen, acks, dups prometheus.Counter
+	closed           *prometheus.CounterVec
+	memGauge         prometheus.Gauge
 	ackLatency       prometheus.Observer
 }
 
+// errNotStarted and errStopped are Ready's answers before Start and after
+// Stop.
+var (
+	errNotStarted = errors.New("forward input: not listening yet")
+	errStopped    = errors.New("forward input: stopped")
+)
+
 // New builds the input; Start listens.
 func New(set pipeline.Settings, cfg *Config) (*Input, error) {
-	in := &Input{set: set, cfg: cfg, log: set.Logger, conns: map[*conn]struct{}{}}
+	in := &Input{set: set, cfg: cfg, log: set.Logger, conns: map[*conn]struct{}{}, listen: net.Listen, state: errNotStarted}
 	if cfg.SelfHostname == "" {
 		host, _ := os.Hostname()
 		c := *cfg
@@ -93,6 +149,7 @@ func New(set pipeline.Settings, cfg *Config) (*Input, error) {
 	if in.log == nil {
 		in.log = zap.NewNop()
 	}
+	in.rl = newRateLog(in.log, 10*time.Second)
 	if cfg.TLS.CertFile != "" {
 		tc, err := serverTLS(cfg)
 		if err != nil {
@@ -106,12 +163,15 @@ func New(set pipeline.Settings, cfg *Config) (*Input, error) {
 			in.users[u.Username] = u.Password
 		}
 	}
+	in.mem = newBudget(int64(cfg.MemoryLimit))
 	reg := set.Metrics.Registerer
 	l := prometheus.Labels{"component": set.Name}
 	in.open = pipeline.RegisterOnce(reg, connsOpen).With(l)
 	in.seen = pipeline.RegisterOnce(reg, connsSeen).With(l)
 	in.acks = pipeline.RegisterOnce(reg, acksSent).With(l)
 	in.dups = pipeline.RegisterOnce(reg, dupChunks).With(l)
+	in.closed = pipeline.RegisterOnce(reg, connsRefused).MustCurryWith(l)
+	in.memGauge = pipeline.RegisterOnce(reg, memInUse).With(l)
 	in.ackLatency = pipeline.RegisterOnce(reg, ackWait).With(l)
 	return in, nil
 }
@@ -140,20 +200,45 @@ func serverTLS(cfg *Config) (*tls.Config, error) {
 // Addr is the address the input listens on (after Start).
 func (in *Input) Addr() net.Addr { return in.ln.Addr() }
 
+// Ready reports whether the input listens and accepts connections: nil
+// once Start succeeded, an error before, after Stop, and once accepting
+// failed for good (the listener broke). The service polls it for /readyz.
+func (in *Input) Ready() error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.state
+}
+
+func (in *Input) setState(err error) {
+	in.mu.Lock()
+	in.state = err
+	in.mu.Unlock()
+}
+
 // Start listens on TCP (and UDP for heartbeats) and accepts connections.
-func (in *Input) Start(_ context.Context, emit pipeline.Emitter) error {
+// When it fails it leaves nothing open.
+func (in *Input) Start(_ context.Context, emit pipeline.Emitter) (err error) {
 	if in.cfg.Dedup {
 		dir := ""
 		if in.set.DataDir != "" {
 			dir = filepath.Join(in.set.DataDir, "input", in.set.Name)
 		}
-		d, err := openDedup(dir, in.cfg.DedupWindow)
-		if err != nil {
-			return fmt.Errorf("dedup window: %w", err)
+		d, derr := openDedup(dir, in.cfg.DedupWindow, func(err error) {
+			in.set.Metrics.Error("dedup_journal")
+			in.rl.error("dedup", "chunk-id journal: write or compaction failed; dedup goes on, compaction is retried", zap.Error(err))
+		})
+		if derr != nil {
+			return fmt.Errorf("dedup window: %w", derr)
 		}
 		in.dedup = d
+		defer func() {
+			if err != nil {
+				_ = in.dedup.close()
+				in.dedup = nil
+			}
+		}()
 	}
-	ln, err := net.Listen("tcp", in.cfg.Listen)
+	ln, err := in.listen("tcp", in.cfg.Listen)
 	if err != nil {
 		return err
 	}
@@ -169,8 +254,10 @@ func (in *Input) Start(_ context.Context, emit pipeline.Emitter) error {
 		go in.heartbeats()
 	}
 	in.ctx, in.cancel = context.WithCancel(context.Background())
-	in.wg.Add(1)
+	in.setState(nil)
+	in.wg.Add(2)
 	go in.accept(emit)
+	go in.janitor()
 	in.log.Info("forward input listening", zap.String("addr", ln.Addr().String()), zap.Bool("tls", in.tlsConf != nil), zap.Bool("auth", in.cfg.SharedKey != ""))
 	return nil
 }
@@ -189,6 +276,9 @@ func (in *Input) heartbeats() {
 	}
 }
 
+// accept accepts connections until Stop. Errors that may pass (out of file
+// descriptors, a connection aborted) are retried with a backoff up to 1s;
+// any other ends accepting and turns Ready into that error.
 func (in *Input) accept(emit pipeline.Emitter) {
 	defer in.wg.Done()
 	var delay time.Duration
@@ -199,16 +289,33 @@ func (in *Input) accept(emit pipeline.Emitter) {
 				return
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscallEMFILE) {
+			if errors.As(err, &ne) && ne.Timeout() || temporaryAcceptError(err) {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				in.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("in", delay))
-				time.Sleep(delay)
+				in.set.Metrics.Error("accept")
+				in.rl.warn("accept", "accept failed; retrying", zap.Error(err), zap.Duration("in", delay))
+				select {
+				case <-time.After(delay):
+				case <-in.ctx.Done():
+					return
+				}
 				continue
 			}
-			in.log.Error("accept failed", zap.Error(err))
+			in.set.Metrics.Error("accept")
+			in.log.Error("accept failed for good; the input accepts no more connections and is not ready", zap.Error(err))
+			in.setState(fmt.Errorf("forward input: accepting connections failed: %w", err))
 			return
 		}
 		delay = 0
+		in.mu.Lock()
+		full := len(in.conns) >= in.cfg.MaxConnections
+		in.mu.Unlock()
+		if full {
+			c.Close()
+			in.closed.WithLabelValues("max_connections").Inc()
+			in.set.Metrics.Error("max_connections")
+			in.rl.warn("max_connections", "connection refused: max_connections reached", zap.Int("max_connections", in.cfg.MaxConnections), zap.String("peer", c.RemoteAddr().String()))
+			continue
+		}
 		if in.tlsConf != nil {
 			c = tls.Server(c, in.tlsConf)
 		}
@@ -230,6 +337,44 @@ func (in *Input) accept(emit pipeline.Emitter) {
 	}
 }
 
+// janitorEvery is how often the janitor looks at blocked connections.
+const janitorEvery = 250 * time.Millisecond
+
+// janitor closes the connections whose client went away while the input
+// did not read them (backpressure: waiting for the buffer, for pending
+// acknowledgements or for memory), which reading would otherwise notice
+// only once the backpressure ends, and publishes the memory in use.
+func (in *Input) janitor() {
+	defer in.wg.Done()
+	t := time.NewTicker(janitorEvery)
+	defer t.Stop()
+	var blocked []*conn
+	for {
+		select {
+		case <-in.ctx.Done():
+			return
+		case <-t.C:
+		}
+		in.memGauge.Set(float64(in.mem.inUse()))
+		now := time.Now().UnixNano()
+		blocked = blocked[:0]
+		in.mu.Lock()
+		for cn := range in.conns {
+			if since := cn.blockedSince.Load(); since != 0 && now-since >= int64(janitorEvery) {
+				blocked = append(blocked, cn)
+			}
+		}
+		in.mu.Unlock()
+		for _, cn := range blocked {
+			if peerGone(cn.c) && cn.gone.CompareAndSwap(false, true) {
+				in.closed.WithLabelValues("peer_gone").Inc()
+				in.log.Debug("client closed its connection while it was not read (backpressure); closing ours", zap.String("peer", cn.peer))
+				cn.cancel()
+			}
+		}
+	}
+}
+
 // Stop stops accepting, stops reading every connection, waits until the
 // acknowledgement of every chunk already read is sent (or ctx is done) and
 // closes the connections.
@@ -237,6 +382,7 @@ func (in *Input) Stop(ctx context.Context) error {
 	if in.cancel == nil {
 		return nil
 	}
+	in.setState(errStopped)
 	in.cancel()
 	in.ln.Close()
 	if in.udp != nil {
@@ -271,12 +417,18 @@ func (in *Input) Stop(ctx context.Context) error {
 // emitting them, and a writer goroutine sending acks once chunks are
 // durable.
 type conn struct {
-	in    *Input
-	c     net.Conn
-	peer  string
-	ip    string
-	acks  chan ackJob
-	slots chan struct{} // pending acks; full means stop reading
+	in     *Input
+	c      net.Conn
+	peer   string
+	ip     string
+	acks   chan ackJob
+	slots  chan struct{} // pending acks; full means stop reading
+	ctx    context.Context
+	cancel context.CancelFunc
+	mem    *account
+
+	blockedSince atomic.Int64 // unix nanoseconds; 0 while reading or idle
+	gone         atomic.Bool  // the client closed while we did not read
 }
 
 type ackJob struct {
@@ -290,62 +442,126 @@ type ackJob struct {
 func newConn(in *Input, c net.Conn) *conn {
 	peer := c.RemoteAddr().String()
 	ip, _, _ := net.SplitHostPort(peer)
-	return &conn{in: in, c: c, peer: peer, ip: ip,
+	cn := &conn{in: in, c: c, peer: peer, ip: ip,
 		acks: make(chan ackJob, in.cfg.MaxPendingAcks+1), slots: make(chan struct{}, in.cfg.MaxPendingAcks)}
+	cn.ctx, cn.cancel = context.WithCancel(in.ctx)
+	cn.mem = &account{b: in.mem, ctx: cn.ctx, waiting: cn.blocked}
+	return cn
 }
 
 func (cn *conn) stopReading() { _ = cn.c.SetReadDeadline(time.Now()) }
 
+// blocked marks the connection as not read because of the input
+// (backpressure), or read again.
+func (cn *conn) blocked(b bool) {
+	if b {
+		cn.blockedSince.Store(time.Now().UnixNano())
+	} else {
+		cn.blockedSince.Store(0)
+	}
+}
+
 func (cn *conn) serve(emit pipeline.Emitter) {
-	log := cn.in.log.With(zap.String("peer", cn.peer))
-	m := cn.in.set.Metrics
+	in := cn.in
+	log := in.log.With(zap.String("peer", cn.peer))
+	m := in.set.Metrics
 	writerDone := make(chan struct{})
 	go cn.writer(writerDone)
 	defer func() {
-		// Wait for every pending ack before closing.
+		if cn.gone.Load() {
+			cn.c.Close() // nobody reads the acks: free the socket now
+		}
+		// Wait for every pending ack before closing; the writer still
+		// records the ids of chunks stored after the client went away.
 		for range cap(cn.slots) {
 			cn.slots <- struct{}{}
 		}
 		close(cn.acks)
 		<-writerDone
 		cn.c.Close()
+		cn.cancel()
+		cn.mem.release()
 	}()
 
-	dec := forwardproto.NewDecoder(cn.c, forwardproto.Limits{MaxFrameBytes: int(cn.in.cfg.MaxFrameBytes), MaxDecompressedBytes: int(cn.in.cfg.MaxDecompressedBytes)})
-	if cn.in.cfg.SharedKey != "" {
+	if tc, ok := cn.c.(*tls.Conn); ok {
+		hctx, cancel := context.WithTimeout(cn.ctx, in.cfg.HandshakeTimeout.D())
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			if in.ctx.Err() == nil {
+				m.Error("tls_handshake")
+				in.rl.warn("tls", "TLS handshake failed", zap.String("peer", cn.peer), zap.Error(err))
+			}
+			return
+		}
+	}
+	dec := forwardproto.NewDecoder(cn.c, forwardproto.Limits{
+		MaxFrameBytes:        int(in.cfg.MaxFrameBytes),
+		MaxDecompressedBytes: int(in.cfg.MaxDecompressedBytes),
+		MaxEntries:           in.cfg.MaxEntriesPerRequest,
+		MaxDepth:             in.cfg.MaxDepth,
+		MaxHandshakeBytes:    int(in.cfg.MaxHandshakeBytes),
+		Memory:               cn.mem,
+	})
+	if in.cfg.SharedKey != "" {
 		if err := cn.handshake(dec); err != nil {
-			m.Error("auth")
-			log.Warn("forward handshake refused", zap.Error(err))
+			if in.ctx.Err() == nil {
+				m.Error("auth")
+				in.rl.warn("auth", "forward handshake refused", zap.String("peer", cn.peer), zap.Error(err))
+			}
 			return
 		}
 	}
 	var rec []byte
+	idle := in.cfg.IdleTimeout.D()
 	for {
+		_ = cn.c.SetReadDeadline(time.Now().Add(idle))
+		if cn.ctx.Err() != nil { // after the deadline: Stop's stopReading wins
+			return
+		}
 		req, err := dec.Next()
 		if err != nil {
+			var ne net.Error
 			switch {
-			case errors.Is(err, io.EOF), cn.in.ctx.Err() != nil:
+			case errors.Is(err, io.EOF), cn.ctx.Err() != nil:
+			case errors.As(err, &ne) && ne.Timeout():
+				if len(cn.slots) > 0 {
+					continue // the client waits for us: not idle
+				}
+				in.closed.WithLabelValues("idle_timeout").Inc()
+				log.Debug("idle connection closed", zap.Duration("idle_timeout", idle))
 			case errors.Is(err, forwardproto.ErrFrameTooLarge):
 				m.Error("frame_too_large")
-				log.Error("request larger than max_frame_bytes refused; the client will resend it forever unless its chunks get smaller", zap.Error(err), zap.Int64("max_frame_bytes", int64(cn.in.cfg.MaxFrameBytes)))
+				in.rl.error("frame_too_large", "request larger than max_frame_bytes refused; the client will resend it forever unless its chunks get smaller", zap.String("peer", cn.peer), zap.Error(err), zap.Int64("max_frame_bytes", int64(in.cfg.MaxFrameBytes)))
 			case errors.Is(err, forwardproto.ErrDecompressedTooLarge):
 				m.Error("decompressed_too_large")
-				log.Error("compressed request inflates beyond max_decompressed_bytes; connection closed", zap.Error(err))
+				in.rl.error("decompressed_too_large", "request inflates beyond max_decompressed_bytes; connection closed", zap.String("peer", cn.peer), zap.Error(err))
+			case errors.Is(err, forwardproto.ErrTooManyEntries):
+				m.Error("too_many_entries")
+				in.rl.error("too_many_entries", "request carries more than max_entries_per_request events; connection closed, the client will resend it forever unless its chunks get smaller", zap.String("peer", cn.peer), zap.Error(err))
+			case errors.Is(err, errMemoryLimit):
+				m.Error("memory_limit")
+				in.rl.error("memory_limit", "request needs more than memory_limit; connection closed", zap.String("peer", cn.peer), zap.Error(err))
 			case errors.Is(err, forwardproto.ErrMalformed):
 				m.Error("malformed_frame")
-				log.Warn("malformed request; connection closed", zap.Error(err))
+				in.rl.warn("malformed", "malformed request; connection closed", zap.String("peer", cn.peer), zap.Error(err))
 			default:
-				var ne net.Error
 				if !errors.As(err, &ne) {
 					m.Error("read")
-					log.Warn("connection error", zap.Error(err))
+					in.rl.warn("read", "connection error", zap.String("peer", cn.peer), zap.Error(err))
 				}
 			}
 			return
 		}
 		isJSON := req.JSON
 		if req.Dropped > 0 {
-			m.Dropped("invalid_event", req.Dropped)
+			if n := req.Dropped - req.TooDeep; n > 0 {
+				m.Dropped("invalid_event", n)
+			}
+			if req.TooDeep > 0 {
+				m.Dropped("too_deep", req.TooDeep)
+				in.rl.warn("too_deep", "events nested deeper than max_depth dropped; the rest of their request is stored", zap.String("peer", cn.peer), zap.String("tag", req.Tag), zap.Int("dropped", req.TooDeep), zap.Int("max_depth", in.cfg.MaxDepth))
+			}
 		}
 		arrived := time.Now()
 		var chunkID []byte
@@ -355,12 +571,18 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 		// One slot per request that waits for an answer or the buffer.
 		select {
 		case cn.slots <- struct{}{}:
-		case <-cn.in.ctx.Done():
-			return
+		default:
+			cn.blocked(true)
+			select {
+			case cn.slots <- struct{}{}:
+				cn.blocked(false)
+			case <-cn.ctx.Done():
+				return
+			}
 		}
-		if chunkID != nil && cn.in.dedup != nil {
-			if !cn.in.dedup.begin(chunkID, func(err error) {
-				cn.in.dups.Inc()
+		if chunkID != nil && in.dedup != nil {
+			if !in.dedup.begin(chunkID, func(err error) {
+				in.dups.Inc()
 				cn.acks <- ackJob{chunk: chunkID, err: err, arrived: arrived, json: isJSON}
 			}) {
 				continue
@@ -371,21 +593,36 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 			continue
 		}
 		entries := req.Entries
-		if cn.in.cfg.SourceAddressKey != "" {
-			rec, err = addField(rec[:0], entries, cn.in.cfg.SourceAddressKey, cn.ip)
+		if in.cfg.SourceAddressKey != "" {
+			need := len(entries) + req.Count*(len(in.cfg.SourceAddressKey)+len(cn.ip)+24)
+			if cap(rec) < need {
+				if err := cn.mem.set(&cn.mem.rec, int64(need)); err != nil {
+					cn.acks <- ackJob{chunk: chunkID, err: err, arrived: arrived, fresh: true}
+					return
+				}
+				rec = make([]byte, 0, need)
+			}
+			rec, err = addField(rec[:0], entries, in.cfg.SourceAddressKey, cn.ip)
 			if err != nil {
 				m.Error("malformed_frame")
 				log.Warn("malformed entries; connection closed", zap.Error(err))
-				cn.acks <- ackJob{chunk: chunkID, err: err, arrived: arrived}
+				cn.acks <- ackJob{chunk: chunkID, err: err, arrived: arrived, fresh: true}
 				return
 			}
 			entries = rec
 		}
-		err = emit.Emit(cn.in.ctx, pipeline.Chunk{Tag: req.Tag, Entries: entries, Count: req.Count}, func(err error) {
+		cn.blocked(true)
+		err = emit.Emit(cn.ctx, pipeline.Chunk{Tag: req.Tag, Entries: entries, Count: req.Count}, func(err error) {
 			cn.acks <- ackJob{chunk: chunkID, err: err, arrived: arrived, fresh: true, json: isJSON}
 		})
+		cn.blocked(false)
+		if cap(rec) > forwardproto.IdleBytes {
+			rec = nil
+			_ = cn.mem.set(&cn.mem.rec, 0)
+		}
 		if err != nil {
-			// Stopping: the chunk was not taken; no ack, the client resends.
+			// Stopping, or the client is gone: the chunk was not taken; no
+			// ack, the client resends.
 			cn.acks <- ackJob{chunk: chunkID, err: err, arrived: arrived, fresh: true}
 			return
 		}
@@ -424,7 +661,7 @@ func (cn *conn) writer(done chan<- struct{}) {
 }
 
 func (cn *conn) handshake(dec *forwardproto.Decoder) error {
-	_ = cn.c.SetDeadline(time.Now().Add(30 * time.Second))
+	_ = cn.c.SetDeadline(time.Now().Add(cn.in.cfg.HandshakeTimeout.D()))
 	defer func() { _ = cn.c.SetDeadline(time.Time{}) }()
 	helo := forwardproto.NewHelo(len(cn.in.users) > 0)
 	if _, err := cn.c.Write(forwardproto.AppendHelo(nil, helo)); err != nil {

@@ -16,10 +16,12 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fluent/fluent-logger-golang/fluent"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vmihailenco/msgpack/v5"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
@@ -115,6 +117,14 @@ func checkFor(t *testing.T, d time.Duration, fn func() error) {
 
 func startInput(t *testing.T, mod func(*Config), emit pipeline.Emitter) *Input {
 	t.Helper()
+	in, _ := startInputReg(t, mod, emit)
+	return in
+}
+
+// startInputReg starts an input whose metrics are on the registry returned.
+func startInputReg(t *testing.T, mod func(*Config), emit pipeline.Emitter) (*Input, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
 	cfg := defaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	if mod != nil {
@@ -123,7 +133,7 @@ func startInput(t *testing.T, mod func(*Config), emit pipeline.Emitter) *Input {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	set := pipeline.Settings{Name: "fwd", Type: "forward", DataDir: t.TempDir(), Logger: zap.NewNop(), Metrics: pipeline.NopMetrics(pipeline.KindInput, "fwd")}
+	set := pipeline.Settings{Name: "fwd", Type: "forward", DataDir: t.TempDir(), Logger: testLogger(t), Metrics: pipeline.NewMetrics(reg).Component(pipeline.KindInput, "fwd", "forward")}
 	in, err := New(set, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +142,7 @@ func startInput(t *testing.T, mod func(*Config), emit pipeline.Emitter) *Input {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = in.Stop(context.Background()) })
-	return in
+	return in, reg
 }
 
 func dial(t *testing.T, in *Input) net.Conn {
@@ -520,3 +530,26 @@ func makeCerts(t *testing.T, dir string) (certFile, keyFile string, pool *x509.C
 	}
 	return certFile, keyFile, pool, client
 }
+
+func testLogger(t *testing.T) *zap.Logger {
+	if os.Getenv("FORWARD_TEST_LOG") != "" {
+		l, _ := zap.NewDevelopment()
+		return l
+	}
+	return zap.NewNop()
+}
+
+func testSettings(t *testing.T) pipeline.Settings {
+	return pipeline.Settings{Name: "fwd", Type: "forward", DataDir: t.TempDir(), Logger: testLogger(t), Metrics: pipeline.NopMetrics(pipeline.KindInput, "fwd")}
+}
+
+func readDirNames(dir string) ([]string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.Readdirnames(-1)
+}
+
+var errEMFILE = syscall.EMFILE
