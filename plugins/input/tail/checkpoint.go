@@ -202,10 +202,26 @@ func openStore(dir string) (*store, error) {
 	if dir == "" {
 		return s, nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("checkpoint dir: %w", err)
-	}
 	s.path = filepath.Join(dir, "checkpoints.json")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		// The checkpoint directory is a file: set it aside like a bad
+		// checkpoint file.
+		fi, serr := os.Lstat(dir)
+		if serr != nil || fi.IsDir() {
+			return nil, fmt.Errorf("checkpoint dir: %w", err)
+		}
+		c := &corruption{reason: fmt.Errorf("%s is not a directory", dir)}
+		aside := dir + ".corrupt-" + time.Now().UTC().Format("20060102T150405.000000000Z")
+		if rerr := os.Rename(dir, aside); rerr != nil {
+			return nil, fmt.Errorf("checkpoint dir: %w (and it cannot be moved aside: %w)", err, rerr)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("checkpoint dir: %w", err)
+		}
+		c.aside = aside
+		s.recovered, s.existed, s.dirty = c, true, true
+		return s, nil
+	}
 	// Temporary files of a save cut short by a crash.
 	_ = os.Remove(s.path + ".tmp")
 	if tmps, err := filepath.Glob(filepath.Join(dir, ".checkpoints.json.*.tmp")); err == nil {

@@ -17,10 +17,11 @@ func (h *harness) checkpointPath() string {
 	return filepath.Join(h.data, "input", "tail.test", "checkpoints.json")
 }
 
-// asides lists the checkpoint files set aside.
+// asides lists the checkpoint files (or directory) set aside.
 func (h *harness) asides() []string {
 	m, _ := filepath.Glob(h.checkpointPath() + ".corrupt-*")
-	return m
+	d, _ := filepath.Glob(filepath.Dir(h.checkpointPath()) + ".corrupt-*")
+	return append(m, d...)
 }
 
 // TestCorruptCheckpointsResume: a checkpoint file that is garbage no
@@ -102,6 +103,13 @@ func TestCorruptCheckpointKinds(t *testing.T) {
 			t.Cleanup(func() { readFile = os.ReadFile })
 		}, false},
 		{"empty", func(t *testing.T, path string, _ []byte) { write(t, path, nil) }, false},
+		{"checkpoint directory is a file", func(t *testing.T, path string, good []byte) {
+			dir := filepath.Dir(path)
+			if err := os.RemoveAll(dir); err != nil {
+				t.Fatal(err)
+			}
+			write(t, dir, good)
+		}, false},
 		{"cut in the second entry", func(t *testing.T, path string, good []byte) {
 			j := bytes.LastIndex(good, []byte(`"dev"`))
 			write(t, path, good[:j+10])

@@ -79,8 +79,10 @@
 //
 // A checkpoint file that cannot be trusted (a directory, unreadable, not
 // JSON, cut short by a write the file system did not keep, an unknown
-// version, an entry whose sum is wrong) does not stop the input. It is
-// renamed to checkpoints.json.corrupt-TIMESTAMP (kept for a post-mortem),
+// version, an entry whose sum is wrong; or DATA_DIR/input/NAME is a file)
+// does not stop the input. It is renamed to
+// checkpoints.json.corrupt-TIMESTAMP (NAME.corrupt-TIMESTAMP for the
+// directory; kept for a post-mortem),
 // logged at error level with both paths, and counted in
 // logship_tail_checkpoint_corrupt_total and
 // logship_errors_total{reason="checkpoint_corrupt"}. The entries that can
