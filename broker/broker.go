@@ -44,6 +44,11 @@ type Broker struct {
 	segMax int64 // effective segment size
 	lock   *os.File
 
+	// incarnation and epoch name the records appended since Open (see
+	// "Epochs" in doc.go); fixed while open.
+	incarnation uint32
+	epoch       uint32
+
 	closing   chan struct{}
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -98,7 +103,8 @@ func Open(dir string, opts ...Option) (*Broker, error) {
 			_ = lock.Close()
 		}
 	}()
-	if err := b.writeMeta(); err != nil {
+	old, found, err := readMeta(dir, b.log)
+	if err != nil {
 		return nil, err
 	}
 	n, err := b.partitionsOnDisk()
@@ -125,9 +131,26 @@ func Open(dir string, opts ...Option) (*Broker, error) {
 		}
 		b.parts = append(b.parts, p)
 	}
+	var maxSeen uint32
+	restart := ""
+	for _, p := range b.parts {
+		maxSeen = max(maxSeen, p.maxEpoch)
+		if restart == "" && p.restart != "" {
+			restart = fmt.Sprintf("partition %d: %s", p.id, p.restart)
+		}
+	}
+	if err := b.beginEpoch(old, found, maxSeen, restart); err != nil {
+		return nil, err
+	}
+	for _, p := range b.parts {
+		if err := p.upgradeTail(); err != nil {
+			return nil, err
+		}
+	}
 	if err := b.m.register(o.registerer); err != nil {
 		return nil, err
 	}
+	b.used = 0 // upgradeTail's rolls counted their headers; recount
 	for _, p := range b.parts {
 		b.used += p.bytesLocked()
 		if p.writable {
@@ -159,22 +182,6 @@ func lockDir(dir string) (*os.File, error) {
 		return nil, fmt.Errorf("broker: lock %s: %w", dir, err)
 	}
 	return f, nil
-}
-
-func (b *Broker) writeMeta() error {
-	path := filepath.Join(b.dir, metaFile)
-	data, err := os.ReadFile(path)
-	if err == nil {
-		var v int
-		if _, serr := fmt.Sscanf(string(data), "logship-buffer %d", &v); serr == nil && v > formatVersion {
-			return fmt.Errorf("broker: %s: buffer format version %d is newer than this logship's (%d)", path, v, formatVersion)
-		}
-		if string(data) == metaContents {
-			return nil
-		}
-		b.log.Warn("rewriting unreadable buffer META file", zap.String("path", path))
-	}
-	return writeFileAtomic(path, []byte(metaContents))
 }
 
 // writeFileAtomic writes a file with temp file, fsync, rename and fsync of
@@ -307,6 +314,13 @@ func (b *Broker) Close() error {
 		if err := b.flushCursors(); err != nil {
 			errs = append(errs, err)
 		}
+		if len(errs) == 0 {
+			// the clean-shutdown marker: the next Open keeps the epoch
+			m := meta{incarnation: b.incarnation, epoch: b.epoch, clean: true}
+			if err := b.writeMeta(m); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		for _, p := range b.parts {
 			p.closeFiles()
 		}
@@ -325,6 +339,9 @@ type Stats struct {
 	MaxBytes   int64
 	Partitions []PartitionStats
 	Cursors    []CursorStats // sorted by name, then partition
+	// Epoch is Record.Epoch of the records appended since Open:
+	// incarnation<<32 | epoch (see "Epochs" in doc.go).
+	Epoch uint64
 	// Totals since Open.
 	DroppedRecords uint64
 	DroppedEvents  uint64
@@ -355,7 +372,7 @@ type CursorStats struct {
 
 // Stats returns a snapshot of sizes, offsets and cursor lags.
 func (b *Broker) Stats() Stats {
-	s := Stats{MaxBytes: b.opts.maxBytes}
+	s := Stats{MaxBytes: b.opts.maxBytes, Epoch: b.recordEpoch(b.epoch)}
 	b.spaceMu.Lock()
 	s.Bytes = b.used
 	b.spaceMu.Unlock()

@@ -485,7 +485,7 @@ func (c *Cursor) readFrame(f segFile, h frameHeader, hb []byte, limit int64, wan
 		if !want {
 			return Record{}, true, nil
 		}
-		rec := Record{Offset: h.offset, Count: int(h.count), Tag: c.tag(payload[:tagLen])}
+		rec := Record{Offset: h.offset, Epoch: c.p.b.recordEpoch(h.epoch), Count: int(h.count), Tag: c.tag(payload[:tagLen])}
 		rec.Entries = make([]byte, len(payload)-tagLen)
 		copy(rec.Entries, payload[tagLen:])
 		return rec, true, nil
@@ -516,7 +516,7 @@ func (c *Cursor) readFrame(f segFile, h frameHeader, hb []byte, limit int64, wan
 	if crc32.Update(crc, crcTable, payload) != h.crc {
 		return Record{}, false, nil
 	}
-	return Record{Offset: h.offset, Count: int(h.count), Tag: c.tag(payload[:tagLen]), Entries: payload[tagLen:]}, true, nil
+	return Record{Offset: h.offset, Epoch: c.p.b.recordEpoch(h.epoch), Count: int(h.count), Tag: c.tag(payload[:tagLen]), Entries: payload[tagLen:]}, true, nil
 }
 
 func (c *Cursor) tag(b []byte) string {

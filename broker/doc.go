@@ -12,7 +12,7 @@
 // Open(dir) owns dir (e.g. DATA_DIR/buffer):
 //
 //	dir/LOCK                             flock(2)ed exclusively while a Broker is open
-//	dir/META                             "logship-buffer 1\n": the format version
+//	dir/META                             format version, incarnation, epoch, clean marker (see Epochs)
 //	dir/p0000/                           partition 0
 //	dir/p0000/00000000000000000000.seg   segment whose first record has offset 0
 //	dir/p0000/00000000000000004711.seg   next segment, base offset 4711
@@ -40,14 +40,22 @@
 // A segment starts with a 32-byte header, then frames back to back, no
 // padding. All integers are little-endian.
 //
-//	header: 0 magic "LSHPSEG\x00" | 8 version u16 (=1) | 10 flags u16 (=0)
+//	header: 0 magic "LSHPSEG\x00" | 8 version u16 (=2) | 10 flags u16 (=0)
 //	        12 partition u32 | 16 base offset u64 | 24 reserved u32
 //	        28 CRC32C of bytes [0,28)
 //
 //	frame:  0 magic u32 (0x52534CF7) | 4 CRC32C of bytes [8, 32+length)
 //	        8 length u32 (tag + entries) | 12 count u32 (events in entries)
-//	        16 offset u64 | 24 tag length u16 | 26 flags u16 | 28 reserved u32
+//	        16 offset u64 | 24 tag length u16 | 26 flags u16 | 28 epoch u32
 //	        32 tag bytes | entries bytes
+//
+// Version 2 segments differ from version 1 only in the frame's u32 at 28:
+// the epoch the frame was written in (see Epochs), covered by the CRC like
+// the rest of the header. Version 1 wrote 0 there; version 1 segments are
+// read as they are (their records have epoch 0) and never appended to: at
+// Open a version 1 last segment is sealed and a version 2 one started (an
+// empty one gets a version 2 header instead). The cursor file format is
+// unchanged (version 1).
 //
 // The CRC (Castagnoli) covers everything in the frame after itself, so a
 // torn, truncated or flipped frame is detected, and so is a frame whose
@@ -89,6 +97,44 @@
 // Open, so no later record is skipped, and new records at those offsets
 // carry a new epoch (see Epochs).
 //
+// # Epochs
+//
+// An offset names a record only within an epoch: after a power cut lost an
+// unsynced tail, or when a buffer is recreated, new records get offsets
+// that records already read had. So that (epoch, partition, offset) never
+// names two different contents, every record carries the epoch it was
+// written in: Record.Epoch = incarnation<<32 | frame epoch.
+//
+//   - The incarnation is a random non-zero u32 (crypto/rand) made when the
+//     buffer directory is created, or when its META is missing or
+//     unreadable (a buffer written before epochs gets one at its first
+//     Open). A recreated buffer therefore yields different epochs too.
+//   - The frame epoch (the u32 at byte 28 of every frame) is the epoch of
+//     the Open that appended it; a record keeps it for good.
+//   - A new epoch begins (the counter in META goes up by one, or to one
+//     above the highest frame epoch found in a last segment if that is
+//     higher) at every Open that does not find the clean-shutdown marker,
+//     when the buffer is new, and when a partition may reuse offsets (a
+//     partition without a segment file, a cursor committed past the end of
+//     the log, a last segment set aside as damaged). A clean Close/Open
+//     keeps the epoch.
+//   - Close writes the marker (the "clean" line of META) only after the
+//     final fdatasync of every partition and the cursor flush succeeded.
+//     Open rewrites META without it (temp file, fsync, rename, fsync of the
+//     directory) before the first append, so a crash after Open is never
+//     taken for a clean stop.
+//
+// META is text:
+//
+//	logship-buffer 2
+//	incarnation 1a2b3c4d
+//	epoch 7
+//	clean
+//
+// A logship that reads only version 1 refuses a version 2 META rather than
+// take frames with a non-zero epoch for corrupted ones. Should the counter
+// reach 2^32-1, the next new epoch comes with a new incarnation.
+//
 // # Invariants
 //
 //  1. Nothing is acknowledged that is not stored (durably, per the sync
@@ -103,6 +149,13 @@
 //     is never deleted.
 //  5. Buffer size is the sum of the segment file sizes; appends reserve
 //     their frame size before being written.
+//  6. Under SyncAlways and SyncInterval no reader sees a record that an
+//     fdatasync has not covered (and Commit refuses its offset).
+//  7. No two records with different bytes ever have the same (Epoch,
+//     Partition, Offset), across crashes, power cuts and recreated
+//     buffers.
+//  8. An epoch is never reused within an incarnation: a new one is made
+//     durable in META before the first record of it is appended.
 //
 // # Recovery (Open)
 //

@@ -13,17 +13,26 @@ import (
 const (
 	segHeaderSize   = 32
 	frameHeaderSize = 32
-	formatVersion   = 1
-	frameMagic      = 0x52534CF7
-	flagLost        = 1
+	// segVersion is the version of the segments this code creates: 2,
+	// whose frames carry their epoch at byte 28. Version 1 segments
+	// (written before epochs, the u32 at 28 is 0) are read as epoch 0.
+	segVersion    = 2
+	segVersionMin = 1
+	// cursorVersion is the cursor file version (unchanged by epochs).
+	cursorVersion = 1
+	// metaVersion is the version in META; a logship that reads only
+	// version 1 refuses a version 2 buffer instead of taking its frames
+	// with a non-zero epoch for corrupted ones.
+	metaVersion = 2
+	frameMagic  = 0x52534CF7
+	flagLost    = 1
 
-	segSuffix    = ".seg"
-	curSuffix    = ".cur"
-	tmpSuffix    = ".tmp"
-	cursorsDir   = "cursors"
-	metaFile     = "META"
-	lockFile     = "LOCK"
-	metaContents = "logship-buffer 1\n"
+	segSuffix  = ".seg"
+	curSuffix  = ".cur"
+	tmpSuffix  = ".tmp"
+	cursorsDir = "cursors"
+	metaFile   = "META"
+	lockFile   = "LOCK"
 
 	cursorFileSize = 32
 	maxTagLen      = 1<<16 - 1
@@ -49,7 +58,7 @@ type segHeader struct {
 func putSegHeader(b []byte, partition int, base uint64) {
 	_ = b[segHeaderSize-1]
 	copy(b[0:8], segMagic[:])
-	binary.LittleEndian.PutUint16(b[8:], formatVersion)
+	binary.LittleEndian.PutUint16(b[8:], segVersion)
 	binary.LittleEndian.PutUint16(b[10:], 0)
 	binary.LittleEndian.PutUint32(b[12:], uint32(partition))
 	binary.LittleEndian.PutUint64(b[16:], base)
@@ -72,8 +81,8 @@ func parseSegHeader(b []byte) (segHeader, error) {
 		partition: binary.LittleEndian.Uint32(b[12:]),
 		base:      binary.LittleEndian.Uint64(b[16:]),
 	}
-	if h.version != formatVersion {
-		return h, fmt.Errorf("%w: segment format version %d (this logship reads %d)", errUnknownVersion, h.version, formatVersion)
+	if h.version < segVersionMin || h.version > segVersion {
+		return h, fmt.Errorf("%w: segment format version %d (this logship reads %d to %d)", errUnknownVersion, h.version, segVersionMin, segVersion)
 	}
 	return h, nil
 }
@@ -88,12 +97,13 @@ type frameHeader struct {
 	offset uint64
 	tagLen uint16
 	flags  uint16
+	epoch  uint32 // the epoch the frame was written in; 0 in version 1 segments
 }
 
 func (h frameHeader) size() int64 { return frameHeaderSize + int64(h.length) }
 
 // putFrameHeader encodes h (without CRC) into b[0:32].
-func putFrameHeader(b []byte, length, count uint32, offset uint64, tagLen, flags uint16) {
+func putFrameHeader(b []byte, length, count uint32, offset uint64, tagLen, flags uint16, epoch uint32) {
 	_ = b[frameHeaderSize-1]
 	binary.LittleEndian.PutUint32(b[0:], frameMagic)
 	binary.LittleEndian.PutUint32(b[4:], 0)
@@ -102,7 +112,7 @@ func putFrameHeader(b []byte, length, count uint32, offset uint64, tagLen, flags
 	binary.LittleEndian.PutUint64(b[16:], offset)
 	binary.LittleEndian.PutUint16(b[24:], tagLen)
 	binary.LittleEndian.PutUint16(b[26:], flags)
-	binary.LittleEndian.PutUint32(b[28:], 0)
+	binary.LittleEndian.PutUint32(b[28:], epoch)
 }
 
 func parseFrameHeader(b []byte) (frameHeader, bool) {
@@ -117,8 +127,9 @@ func parseFrameHeader(b []byte) (frameHeader, bool) {
 		offset: binary.LittleEndian.Uint64(b[16:]),
 		tagLen: binary.LittleEndian.Uint16(b[24:]),
 		flags:  binary.LittleEndian.Uint16(b[26:]),
+		epoch:  binary.LittleEndian.Uint32(b[28:]),
 	}
-	if uint32(h.tagLen) > h.length || binary.LittleEndian.Uint32(b[28:]) != 0 {
+	if uint32(h.tagLen) > h.length {
 		return frameHeader{}, false
 	}
 	if h.flags&^flagLost != 0 || (h.flags&flagLost != 0 && h.length != 0) {
@@ -139,12 +150,16 @@ func frameCRC(hdr []byte, parts ...[]byte) uint32 {
 
 func setFrameCRC(hdr []byte, crc uint32) { binary.LittleEndian.PutUint32(hdr[4:], crc) }
 
-// encodeFrame appends a complete frame to dst (tests and repair; the append
-// path builds headers in place).
+// encodeFrame appends a complete frame of epoch 0 to dst (tests and
+// repair; the append path builds headers in place).
 func encodeFrame(dst []byte, offset uint64, tag string, entries []byte, count uint32, flags uint16) []byte {
+	return encodeFrameEpoch(dst, offset, 0, tag, entries, count, flags)
+}
+
+func encodeFrameEpoch(dst []byte, offset uint64, epoch uint32, tag string, entries []byte, count uint32, flags uint16) []byte {
 	start := len(dst)
 	var hdr [frameHeaderSize]byte
-	putFrameHeader(hdr[:], uint32(len(tag)+len(entries)), count, offset, uint16(len(tag)), flags)
+	putFrameHeader(hdr[:], uint32(len(tag)+len(entries)), count, offset, uint16(len(tag)), flags, epoch)
 	dst = append(dst, hdr[:]...)
 	dst = append(dst, tag...)
 	dst = append(dst, entries...)
@@ -217,7 +232,7 @@ func unescapeCursorName(s string) (string, bool) {
 func encodeCursor(b []byte, committed uint64, unixNano int64) {
 	_ = b[cursorFileSize-1]
 	copy(b[0:4], curMagic[:])
-	binary.LittleEndian.PutUint16(b[4:], formatVersion)
+	binary.LittleEndian.PutUint16(b[4:], cursorVersion)
 	binary.LittleEndian.PutUint16(b[6:], 0)
 	binary.LittleEndian.PutUint64(b[8:], committed)
 	binary.LittleEndian.PutUint64(b[16:], uint64(unixNano))
@@ -230,7 +245,7 @@ func decodeCursor(b []byte) (committed uint64, unixNano int64, err error) {
 		binary.LittleEndian.Uint32(b[28:]) != crc32.Checksum(b[0:28], crcTable) {
 		return 0, 0, errors.New("bad cursor file")
 	}
-	if v := binary.LittleEndian.Uint16(b[4:]); v != formatVersion {
+	if v := binary.LittleEndian.Uint16(b[4:]); v != cursorVersion {
 		return 0, 0, fmt.Errorf("cursor file version %d", v)
 	}
 	return binary.LittleEndian.Uint64(b[8:]), int64(binary.LittleEndian.Uint64(b[16:])), nil

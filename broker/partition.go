@@ -24,6 +24,12 @@ type partition struct {
 	dir      string
 	writable bool
 
+	// set by Open: the highest frame epoch of the last segment, and why
+	// the partition may reuse offsets of records that existed (a new epoch
+	// must begin), "" if it does not
+	maxEpoch uint32
+	restart  string
+
 	mu      sync.Mutex
 	segs    []*segment
 	next    uint64 // records below next are completely written
@@ -122,6 +128,7 @@ func (b *Broker) openPartition(id int) (*partition, error) {
 	}
 	slices.Sort(bases)
 	if len(bases) == 0 {
+		p.restart = "no segment file: offsets start again"
 		path := filepath.Join(p.dir, segName(0))
 		if err := createSegmentFile(path, id, 0); err != nil {
 			return nil, fmt.Errorf("broker: partition %d: %w", id, err)
@@ -268,6 +275,11 @@ func (p *partition) recoverTail(s *segment) error {
 	}
 	s.size = res.validEnd
 	s.next = res.next
+	s.version = res.version
+	if res.shortHead || res.version == 0 {
+		s.version = segVersion // header rewritten above, or unreadable
+	}
+	p.maxEpoch = res.maxEpoch
 	s.records = res.records
 	s.events = int64(res.events)
 	s.index = res.index
@@ -311,6 +323,7 @@ func (p *partition) loadCursors() error {
 		case committed > p.next:
 			log.Warn("cursor points past the end of the log; clamped to the end",
 				zap.Uint64("committed", committed), zap.Uint64("end", p.next))
+			p.restart = "a cursor points past the end of the log: records were lost and their offsets are reused"
 			c.committed, c.dirty = p.next, true
 		case committed < first:
 			log.Warn("cursor points into a deleted segment; clamped to the oldest retained record",
@@ -469,7 +482,7 @@ func (p *partition) writeGroup(batch []*appendReq) (int, error) {
 	for i := 0; i < j; i++ {
 		r := batch[i]
 		hb := p.hdrs[h : h+frameHeaderSize+len(r.tag)]
-		putFrameHeader(hb, uint32(len(r.tag)+len(r.entries)), r.count, off+uint64(i), uint16(len(r.tag)), 0)
+		putFrameHeader(hb, uint32(len(r.tag)+len(r.entries)), r.count, off+uint64(i), uint16(len(r.tag)), 0, p.b.epoch)
 		copy(hb[frameHeaderSize:], r.tag)
 		setFrameCRC(hb, frameCRC(hb, hb[frameHeaderSize:], r.entries))
 		iovs = append(iovs, hb)
@@ -618,7 +631,7 @@ func (p *partition) roll() error {
 		_ = os.Remove(path)
 		return err
 	}
-	s := &segment{p: p, base: base, path: path, size: segHeaderSize, next: base}
+	s := &segment{p: p, base: base, path: path, size: segHeaderSize, next: base, version: segVersion}
 	s.adopt(f)
 	syncing := p.b.opts.sync != SyncNone
 	p.mu.Lock()
@@ -637,6 +650,33 @@ func (p *partition) roll() error {
 	p.wf = f
 	p.b.written(0, segHeaderSize)
 	p.b.kickRetention()
+	return nil
+}
+
+// upgradeTail makes sure appends go to a segment of the current version,
+// whose frames carry their epoch: the header of an empty version 1 last
+// segment is rewritten, a non-empty one is sealed and a new segment
+// started. Open calls it before the writer starts.
+func (p *partition) upgradeTail() error {
+	s := p.active
+	if !p.writable || s.version == segVersion {
+		return nil
+	}
+	if s.size > segHeaderSize {
+		if err := p.roll(); err != nil {
+			return fmt.Errorf("broker: partition %d: start a version %d segment: %w", p.id, segVersion, err)
+		}
+		return nil
+	}
+	var hdr [segHeaderSize]byte
+	putSegHeader(hdr[:], p.id, s.base)
+	if _, err := p.wf.WriteVAt([][]byte{hdr[:]}, 0); err != nil {
+		return fmt.Errorf("broker: rewrite header of %s: %w", s.path, err)
+	}
+	if err := p.wf.Datasync(); err != nil {
+		return fmt.Errorf("broker: rewrite header of %s: %w", s.path, err)
+	}
+	s.version = segVersion
 	return nil
 }
 

@@ -287,7 +287,7 @@ func TestOpenRefusesNewerSegmentVersion(t *testing.T) {
 	dir := t.TempDir()
 	seg, _ := writeLog(t, dir, 2)
 	modifyFile(t, seg, func(d []byte) []byte {
-		binary.LittleEndian.PutUint16(d[8:], 2)
+		binary.LittleEndian.PutUint16(d[8:], segVersion+1)
 		binary.LittleEndian.PutUint32(d[28:], crc32c(d[:28]))
 		return d
 	})

@@ -443,9 +443,18 @@ func checkCursors(r *CheckReport, pdir string, id int, first, next uint64, repai
 // InspectReport describes a buffer directory: partitions, segments and
 // cursors with their lag.
 type InspectReport struct {
-	Dir        string
-	Partitions []InspectPartition
-	Cursors    []InspectCursor // by name, then partition
+	Dir string
+	// From META (see "Epochs" in doc.go): the buffer's random incarnation
+	// id, the frame epoch of the records appended since the last Open, and
+	// whether the last stop was clean (the next Open keeps the epoch) or
+	// not (it begins a new one). MetaOK is false when META is missing or
+	// unreadable (the next Open makes a new incarnation).
+	MetaOK      bool
+	Incarnation uint32
+	Epoch       uint32
+	Clean       bool
+	Partitions  []InspectPartition
+	Cursors     []InspectCursor // by name, then partition
 }
 
 // InspectPartition describes one partition.
@@ -468,6 +477,10 @@ type InspectSegment struct {
 	FirstOffset uint64 // base offset when empty
 	LastOffset  uint64 // meaningful when Records > 0
 	Problems    int    // bad spans or header problems (see Check)
+	Version     uint16 // segment format version, 0 when the header is bad
+	// frame epochs of its records (meaningful when Records > 0); version
+	// 1 segments hold epoch 0 only
+	MinEpoch, MaxEpoch uint32
 }
 
 // InspectCursor describes one cursor of one partition.
@@ -488,6 +501,11 @@ func Inspect(dir string) (*InspectReport, error) {
 	}
 	defer lock.Close()
 	r := &InspectReport{Dir: dir}
+	if data, err := os.ReadFile(filepath.Join(dir, metaFile)); err == nil {
+		if m, err := parseMeta(data); err == nil {
+			r.MetaOK, r.Incarnation, r.Epoch, r.Clean = true, m.incarnation, m.epoch, m.clean
+		}
+	}
 	for _, id := range parts {
 		pdir := filepath.Join(dir, partDirName(id))
 		ents, err := os.ReadDir(pdir)
@@ -507,10 +525,17 @@ func Inspect(dir string) (*InspectReport, error) {
 			st, err := f.Stat()
 			var res scanResult
 			var lastOff uint64
+			minE, maxE := uint32(0), uint32(0)
+			seen := false
 			if err == nil {
 				res, err = scanSegment(f, st.Size(), base, func(_ int64, h frameHeader) error {
 					if h.flags&flagLost == 0 {
 						lastOff = h.offset
+						if !seen || h.epoch < minE {
+							minE = h.epoch
+						}
+						maxE = max(maxE, h.epoch)
+						seen = true
 					}
 					return nil
 				})
@@ -520,7 +545,8 @@ func Inspect(dir string) (*InspectReport, error) {
 				return nil, fmt.Errorf("broker: scan %s: %w", e.Name(), err)
 			}
 			is := InspectSegment{Name: e.Name(), Bytes: res.fileSize, Records: res.records, Events: res.events,
-				FirstOffset: res.firstOff, LastOffset: lastOff, Problems: len(res.bad)}
+				FirstOffset: res.firstOff, LastOffset: lastOff, Problems: len(res.bad),
+				Version: res.version, MinEpoch: minE, MaxEpoch: maxE}
 			if res.headerBad || res.shortHead || res.headerErr != nil {
 				is.Problems++
 			}
@@ -578,7 +604,17 @@ func (r *InspectReport) WriteText(w io.Writer) error {
 		total += p.Bytes
 		nseg += len(p.Segments)
 	}
-	ew.printf("buffer %s: %d partitions, %d segments, %s\n\n", r.Dir, len(r.Partitions), nseg, humanBytes(total))
+	ew.printf("buffer %s: %d partitions, %d segments, %s\n", r.Dir, len(r.Partitions), nseg, humanBytes(total))
+	switch {
+	case !r.MetaOK:
+		ew.printf("META missing or unreadable: the next open gives the buffer a new incarnation\n\n")
+	case r.Incarnation == 0:
+		ew.printf("format version 1 (no epochs): the next open gives the buffer an incarnation and epoch 1\n\n")
+	case r.Clean:
+		ew.printf("incarnation %08x, epoch %d, stopped cleanly (the next open keeps epoch %d)\n\n", r.Incarnation, r.Epoch, r.Epoch)
+	default:
+		ew.printf("incarnation %08x, epoch %d, not stopped cleanly (the next open begins epoch %d)\n\n", r.Incarnation, r.Epoch, r.Epoch+1)
+	}
 	tw := tabwriter.NewWriter(ew, 0, 8, 2, ' ', 0)
 	fmt.Fprintf(tw, "PARTITION\tSEGMENTS\tBYTES\tRECORDS\tEVENTS\tFIRST OFFSET\tNEXT OFFSET\n")
 	for _, p := range r.Partitions {
@@ -587,18 +623,22 @@ func (r *InspectReport) WriteText(w io.Writer) error {
 	_ = tw.Flush()
 	ew.printf("\n")
 	tw = tabwriter.NewWriter(ew, 0, 8, 2, ' ', 0)
-	fmt.Fprintf(tw, "PARTITION\tSEGMENT\tBYTES\tRECORDS\tEVENTS\tOFFSETS\tPROBLEMS\n")
+	fmt.Fprintf(tw, "PARTITION\tSEGMENT\tBYTES\tRECORDS\tEVENTS\tOFFSETS\tEPOCHS\tPROBLEMS\n")
 	for _, p := range r.Partitions {
 		for _, s := range p.Segments {
-			offs := "-"
+			offs, epochs := "-", "-"
 			if s.Records > 0 {
 				offs = fmt.Sprintf("%d..%d", s.FirstOffset, s.LastOffset)
+				epochs = fmt.Sprint(s.MinEpoch)
+				if s.MaxEpoch != s.MinEpoch {
+					epochs = fmt.Sprintf("%d..%d", s.MinEpoch, s.MaxEpoch)
+				}
 			}
 			probs := "-"
 			if s.Problems > 0 {
 				probs = fmt.Sprintf("%d (run buffer check)", s.Problems)
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\n", p.Partition, s.Name, humanBytes(s.Bytes), s.Records, s.Events, offs, probs)
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", p.Partition, s.Name, humanBytes(s.Bytes), s.Records, s.Events, offs, epochs, probs)
 		}
 	}
 	_ = tw.Flush()

@@ -167,6 +167,8 @@ type scanResult struct {
 	index     []indexEntry
 	shortHead bool // file shorter than a header
 	fileSize  int64
+	version   uint16 // header version, 0 when the header is bad
+	maxEpoch  uint32 // highest frame epoch seen
 }
 
 // frameFunc is called for every valid frame a scan meets, in order.
@@ -198,6 +200,8 @@ func scanSegment(r io.ReaderAt, size int64, base uint64, fn frameFunc) (scanResu
 		return res, nil
 	case herr != nil || h.base != base:
 		res.headerBad = true
+	default:
+		res.version = h.version
 	}
 	pos := int64(segHeaderSize)
 	expect := base
@@ -235,6 +239,7 @@ func scanSegment(r io.ReaderAt, size int64, base uint64, fn frameFunc) (scanResu
 			res.firstOff = fh.offset
 			res.hasFrames = true
 		}
+		res.maxEpoch = max(res.maxEpoch, fh.epoch)
 		if fh.flags&flagLost != 0 {
 			res.knownLost += uint64(fh.count)
 			expect = fh.offset + uint64(fh.count)

@@ -11,6 +11,9 @@ type segment struct {
 	p    *partition
 	base uint64
 	path string
+	// version of the segment's format (segVersion for the segments this
+	// code creates); set before the segment is shared
+	version uint16
 
 	// guarded by p.mu
 	size     int64  // bytes of header and complete frames (readers stop here)
