@@ -62,6 +62,14 @@ func (fp fingerprint) matches(head []byte) bool {
 
 // tailBytes is how many bytes before a checkpoint's offset are hashed: on
 // resume they must still be there, or the file was rewritten.
+//
+// Device and inode (the fileKey) and the head fingerprint stay part of
+// the identity. Other inode times do not help here: a truncation and
+// rewrite in place keeps the inode and its birth time, and ctime and mtime
+// change with every append, so neither tells a rewrite from growth. Birth
+// time would only tell a reused inode from the old file, and such a file
+// also has to match the 256 bytes at the start and the 256 before the
+// offset to be taken for it.
 const tailBytes = 256
 
 // tailSum is FNV-1a over the n bytes before an offset (n = min(offset,

@@ -63,7 +63,7 @@
 // ack returns an error for which pipeline.IsPermanent holds, or
 // broker.ErrTooLarge) means those events can never be stored: they are
 // dropped on purpose, counted in
-// logship_dropped_records_total{reason="not_storable"}, logged (at most
+// logship_dropped_records_total{reason="permanent_error"}, logged (at most
 // every 10s per file), and the checkpoint moves past them as if they
 // were stored, so the file is never read again in a loop. Checkpoints are written every second, at
 // stop, and at once when a file is found or its content is replaced, to

@@ -1004,7 +1004,7 @@ func (t *tailer) acked(p *pendingChunk, err error) {
 
 // dropReason labels dropped_records_total for events of a chunk the
 // pipeline refused for good.
-const dropReason = "not_storable"
+const dropReason = "permanent_error"
 
 // retire finishes a file that is gone: whatever waits is emitted, every
 // chunk must be acknowledged, then the file is closed and its checkpoint
