@@ -180,6 +180,10 @@
 // Per file (the series go when the file is closed):
 // logship_tail_file_read_bytes_total, logship_tail_file_records_total,
 // logship_tail_file_lag_bytes. Per input: logship_tail_files_open,
-// logship_tail_rotations_total{kind}, logship_tail_rewinds_total and the
-// loss ledger above.
+// logship_tail_rotations_total{kind} (gone, deleted, truncated, renamed,
+// copy, rewritten), logship_tail_rewinds_total, the loss ledger above,
+// logship_tail_checkpoint_corrupt_total and
+// logship_tail_unparsed_lines_total{reason} (invalid, too_deep). Events
+// dropped on a permanent error are in the pipeline's
+// logship_dropped_records_total{reason="permanent_error"}.
 package tail
