@@ -333,6 +333,26 @@ func (b *Broker) Close() error {
 	return b.closeErr
 }
 
+// Healthy returns nil when appends can succeed, and otherwise the error of
+// the last failed write or fdatasync (a full filesystem included), until
+// an append succeeds again; ErrClosed once closed. A service reports
+// itself not ready (/readyz) while it is not nil: appends wait or fail
+// meanwhile, nothing is acknowledged that was not stored.
+func (b *Broker) Healthy() error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	var errs []error
+	for _, p := range b.parts {
+		p.hmu.Lock()
+		if p.herr != nil {
+			errs = append(errs, fmt.Errorf("broker: partition %d: %w", p.id, p.herr))
+		}
+		p.hmu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
 // Stats is a snapshot of the buffer.
 type Stats struct {
 	Bytes      int64 // sum of segment file sizes

@@ -462,7 +462,31 @@ func (c *Cursor) scanTo(s *segment, off uint64, limit int64, segNext uint64, bad
 			return rec, true, nil
 		}
 	}
+	if c.expect < segNext {
+		c.missing(s, limit, segNext)
+	}
 	return Record{}, false, nil
+}
+
+// missing counts (once per segment) the offsets a segment should hold
+// after its last frame but does not: it was truncated at a frame boundary,
+// or the segment after it is missing.
+func (c *Cursor) missing(s *segment, limit int64, segNext uint64) {
+	p := c.p
+	span := badSpan{start: limit, end: limit, firstLost: c.expect, lost: segNext - c.expect, torn: true}
+	p.mu.Lock()
+	_, known := s.badAt(limit)
+	if !known {
+		s.bad = append(s.bad, span)
+	}
+	p.mu.Unlock()
+	if !known {
+		p.b.m.corruptRecords.Add(span.lost)
+		p.b.log.Warn("records missing: the segment ends before the next one begins (truncated, or a segment file is missing)",
+			zap.Int("partition", p.id), zap.String("segment", s.path), zap.Int64("at", limit),
+			zap.Uint64("first_offset", span.firstLost), zap.Uint64("records", span.lost))
+	}
+	c.expect = segNext
 }
 
 // readFrame verifies the CRC of the frame at c.pos and, if want, returns

@@ -169,17 +169,42 @@
 // the end of the file, the span is a torn tail: the file is truncated after
 // the last valid frame. Sealed segments are not read at Open; readers apply
 // the same resynchronisation when they meet a bad frame and count each bad
-// span once. A segment header that does not validate is counted and the base
-// offset is taken from the file name; a last segment shorter than its header
-// gets a new header. A header with a valid CRC but an unknown version makes
-// Open fail: a newer logship wrote it. Nothing else makes Open refuse to
-// start.
+// span once. Readers also count, once per segment, the offsets a sealed
+// segment should hold after its last valid frame but does not (it was
+// truncated at a frame boundary, or the segment file after it is missing):
+// the span from its last record to the next segment's base. A segment
+// header that does not validate is counted and the base offset is taken
+// from the file name; a last segment shorter than its header gets a new
+// header. A header with a valid CRC but an unknown version makes Open fail:
+// a newer logship wrote it.
 //
-// Cursor files are hints. A cursor file that does not validate is ignored
-// (logged); the cursor then starts at the oldest retained offset, which
-// re-delivers rather than loses. A cursor pointing past the end of the log is
-// clamped to the end, and one pointing before the first retained segment is
-// clamped to its base; both are logged.
+// Damage to the directory degrades, it never stops the broker. A path that
+// should be a file or a directory and is not (a segment or cursor file that
+// is a directory, a partition or cursors directory that is a file, a META
+// that is a directory) is set aside, renamed to NAME.damaged-UNIXNANOS, and
+// logged. A middle segment set aside is a gap readers count. A last
+// segment set aside loses its records: appends continue at its base offset
+// (in a new epoch, after the previous segment's records), cursors past it
+// are clamped there, and what cursors had consumed of it (the highest
+// committed offset minus its base, a lower bound of the loss) is counted
+// in logship_buffer_corrupted_records_total. Open fails only for a newer
+// format, a locked directory, or I/O errors that leave nothing to append to.
+//
+// Cursor files are hints. A cursor file that cannot be read or does not
+// validate is ignored (logged); the cursor then starts at the oldest
+// retained offset, which re-delivers rather than loses. A cursor pointing
+// past the end of the log is clamped to the end (a new epoch begins), and
+// one pointing before the first retained segment is clamped to its base;
+// both are logged.
+//
+// # Health
+//
+// Healthy returns nil while appends can succeed. A failed write (a full
+// filesystem included) or fdatasync makes it return that error until an
+// append succeeds again (for SyncAlways and SyncInterval: until an
+// fdatasync that started after the error succeeds). The service reports
+// not ready (/readyz) meanwhile; appends wait (full filesystem) or fail,
+// and nothing is acknowledged that was not stored.
 //
 // # Partitions
 //

@@ -29,6 +29,15 @@ type partition struct {
 	// must begin), "" if it does not
 	maxEpoch uint32
 	restart  string
+	// the last segment was not a file; lostTailAt is its base offset
+	lostTail   bool
+	lostTailAt uint64
+
+	// health: the error of the last failed write or fdatasync, until an
+	// append succeeds (Broker.Healthy); hseq counts the errors set
+	hmu  sync.Mutex
+	herr error
+	hseq uint64
 
 	mu      sync.Mutex
 	segs    []*segment
@@ -110,6 +119,13 @@ func (b *Broker) openPartition(id int) (*partition, error) {
 		qkick:    make(chan struct{}, 1),
 		skick:    make(chan struct{}, 1),
 	}
+	// a partition or cursors directory that is not a directory is set
+	// aside: the partition starts again rather than refuse to open
+	for _, d := range []string{p.dir, filepath.Join(p.dir, cursorsDir)} {
+		if st, err := os.Lstat(d); err == nil && !st.IsDir() {
+			setAside(d, b.log)
+		}
+	}
 	if err := os.MkdirAll(filepath.Join(p.dir, cursorsDir), 0o755); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
@@ -117,26 +133,52 @@ func (b *Broker) openPartition(id int) (*partition, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	var bases []uint64
+	var bases, badBases []uint64
 	for _, e := range ents {
 		name := e.Name()
-		if base, ok := parseSegName(name); ok && e.Type().IsRegular() {
+		base, ok := parseSegName(name)
+		switch {
+		case ok && e.Type().IsRegular():
 			bases = append(bases, base)
-		} else if strings.HasSuffix(name, tmpSuffix) {
+		case ok:
+			// not a file (a directory, a socket, ...): its records are
+			// lost; readers count the gap it leaves
+			b.log.Warn("segment path is not a regular file; its records are lost",
+				zap.Int("partition", id), zap.String("segment", filepath.Join(p.dir, name)), zap.String("type", e.Type().String()))
+			setAside(filepath.Join(p.dir, name), b.log)
+			badBases = append(badBases, base)
+		case strings.HasSuffix(name, tmpSuffix):
 			_ = os.Remove(filepath.Join(p.dir, name)) // an interrupted repair
 		}
 	}
 	slices.Sort(bases)
+	slices.Sort(badBases)
+	if n := len(badBases); n > 0 && (len(bases) == 0 || badBases[n-1] > bases[len(bases)-1]) {
+		// the last segment is gone: appends continue at its base (or
+		// after the last good segment), in a new epoch
+		p.lostTail, p.lostTailAt = true, badBases[n-1]
+		p.restart = "the last segment was not a file: its offsets are reused"
+	}
 	if len(bases) == 0 {
-		p.restart = "no segment file: offsets start again"
-		path := filepath.Join(p.dir, segName(0))
-		if err := createSegmentFile(path, id, 0); err != nil {
+		base := uint64(0)
+		if p.lostTail {
+			base = p.lostTailAt
+		} else {
+			p.restart = "no segment file: offsets start again"
+		}
+		path := filepath.Join(p.dir, segName(base))
+		if st, err := os.Lstat(path); err == nil && !st.Mode().IsRegular() {
+			// could not be set aside: start just after it
+			base++
+			path = filepath.Join(p.dir, segName(base))
+		}
+		if err := createSegmentFile(path, id, base); err != nil {
 			return nil, fmt.Errorf("broker: partition %d: %w", id, err)
 		}
 		if err := syncDir(p.dir); err != nil {
 			return nil, fmt.Errorf("broker: %w", err)
 		}
-		bases = []uint64{0}
+		bases = []uint64{base}
 	}
 	for i, base := range bases {
 		s := &segment{p: p, base: base, path: filepath.Join(p.dir, segName(base)), records: -1, events: -1}
@@ -158,8 +200,16 @@ func (b *Broker) openPartition(id int) (*partition, error) {
 		p.wf = nil
 		last.release()
 	}
-	if err := p.loadCursors(); err != nil {
+	maxCommitted, err := p.loadCursors()
+	if err != nil {
 		return nil, err
+	}
+	if p.lostTail && maxCommitted > p.next {
+		// what a cursor had consumed is known to have existed
+		lost := maxCommitted - p.next
+		b.m.corruptRecords.Add(lost)
+		b.log.Warn("records of the lost last segment", zap.Int("partition", id),
+			zap.Uint64("first_offset", p.next), zap.Uint64("at_least", lost))
 	}
 	return p, nil
 }
@@ -288,12 +338,15 @@ func (p *partition) recoverTail(s *segment) error {
 	return nil
 }
 
-func (p *partition) loadCursors() error {
+// loadCursors reads the cursor files and returns the highest committed
+// offset they held (before clamping).
+func (p *partition) loadCursors() (uint64, error) {
 	dir := filepath.Join(p.dir, cursorsDir)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return fmt.Errorf("broker: %w", err)
+		return 0, fmt.Errorf("broker: %w", err)
 	}
+	var maxCommitted uint64
 	first := p.segs[0].base
 	for _, e := range ents {
 		fname := e.Name()
@@ -309,15 +362,21 @@ func (p *partition) loadCursors() error {
 			continue
 		}
 		log := p.b.log.With(zap.String("cursor", name), zap.Int("partition", p.id))
-		data, err := os.ReadFile(filepath.Join(dir, fname))
-		if err != nil {
-			return fmt.Errorf("broker: %w", err)
+		path := filepath.Join(dir, fname)
+		data, err := os.ReadFile(path)
+		var committed uint64
+		if err == nil {
+			committed, _, err = decodeCursor(data)
 		}
-		committed, _, err := decodeCursor(data)
 		if err != nil {
+			// cursor files are hints: re-deliver rather than lose
 			log.Warn("ignoring unreadable cursor file; the cursor restarts at the oldest retained record", zap.Error(err))
+			if st, serr := os.Lstat(path); serr == nil && !st.Mode().IsRegular() {
+				setAside(path, p.b.log) // so that the cursor can be persisted again
+			}
 			continue
 		}
+		maxCommitted = max(maxCommitted, committed)
 		c := p.newCursor(name, committed)
 		switch {
 		case committed > p.next:
@@ -333,7 +392,7 @@ func (p *partition) loadCursors() error {
 		c.readOff = c.committed
 		p.cursors[name] = c
 	}
-	return nil
+	return maxCommitted, nil
 }
 
 func (p *partition) bytesLocked() int64 {
@@ -432,6 +491,7 @@ func (p *partition) writeBatch(batch []*appendReq) {
 			backoff = p.b.opts.retryBackoff
 			continue
 		}
+		p.setUnhealthy(err)
 		if isDiskFull(err) {
 			p.b.m.diskFull.Add(1)
 			p.b.rl.warn("disk-full", "filesystem full: appends wait and retry until space frees",
@@ -533,6 +593,7 @@ func (p *partition) publish(reqs []*appendReq, start, end int64) {
 	p.b.m.appendBytes.Add(uint64(total))
 
 	if p.b.opts.sync == SyncNone {
+		p.setHealthy(p.healthSeq())
 		for i, r := range reqs {
 			pos := Pos{Partition: p.id, Offset: first + uint64(i)}
 			if r.done != nil {
@@ -564,6 +625,30 @@ func (p *partition) publish(reqs []*appendReq, start, end int64) {
 		default:
 		}
 	}
+}
+
+func (p *partition) healthSeq() uint64 {
+	p.hmu.Lock()
+	defer p.hmu.Unlock()
+	return p.hseq
+}
+
+// setUnhealthy records the error of a failed write or fdatasync.
+func (p *partition) setUnhealthy(err error) {
+	p.hmu.Lock()
+	p.herr = err
+	p.hseq++
+	p.hmu.Unlock()
+}
+
+// setHealthy clears the error after an append succeeded, unless an error
+// was set since seq was read (when the successful operation began).
+func (p *partition) setHealthy(seq uint64) {
+	p.hmu.Lock()
+	if p.hseq == seq {
+		p.herr = nil
+	}
+	p.hmu.Unlock()
 }
 
 // wakeReadersLocked wakes the readers waiting for new records. Callers
@@ -620,6 +705,9 @@ func (p *partition) roll() error {
 	old := p.active
 	base := p.next
 	path := filepath.Join(p.dir, segName(base))
+	if st, err := os.Lstat(path); err == nil && !st.Mode().IsRegular() {
+		setAside(path, p.b.log)
+	}
 	f, err := p.b.opts.openFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC)
 	if err != nil {
 		return err
@@ -713,6 +801,7 @@ func (p *partition) syncNow(buf *[]ack) error {
 	p.smu.Lock()
 	synced := p.synced
 	p.smu.Unlock()
+	hseq := p.healthSeq()
 	if target <= synced && len(sealed) == 0 && !dirDirty {
 		p.completeSync(synced, nil, buf)
 		return nil
@@ -745,8 +834,10 @@ func (p *partition) syncNow(buf *[]ack) error {
 	}
 	if err != nil {
 		p.b.rl.warn("fsync", "fdatasync failed; the appends it covered get the error", zap.Int("partition", p.id), zap.Error(err))
+		p.setUnhealthy(fmt.Errorf("sync: %w", err))
 	} else {
 		p.syncedTo(s, size, target)
+		p.setHealthy(hseq)
 	}
 	p.completeSync(target, err, buf)
 	return err
