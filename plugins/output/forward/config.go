@@ -29,14 +29,16 @@ type Config struct {
 	// Compress is none (PackedForward, the default), gzip
 	// (CompressedPackedForward) or zstd (fluentd 1.19+ and logship
 	// receivers). Compression trades CPU for bytes on the wire. Measured on
-	// 1000-event chunks (BenchmarkCompression, one core of a busy 2-core
+	// 1000-event chunks (BenchmarkCompression, one core of a shared 2-core
 	// VM): gzip and zstd shrink application log lines from 213 to 42 and 38
 	// bytes per event and Kubernetes container logs from 338 to 27 and 23,
-	// but cost the sender 1.4 to 2 us of CPU per event (none: 15 to 25 ns)
-	// and the receiver 0.5 to 1.1 us more per event than none, several
-	// times the rest of an event's cost. Turn it on where bandwidth costs
-	// more than CPU (metered or cross-region links); fluentd and Fluent Bit
-	// do not compress by default either.
+	// but cost the sender 0.6 to 1.1 us of CPU per event (none: under 15
+	// ns) and the receiver 0.25 to 0.8 us more per event than none; over
+	// loopback one output delivers about 7 million events/s uncompressed
+	// and about 1 million with gzip or zstd (BenchmarkForwardToOwnInput).
+	// Turn it on where bandwidth costs more than CPU (metered or
+	// cross-region links); fluentd and Fluent Bit do not compress by
+	// default either.
 	Compress string `yaml:"compress"`
 	// SharedKey, when set, performs the HELO/PING/PONG handshake with this
 	// key on every connection. A refused handshake is logged and retried
