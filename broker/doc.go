@@ -30,10 +30,13 @@
 // Record offsets are per-partition logical sequence numbers 0, 1, 2, ...
 // assigned in append order. Within a partition offsets strictly increase
 // from one record to the next and are normally contiguous; a gap appears only
-// where recovery skipped corrupted records or a repair replaced them by a
-// lost marker (see below). A segment's base offset is its first offset; its
-// end is the next segment's base offset (or, for the last segment, the
-// partition's next offset).
+// where recovery skipped corrupted records, a repair replaced them by a
+// lost marker, or records are missing (a truncated or missing segment; see
+// below). A segment's base offset is its first offset; its end is the next
+// segment's base offset (or, for the last segment, the partition's next
+// offset). An offset is reused only after the records that had it were lost
+// (a power cut took an unsynced tail, a last segment was damaged, the
+// buffer was recreated), and then in a new epoch.
 //
 // # Segment file
 //
@@ -109,6 +112,9 @@
 //     buffer directory is created, or when its META is missing or
 //     unreadable (a buffer written before epochs gets one at its first
 //     Open). A recreated buffer therefore yields different epochs too.
+//     Records already in a buffer whose META is remade report the new
+//     incarnation: their epochs change (a receiver may store them again),
+//     they never collide with others.
 //   - The frame epoch (the u32 at byte 28 of every frame) is the epoch of
 //     the Open that appended it; a record keeps it for good.
 //   - A new epoch begins (the counter in META goes up by one, or to one
