@@ -47,6 +47,15 @@
 // backoff ends. Chunks are retried until they are acknowledged or the
 // output is stopped; what is not acknowledged stays in the buffer.
 //
+// # Shared key
+//
+// With shared_key, every connection starts with the server's HELO, the
+// output's PING and the server's PONG. When the HELO carries an auth salt
+// the PING holds username and hex(sha512(salt + username + password));
+// without a configured username it holds an empty one and the digest of
+// empty strings, as Fluent Bit's out_forward does (Fluent Bit's in_forward
+// sends a salt even when it has no users), and the server decides.
+//
 // # Metrics
 //
 // Besides the runner's per-output counters (events, bytes, retries):
