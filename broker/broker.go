@@ -48,6 +48,9 @@ type Broker struct {
 	// "Epochs" in doc.go); fixed while open.
 	incarnation uint32
 	epoch       uint32
+	meta        meta // META as this Open writes it
+	metaMu      sync.Mutex
+	metaDurable atomic.Bool // meta is on disk: segments may be written
 
 	closing   chan struct{}
 	closed    atomic.Bool
@@ -315,10 +318,12 @@ func (b *Broker) Close() error {
 			errs = append(errs, err)
 		}
 		if len(errs) == 0 {
-			// the clean-shutdown marker: the next Open keeps the epoch
+			// the clean-shutdown marker: the next Open keeps the epoch.
+			// Without it the next Open begins a new one: safe, so a
+			// failure is only logged.
 			m := meta{incarnation: b.incarnation, epoch: b.epoch, clean: true}
 			if err := b.writeMeta(m); err != nil {
-				errs = append(errs, err)
+				b.log.Warn("cannot write the clean-shutdown marker; the next open begins a new epoch", zap.Error(err))
 			}
 		}
 		for _, p := range b.parts {

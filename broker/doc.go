@@ -128,7 +128,11 @@
 //     final fdatasync of every partition and the cursor flush succeeded.
 //     Open rewrites META without it (temp file, fsync, rename, fsync of the
 //     directory) before the first append, so a crash after Open is never
-//     taken for a clean stop.
+//     taken for a clean stop. If that fails for a full filesystem, Open
+//     still succeeds and the writers retry it before their first write,
+//     as for any full-disk write (appends wait, Healthy reports it). If
+//     the marker cannot be written at Close, that is logged: the next Open
+//     begins a new epoch.
 //
 // META is text:
 //

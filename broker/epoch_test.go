@@ -2,13 +2,18 @@ package broker
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // copyDir copies a buffer directory as it is: what a process killed with
@@ -357,5 +362,51 @@ func TestMetaParse(t *testing.T) {
 	got, err := parseMeta(m.encode())
 	if err != nil || got.incarnation != m.incarnation || got.epoch != 42 || !got.clean || got.version != metaVersion {
 		t.Fatalf("round trip %+v %v", got, err)
+	}
+}
+
+// TestEpochWaitsForMeta: when META cannot be written at Open (a full
+// filesystem), Open still succeeds; appends wait, counted as a full disk,
+// until the new epoch is durable, and nothing of it is written before.
+func TestEpochWaitsForMeta(t *testing.T) {
+	dir := t.TempDir()
+	b, err := Open(dir, WithPartitions(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, b, "t", []byte("a"), 1)
+	b.Close()
+	var full atomic.Bool
+	full.Store(true)
+	write := func(path string, data []byte) error {
+		if full.Load() {
+			return &os.PathError{Op: "write", Path: path, Err: syscall.ENOSPC}
+		}
+		return writeFileAtomic(path, data)
+	}
+	b = openT(t, dir, WithPartitions(1), withWriteMeta(write), withRetryBackoff(time.Millisecond))
+	if m := readMetaT(t, dir); !m.clean {
+		t.Fatal("META changed although it could not be written")
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Append(context.Background(), "t", []byte("b"), 1)
+		done <- err
+	}()
+	checkFor(t, 5*time.Second, time.Millisecond, func() error {
+		if b.Stats().DiskFullErrors < 3 || !errors.Is(b.Healthy(), syscall.ENOSPC) {
+			return errors.New("not waiting for META")
+		}
+		return nil
+	})
+	if n := b.Stats().Partitions[0].NextOffset; n != 1 {
+		t.Fatalf("%d records written before the epoch was durable", n)
+	}
+	full.Store(false)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if m := readMetaT(t, dir); m.clean || m.epoch != 1 {
+		t.Fatalf("META after the first append %+v", m)
 	}
 }

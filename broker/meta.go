@@ -160,17 +160,40 @@ func (b *Broker) beginEpoch(old meta, found bool, maxSeen uint32, restart string
 		log.Info("new buffer epoch", zap.Uint32("epoch", m.epoch), zap.String("why", why))
 	}
 	m.clean = false
-	if err := b.writeMeta(m); err != nil {
+	b.incarnation, b.epoch, b.meta = m.incarnation, m.epoch, m
+	if err := b.ensureMeta(); err != nil {
+		if !isDiskFull(err) {
+			return err
+		}
+		// a full filesystem is backpressure here too: the writers retry
+		// before their first append
+		log.Warn("cannot persist the buffer epoch yet (filesystem full); appends wait", zap.Error(err))
+	}
+	return nil
+}
+
+// ensureMeta makes META (this Open's epoch, without the clean marker)
+// durable if it is not yet. Every write to a segment is preceded by it.
+func (b *Broker) ensureMeta() error {
+	if b.metaDurable.Load() {
+		return nil
+	}
+	b.metaMu.Lock()
+	defer b.metaMu.Unlock()
+	if b.metaDurable.Load() {
+		return nil
+	}
+	if err := b.writeMeta(b.meta); err != nil {
 		return err
 	}
-	b.incarnation, b.epoch = m.incarnation, m.epoch
+	b.metaDurable.Store(true)
 	return nil
 }
 
 // writeMeta replaces META atomically and durably (temp file, fsync,
 // rename, fsync of the directory).
 func (b *Broker) writeMeta(m meta) error {
-	if err := writeFileAtomic(filepath.Join(b.dir, metaFile), m.encode()); err != nil {
+	if err := b.opts.writeMeta(filepath.Join(b.dir, metaFile), m.encode()); err != nil {
 		return fmt.Errorf("broker: write META: %w", err)
 	}
 	return nil

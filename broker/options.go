@@ -100,6 +100,7 @@ type options struct {
 	// test hooks
 	openFile     func(path string, flag int) (segFile, error)
 	syncDir      func(dir string) error
+	writeMeta    func(path string, data []byte) error
 	flushEvery   time.Duration
 	retryBackoff time.Duration
 }
@@ -115,6 +116,7 @@ func defaultOptions() options {
 		logger:       zap.NewNop(),
 		openFile:     openOSFile,
 		syncDir:      syncDir,
+		writeMeta:    writeFileAtomic,
 		flushEvery:   250 * time.Millisecond,
 		retryBackoff: 50 * time.Millisecond,
 	}
@@ -159,6 +161,11 @@ func withOpenFile(f func(path string, flag int) (segFile, error)) Option {
 // withSyncDir replaces how the partition directory is fsync'd after a
 // segment was created (tests simulating a power cut).
 func withSyncDir(f func(dir string) error) Option { return func(o *options) { o.syncDir = f } }
+
+// withWriteMeta replaces how META is written (fault injection in tests).
+func withWriteMeta(f func(path string, data []byte) error) Option {
+	return func(o *options) { o.writeMeta = f }
+}
 
 // withFlushEvery sets the cursor flusher period. Default 250ms.
 func withFlushEvery(d time.Duration) Option { return func(o *options) { o.flushEvery = d } }

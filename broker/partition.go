@@ -517,6 +517,9 @@ func (p *partition) writeBatch(batch []*appendReq) {
 // writeGroup writes a prefix of batch into the active segment (rolling it
 // first when full) and returns how many were written.
 func (p *partition) writeGroup(batch []*appendReq) (int, error) {
+	if err := p.b.ensureMeta(); err != nil {
+		return 0, err // no record of an epoch not durably begun
+	}
 	s := p.active
 	start := s.size
 	if start > segHeaderSize && start+batch[0].frame > p.b.segMax {
@@ -744,7 +747,8 @@ func (p *partition) roll() error {
 // upgradeTail makes sure appends go to a segment of the current version,
 // whose frames carry their epoch: the header of an empty version 1 last
 // segment is rewritten, a non-empty one is sealed and a new segment
-// started. Open calls it before the writer starts.
+// started. Open calls it before the writer starts. Failing that (a full
+// filesystem), appends go to the version 1 segment: logged, not fatal.
 func (p *partition) upgradeTail() error {
 	s := p.active
 	if !p.writable || s.version == segVersion {
@@ -752,17 +756,25 @@ func (p *partition) upgradeTail() error {
 	}
 	if s.size > segHeaderSize {
 		if err := p.roll(); err != nil {
-			return fmt.Errorf("broker: partition %d: start a version %d segment: %w", p.id, segVersion, err)
+			// appends go on in the version 1 segment: its frames read
+			// the same, only their epoch is not 0
+			p.b.log.Warn("cannot start a new version segment; appending to the version 1 one",
+				zap.Int("partition", p.id), zap.Error(err))
 		}
 		return nil
 	}
 	var hdr [segHeaderSize]byte
 	putSegHeader(hdr[:], p.id, s.base)
-	if _, err := p.wf.WriteVAt([][]byte{hdr[:]}, 0); err != nil {
-		return fmt.Errorf("broker: rewrite header of %s: %w", s.path, err)
+	_, err := p.wf.WriteVAt([][]byte{hdr[:]}, 0)
+	if err == nil {
+		err = p.wf.Datasync()
 	}
-	if err := p.wf.Datasync(); err != nil {
-		return fmt.Errorf("broker: rewrite header of %s: %w", s.path, err)
+	if err != nil {
+		// a header is valid in either version: a torn one is rewritten
+		// by the next Open
+		p.b.log.Warn("cannot rewrite the header of an empty version 1 segment; appending to it",
+			zap.Int("partition", p.id), zap.String("segment", s.path), zap.Error(err))
+		return nil
 	}
 	s.version = segVersion
 	return nil
