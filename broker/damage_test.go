@@ -344,3 +344,33 @@ func TestDamagedMetaAndDirs(t *testing.T) {
 		t.Fatalf("append at %+v", p)
 	}
 }
+
+// TestCheckReportsPathsThatAreNotFiles: buffer check reports a segment and
+// a cursor file that are directories, and --repair sets them aside and
+// marks the gap lost, so that the log checks clean afterwards.
+func TestCheckReportsPathsThatAreNotFiles(t *testing.T) {
+	dir := t.TempDir()
+	paths, counts := damagedLog(t, dir, 50, 10)
+	replaceByDir(t, paths[1])
+	replaceByDir(t, filepath.Join(dir, partDirName(0), cursorsDir, "out"+curSuffix))
+	r, err := Check(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, p := range r.Problems {
+		kinds[p.Kind]++
+		if p.Kind == "gap" && p.Records != uint64(counts[1]) {
+			t.Fatalf("gap of %d records, want %d", p.Records, counts[1])
+		}
+	}
+	if kinds["not-a-file"] != 1 || kinds["bad-cursor"] != 1 || kinds["gap"] != 1 || r.OK() {
+		t.Fatalf("problems %+v", r.Problems)
+	}
+	if r, err = Check(dir, true); err != nil || !r.OK() {
+		t.Fatalf("repair: %v %+v", err, r)
+	}
+	if r, err = Check(dir, false); err != nil || len(r.Problems) != 0 {
+		t.Fatalf("after repair: %v %+v", err, r.Problems)
+	}
+}

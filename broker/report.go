@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
 // Problem is one thing Check found wrong.
@@ -16,7 +17,7 @@ type Problem struct {
 	Partition int
 	File      string // relative to the buffer directory
 	Pos       int64  // byte position in the file, -1 when not about a position
-	Kind      string // torn-tail, corrupt, bad-header, short-header, gap, overlap, bad-version, bad-cursor, cursor-range, stray
+	Kind      string // torn-tail, corrupt, bad-header, short-header, gap, overlap, bad-version, bad-cursor, cursor-range, stray, not-a-file
 	Records   uint64 // records lost, when known
 	Bytes     int64
 	Detail    string
@@ -159,6 +160,13 @@ func checkPartition(r *CheckReport, dir string, id int, repair bool) error {
 		name := e.Name()
 		if base, ok := parseSegName(name); ok && e.Type().IsRegular() {
 			segs = append(segs, segCheck{name: name, path: filepath.Join(pdir, name), base: base})
+		} else if ok {
+			pr := Problem{Partition: id, File: rel(name), Pos: -1, Kind: "not-a-file",
+				Detail: fmt.Sprintf("segment path is a %s, not a file: its records are lost", e.Type())}
+			if repair && setAsideQuiet(filepath.Join(pdir, name)) {
+				pr.Fixed, pr.FixedHow = true, "set aside as "+name+".damaged-*"
+			}
+			r.Problems = append(r.Problems, pr)
 		} else if strings.HasSuffix(name, tmpSuffix) {
 			pr := Problem{Partition: id, File: rel(name), Pos: -1, Kind: "stray", Detail: "leftover temp file"}
 			if repair && os.Remove(filepath.Join(pdir, name)) == nil {
@@ -279,6 +287,16 @@ func checkPartition(r *CheckReport, dir string, id int, repair bool) error {
 		first = segs[0].base
 	}
 	return checkCursors(r, pdir, id, first, next, repair)
+}
+
+// setAsideQuiet is setAside for the offline tools, which report instead
+// of logging.
+func setAsideQuiet(path string) bool {
+	to := fmt.Sprintf("%s.damaged-%d", path, time.Now().UnixNano())
+	if os.Rename(path, to) != nil {
+		return false
+	}
+	return syncDir(filepath.Dir(path)) == nil
 }
 
 func compareU64(a, b uint64) int {
@@ -407,15 +425,19 @@ func checkCursors(r *CheckReport, pdir string, id int, first, next uint64, repai
 			continue
 		}
 		r.Cursors++
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return fmt.Errorf("broker: %w", err)
+		data, derr := os.ReadFile(path)
+		var committed uint64
+		if derr == nil {
+			committed, _, derr = decodeCursor(data)
 		}
-		committed, _, derr := decodeCursor(data)
 		if derr != nil {
 			p := Problem{Partition: id, File: relp, Pos: -1, Kind: "bad-cursor",
 				Detail: derr.Error() + "; the cursor would restart at the oldest retained record"}
-			if repair && os.Remove(path) == nil && syncDir(cdir) == nil {
+			if !e.Type().IsRegular() {
+				if repair && setAsideQuiet(path) {
+					p.Fixed, p.FixedHow = true, "set aside as "+name+".damaged-*"
+				}
+			} else if repair && os.Remove(path) == nil && syncDir(cdir) == nil {
 				p.Fixed, p.FixedHow = true, "removed"
 			}
 			r.Problems = append(r.Problems, p)
