@@ -49,6 +49,7 @@ import (
 	"github.com/logship/logship/bench/internal/benchkit"
 	"github.com/logship/logship/conf"
 	"github.com/logship/logship/plugins/forwardproto"
+	outforward "github.com/logship/logship/plugins/output/forward"
 )
 
 var (
@@ -63,6 +64,7 @@ var (
 	eventSize = flag.Int("size", 200, "bytes per event (approximately)")
 	dirFlag   = flag.String("dir", os.TempDir(), "directory on the disk to measure (data dirs and the fdatasync file go under it)")
 	syncBytes = flag.Int("fsync-bytes", 1024, "bytes appended before each fdatasync of the baseline")
+	tags      = flag.Int("tags", 0, "distinct tags (bench.ack.N) the connections use; 0 = one per connection (logship: FNV-1a(tag) % partitions picks the partition)")
 	quiet     = flag.Bool("q", false, "send the processes' logs to /dev/null instead of stderr")
 )
 
@@ -83,6 +85,7 @@ type caseResult struct {
 	elapsed  time.Duration // sending phase
 	drain    time.Duration // until the receiver had every acked event
 	cpu      time.Duration // of the process under test, sending + drain
+	sys      time.Duration // the system part of cpu
 	p50, p99 time.Duration
 	max      time.Duration
 	fsyncs   float64 // logship's buffer fdatasyncs in the case, -1 unknown
@@ -121,8 +124,9 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("\nbaseline: append %d B + fdatasync, %d times in %.2fs: p50 %s, p99 %s, max %s, %.0f syncs/s\n",
-		*syncBytes, base.n, base.elapsed.Seconds(), ms(base.p50), ms(base.p99), ms(base.max), float64(base.n)/base.elapsed.Seconds())
+	fmt.Printf("\nbaseline: append %d B + fdatasync, %d times in %.2fs: p50 %s, p99 %s, max %s, %.0f syncs/s, CPU %.1f us/sync (%.0f%% sys)\n",
+		*syncBytes, base.n, base.elapsed.Seconds(), ms(base.p50), ms(base.p99), ms(base.max), float64(base.n)/base.elapsed.Seconds(),
+		float64(base.cpu.Microseconds())/float64(max(base.n, 1)), 100*base.sys.Seconds()/max(base.cpu.Seconds(), 1e-9))
 
 	recv, err := benchkit.StartReceiver()
 	if err != nil {
@@ -138,20 +142,25 @@ func run() error {
 	var fb []caseResult
 	fbBin := benchkit.FluentBitPath(*fluentBit)
 	if fbBin == "" {
-		fmt.Println("\nfluent-bit: SKIP: not on PATH, $FLUENT_BIT unset and no -fluent-bit")
+		if *fluentBit == "none" {
+			fmt.Println("\nfluent-bit: SKIP: -fluent-bit none")
+		} else {
+			fmt.Println("\nfluent-bit: SKIP: not on PATH, $FLUENT_BIT unset and no -fluent-bit")
+		}
 	} else if fb, err = measureFluentBit(fbBin, work, recv, payload, conns, logs); err != nil {
 		return err
 	}
 
-	fmt.Printf("\n%-10s %5s %8s %10s %9s %9s %9s %10s %8s %9s\n", "target", "conns", "acks", "events/s", "ack p50", "ack p99", "ack max", "CPU us/ev", "CPU %", "fsync/ack")
+	fmt.Printf("\n%-10s %5s %8s %10s %9s %9s %9s %10s %7s %6s %9s\n", "target", "conns", "acks", "events/s", "ack p50", "ack p99", "ack max", "CPU us/ev", "sys %", "CPU %", "fsync/ack")
 	for _, r := range append(append([]caseResult(nil), ls...), fb...) {
 		fs := "-"
 		if r.fsyncs >= 0 {
 			fs = fmt.Sprintf("%.2f", r.fsyncs/float64(max(r.acks, 1)))
 		}
-		fmt.Printf("%-10s %5d %8d %10.0f %9s %9s %9s %10.2f %7.0f%% %9s\n", r.target, r.conns, r.acks, r.rate(),
-			ms(r.p50), ms(r.p99), ms(r.max), r.cpuPerEvent(), 100*r.cpu.Seconds()/(r.elapsed+r.drain).Seconds(), fs)
+		fmt.Printf("%-10s %5d %8d %10.0f %9s %9s %9s %10.2f %6.0f%% %5.0f%% %9s\n", r.target, r.conns, r.acks, r.rate(),
+			ms(r.p50), ms(r.p99), ms(r.max), r.cpuPerEvent(), 100*r.sys.Seconds()/max(r.cpu.Seconds(), 1e-9), 100*r.cpu.Seconds()/(r.elapsed+r.drain).Seconds(), fs)
 	}
+	fmt.Println("(CPU us/ev: utime+stime of the process per event, until the receiver had every acked event; sys %: the kernel's share of it;\n CPU %: CPU time over wall time, 100% = one core; fsync/ack: the buffer's fdatasyncs per ack, from /metrics)")
 	if len(fb) == len(ls) {
 		fmt.Printf("\n%-5s %22s %24s %22s\n", "conns", "events/s logship/FB", "CPU per event logship/FB", "ack p50 logship/FB")
 		for i := range ls {
@@ -166,8 +175,12 @@ func run() error {
 	if fbBin != "" {
 		fmt.Println("  fluent-bit: storage.type filesystem, storage.sync normal: chunk in an mmap'd file, no fsync: survives a process crash, not a power cut")
 	}
-	if *output == "forward" && *compress == "" {
-		fmt.Println("  (logship's forward output uses its default compress: gzip; Fluent Bit's out_forward sends uncompressed)")
+	if *output == "forward" {
+		c := *compress
+		if c == "" {
+			c = outforward.Factory().NewConfig().(*outforward.Config).Compress + " (its default)"
+		}
+		fmt.Printf("  logship's forward output compress: %s; Fluent Bit's out_forward: uncompressed\n", c)
 	}
 	return nil
 }
@@ -204,8 +217,12 @@ func printHeader(work string) {
 			fmt.Printf("disk:      %s (%s) for %s\n", f[0], f[1], work)
 		}
 	}
-	fmt.Printf("load:      %d B PackedForward chunks of %d events, one chunk in flight per connection, %s per case\n",
-		len(benchkit.MakeChunk(*perChunk, *eventSize)), *perChunk, *duration)
+	tg := "one tag per connection"
+	if *tags > 0 {
+		tg = fmt.Sprintf("%d tags", *tags)
+	}
+	fmt.Printf("load:      %d B PackedForward chunks of %d events, one chunk in flight per connection, %s, %s per case\n",
+		len(benchkit.MakeChunk(*perChunk, *eventSize)), *perChunk, tg, *duration)
 }
 
 func orDefault(s string) string {
@@ -229,6 +246,7 @@ func utsString(b []int8) string {
 type baseline struct {
 	n             int
 	elapsed       time.Duration
+	cpu, sys      time.Duration // of this process during the loop
 	p50, p99, max time.Duration
 }
 
@@ -241,6 +259,10 @@ func fsyncBaseline(path string, d time.Duration) (baseline, error) {
 	defer func() { _ = f.Close(); _ = os.Remove(path) }()
 	buf := bytes.Repeat([]byte{'x'}, *syncBytes)
 	var lat []time.Duration
+	u0, s0, err := benchkit.CPUTimes(os.Getpid())
+	if err != nil {
+		return baseline{}, err
+	}
 	t0 := time.Now()
 	for time.Since(t0) < d {
 		s := time.Now()
@@ -253,8 +275,12 @@ func fsyncBaseline(path string, d time.Duration) (baseline, error) {
 		lat = append(lat, time.Since(s))
 	}
 	el := time.Since(t0)
+	u1, s1, err := benchkit.CPUTimes(os.Getpid())
+	if err != nil {
+		return baseline{}, err
+	}
 	benchkit.SortDurations(lat)
-	return baseline{n: len(lat), elapsed: el, p50: benchkit.Percentile(lat, 50), p99: benchkit.Percentile(lat, 99), max: lat[len(lat)-1]}, nil
+	return baseline{n: len(lat), elapsed: el, cpu: u1 + s1 - u0 - s0, sys: s1 - s0, p50: benchkit.Percentile(lat, 50), p99: benchkit.Percentile(lat, 99), max: lat[len(lat)-1]}, nil
 }
 
 // target is a process under test and how to know its output has caught up.
@@ -369,7 +395,7 @@ func runCase(t target, payload []byte, n int, d time.Duration) (caseResult, erro
 		return caseResult{}, err
 	}
 	fs0 := t.fsyncs()
-	cpu0, err := benchkit.CPUTime(t.pid)
+	usr0, sys0, err := benchkit.CPUTimes(t.pid)
 	if err != nil {
 		return caseResult{}, err
 	}
@@ -384,7 +410,11 @@ func runCase(t target, payload []byte, n int, d time.Duration) (caseResult, erro
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			lats[i], errs[i] = syncSender(c, "bench.ack."+strconv.Itoa(i), payload, &stop)
+			tag := i
+			if *tags > 0 {
+				tag = i % *tags
+			}
+			lats[i], errs[i] = syncSender(c, "bench.ack."+strconv.Itoa(tag), payload, &stop)
 		}()
 	}
 	time.Sleep(d)
@@ -414,7 +444,7 @@ func runCase(t target, payload []byte, n int, d time.Duration) (caseResult, erro
 		time.Sleep(2 * time.Millisecond)
 	}
 	drain := time.Since(t0) - elapsed
-	cpu1, err := benchkit.CPUTime(t.pid)
+	usr1, sys1, err := benchkit.CPUTimes(t.pid)
 	if err != nil {
 		return caseResult{}, err
 	}
@@ -423,7 +453,8 @@ func runCase(t target, payload []byte, n int, d time.Duration) (caseResult, erro
 		fs = t.fsyncs() - fs0
 	}
 	benchkit.SortDurations(all)
-	r := caseResult{target: t.name, conns: n, acks: acks, events: events, elapsed: elapsed, drain: drain, cpu: cpu1 - cpu0, fsyncs: fs}
+	r := caseResult{target: t.name, conns: n, acks: acks, events: events, elapsed: elapsed, drain: drain,
+		cpu: usr1 + sys1 - usr0 - sys0, sys: sys1 - sys0, fsyncs: fs}
 	if len(all) > 0 {
 		r.p50, r.p99, r.max = benchkit.Percentile(all, 50), benchkit.Percentile(all, 99), all[len(all)-1]
 	}

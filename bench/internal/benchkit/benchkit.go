@@ -50,7 +50,14 @@ func (r *Receiver) Stop() { _ = r.in.Stop(context.Background()) }
 // StartReceiver starts a counting receiver on a free port of 127.0.0.1.
 func StartReceiver() (*Receiver, error) {
 	r := &Receiver{}
-	cfg := &forward.Config{Listen: "127.0.0.1:0", MaxFrameBytes: 64 << 20, MaxDecompressedBytes: 256 << 20, MaxPendingAcks: 256}
+	// The input's defaults (its limits grow new fields, and their bounds
+	// depend on each other), without the dedup journal.
+	cfg := forward.Factory().NewConfig().(*forward.Config)
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Dedup = false
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("receiver config: %w", err)
+	}
 	set := pipeline.Settings{Name: "receiver", Logger: zap.NewNop(), Metrics: pipeline.NopMetrics(pipeline.KindInput, "receiver")}
 	in, err := forward.New(set, cfg)
 	if err != nil {
@@ -125,16 +132,22 @@ func WaitListening(addr string, timeout time.Duration) error {
 // CPUTime is the user+system CPU time of a process (utime+stime of
 // /proc/PID/stat, in clock ticks of 10 ms).
 func CPUTime(pid int) (time.Duration, error) {
+	u, s, err := CPUTimes(pid)
+	return u + s, err
+}
+
+// CPUTimes is the user and the system CPU time of a process.
+func CPUTimes(pid int) (user, sys time.Duration, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	s := string(b)
 	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
 	utime, _ := strconv.ParseInt(fields[11], 10, 64)
 	stime, _ := strconv.ParseInt(fields[12], 10, 64)
 	const clkTck = 100
-	return time.Duration(utime+stime) * time.Second / clkTck, nil
+	return time.Duration(utime) * time.Second / clkTck, time.Duration(stime) * time.Second / clkTck, nil
 }
 
 // Proc is a process under test.
@@ -185,7 +198,7 @@ type Logship struct {
 }
 
 // ForwardOutput is the outputs: list of a forward output to addr with its
-// defaults (require_ack: true, compress: gzip unless compress is set).
+// defaults (require_ack: true; compress is set only when not "").
 func ForwardOutput(addr, compress string) string {
 	s := fmt.Sprintf("  - type: forward\n    servers: [%s]\n", addr)
 	if compress != "" {
