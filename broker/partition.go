@@ -770,8 +770,9 @@ func (p *partition) upgradeTail() error {
 		err = p.wf.Datasync()
 	}
 	if err != nil {
-		// a header is valid in either version: a torn one is rewritten
-		// by the next Open
+		// the frames read the same in either version; a header torn
+		// meanwhile is tolerated by the next Open (the base offset comes
+		// from the file name)
 		p.b.log.Warn("cannot rewrite the header of an empty version 1 segment; appending to it",
 			zap.Int("partition", p.id), zap.String("segment", s.path), zap.Error(err))
 		return nil

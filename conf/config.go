@@ -52,13 +52,15 @@ type Service struct {
 
 // Buffer configures the durable partitioned buffer.
 type Buffer struct {
-	// Partitions is the number of partitions; events of one tag always go
-	// to one partition, so they keep their order.
+	// Partitions is the number of partitions (1 to 1024); events of one
+	// tag always go to one partition, so they keep their order.
 	Partitions int `yaml:"partitions"`
-	// MaxBytes bounds the whole buffer on disk.
+	// MaxBytes bounds the whole buffer on disk: at least twice
+	// segment_bytes and 8KiB per partition, at most 1024TiB. Segments are
+	// capped at max_bytes/(2*partitions).
 	MaxBytes Size `yaml:"max_bytes"`
 	// SegmentBytes is the size at which a partition starts a new segment
-	// file.
+	// file (4KiB to 1GiB); it also bounds the largest chunk stored.
 	SegmentBytes Size `yaml:"segment_bytes"`
 	// Sync says when a chunk is acknowledged. always (the default):
 	// after an fdatasync that covers it; an fdatasync starts as soon as a
