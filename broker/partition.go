@@ -825,9 +825,19 @@ func (p *partition) syncNow(buf *[]ack) error {
 		err = f.Datasync()
 		p.b.m.observeFsync(time.Since(t))
 	}
-	for _, o := range sealed {
-		if f := o.file(); err == nil && f != nil {
+	for i, o := range sealed {
+		if f := o.file(); f != nil {
 			datasync(f)
+		}
+		if err != nil {
+			// the next sync starts again with the segments not synced
+			// (they keep their references) and the directory: nothing
+			// after them is acknowledged or visible before
+			p.mu.Lock()
+			p.unsyncedSegs = append(slices.Clone(sealed[i:]), p.unsyncedSegs...)
+			p.dirDirty = p.dirDirty || dirDirty
+			p.mu.Unlock()
+			break
 		}
 		o.release()
 	}
