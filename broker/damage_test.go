@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -372,5 +373,55 @@ func TestCheckReportsPathsThatAreNotFiles(t *testing.T) {
 	}
 	if r, err = Check(dir, false); err != nil || len(r.Problems) != 0 {
 		t.Fatalf("after repair: %v %+v", err, r.Problems)
+	}
+}
+
+// failOpenFS makes opening the named segment files fail with EIO, once
+// each.
+type failOpenFS struct {
+	mu   sync.Mutex
+	fail map[string]bool
+}
+
+func (fs *failOpenFS) open(path string, flag int) (segFile, error) {
+	fs.mu.Lock()
+	fail := fs.fail[path]
+	delete(fs.fail, path)
+	fs.mu.Unlock()
+	if fail {
+		return nil, &os.PathError{Op: "open", Path: path, Err: syscall.EIO}
+	}
+	return openOSFile(path, flag)
+}
+
+// TestUnreadableSegments: a last segment that cannot be opened is set
+// aside (appends continue at its base, in a new epoch); a sealed one that
+// cannot be opened is a gap readers count exactly.
+func TestUnreadableSegments(t *testing.T) {
+	dir := t.TempDir()
+	paths, counts := damagedLog(t, dir, 50, -1)
+	last := paths[len(paths)-1]
+	lastBase, _ := parseSegName(filepath.Base(last))
+	fs := &failOpenFS{fail: map[string]bool{paths[1]: true, last: true}}
+	b := openT(t, dir, WithPartitions(1), WithSegmentBytes(4<<10), withOpenFile(fs.open))
+	if err := b.Healthy(); err != nil {
+		t.Fatal(err)
+	}
+	if p := mustAppend(t, b, "t", []byte("after"), 1); p.Offset != lastBase {
+		t.Fatalf("append at %d, want %d (the lost last segment's base)", p.Offset, lastBase)
+	}
+	c, err := b.Cursor("out", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := int64(50) - counts[1] - counts[len(counts)-1] + 1
+	if rs := drain(t, c); int64(len(rs)) != want {
+		t.Fatalf("read %d records, want %d", len(rs), want)
+	}
+	if got := b.Stats().CorruptRecords; got != uint64(counts[1]) {
+		t.Fatalf("corrupted records %d, want %d (the unreadable sealed segment)", got, counts[1])
+	}
+	if m, _ := filepath.Glob(last + ".damaged-*"); len(m) != 1 {
+		t.Fatalf("unreadable last segment not set aside: %v", m)
 	}
 }

@@ -192,13 +192,19 @@
 // should be a file or a directory and is not (a segment or cursor file that
 // is a directory, a partition or cursors directory that is a file, a META
 // that is a directory) is set aside, renamed to NAME.damaged-UNIXNANOS, and
-// logged. A middle segment set aside is a gap readers count. A last
-// segment set aside loses its records: appends continue at its base offset
-// (in a new epoch, after the previous segment's records), cursors past it
-// are clamped there, and what cursors had consumed of it (the highest
-// committed offset minus its base, a lower bound of the loss) is counted
-// in logship_buffer_corrupted_records_total. Open fails only for a newer
-// format, a locked directory, or I/O errors that leave nothing to append to.
+// logged. A middle segment set aside is a gap readers count; so is a
+// sealed segment that cannot be opened (it is left in place, out of the
+// log and of the size accounting, and tried again at the next Open). A
+// last segment that cannot be opened or scanned (an I/O error) is set
+// aside too. A last segment set aside loses its records: appends continue
+// at its base offset (in a new epoch, after the previous segment's
+// records), cursors past it are clamped there, and what cursors had
+// consumed of it (the highest committed offset minus its base, a lower
+// bound of the loss) is counted in logship_buffer_corrupted_records_total.
+// A cursors directory that cannot be listed makes every cursor of the
+// partition restart at its oldest record. Open fails only for a newer
+// format, a locked directory, or I/O errors that leave nothing to append
+// to (the directory itself, a new segment that cannot be created).
 //
 // Cursor files are hints. A cursor file that cannot be read or does not
 // validate is ignored (logged); the cursor then starts at the oldest

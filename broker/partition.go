@@ -154,12 +154,30 @@ func (b *Broker) openPartition(id int) (*partition, error) {
 	slices.Sort(bases)
 	slices.Sort(badBases)
 	if n := len(badBases); n > 0 && (len(bases) == 0 || badBases[n-1] > bases[len(bases)-1]) {
-		// the last segment is gone: appends continue at its base (or
-		// after the last good segment), in a new epoch
-		p.lostTail, p.lostTailAt = true, badBases[n-1]
-		p.restart = "the last segment was not a file: its offsets are reused"
+		p.loseTail(badBases[n-1], "the last segment was not a file")
 	}
-	if len(bases) == 0 {
+	// The last segment is recovered; one that cannot be (an I/O error) is
+	// set aside like one that is not a file, and the one before it takes
+	// its place.
+	var tail *segment
+	for len(bases) > 0 {
+		base := bases[len(bases)-1]
+		bases = bases[:len(bases)-1]
+		s := &segment{p: p, base: base, path: filepath.Join(p.dir, segName(base)), records: -1, events: -1}
+		err := p.recoverTail(s)
+		if err == nil {
+			tail = s
+			break
+		}
+		if errors.Is(err, errUnknownVersion) {
+			return nil, err
+		}
+		b.log.Error("cannot recover the last segment; set aside, its records are lost",
+			zap.Int("partition", id), zap.String("segment", s.path), zap.Error(err))
+		setAside(s.path, b.log)
+		p.loseTail(base, "the last segment could not be read")
+	}
+	if tail == nil {
 		base := uint64(0)
 		if p.lostTail {
 			base = p.lostTailAt
@@ -167,7 +185,7 @@ func (b *Broker) openPartition(id int) (*partition, error) {
 			p.restart = "no segment file: offsets start again"
 		}
 		path := filepath.Join(p.dir, segName(base))
-		if st, err := os.Lstat(path); err == nil && !st.Mode().IsRegular() {
+		if _, err := os.Lstat(path); err == nil {
 			// could not be set aside: start just after it
 			base++
 			path = filepath.Join(p.dir, segName(base))
@@ -178,19 +196,32 @@ func (b *Broker) openPartition(id int) (*partition, error) {
 		if err := syncDir(p.dir); err != nil {
 			return nil, fmt.Errorf("broker: %w", err)
 		}
-		bases = []uint64{base}
+		tail = &segment{p: p, base: base, path: path, records: -1, events: -1}
+		if err := p.recoverTail(tail); err != nil {
+			return nil, err
+		}
 	}
-	for i, base := range bases {
+	// Sealed segments are not read; one that cannot even be opened is a
+	// gap readers count.
+	for _, base := range bases {
 		s := &segment{p: p, base: base, path: filepath.Join(p.dir, segName(base)), records: -1, events: -1}
-		if i < len(bases)-1 {
-			if err := p.openSealed(s, bases[i+1]); err != nil {
+		if err := p.openSealed(s, tail.base); err != nil {
+			if errors.Is(err, errUnknownVersion) {
 				return nil, err
 			}
-		} else if err := p.recoverTail(s); err != nil {
-			return nil, err
+			b.log.Error("cannot open a segment; its records are lost (readers count them)",
+				zap.Int("partition", id), zap.String("segment", s.path), zap.Error(err))
+			continue
+		}
+		if n := len(p.segs); n > 0 {
+			p.segs[n-1].next = s.base
 		}
 		p.segs = append(p.segs, s)
 	}
+	if n := len(p.segs); n > 0 {
+		p.segs[n-1].next = tail.base
+	}
+	p.segs = append(p.segs, tail)
 	last := p.segs[len(p.segs)-1]
 	p.next = last.next
 	p.synced = p.next
@@ -234,14 +265,18 @@ func createSegmentFile(path string, partition int, base uint64) error {
 // openSealed sets up a segment that is not the last one without reading
 // its frames: readers check them.
 func (p *partition) openSealed(s *segment, next uint64) error {
-	f, err := os.Open(s.path)
+	f, err := p.b.opts.openFile(s.path, os.O_RDONLY)
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
 	defer f.Close()
-	st, err := f.Stat()
+	size, err := f.Size()
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
+	}
+	sealTime := time.Now()
+	if st, err := os.Stat(s.path); err == nil {
+		sealTime = st.ModTime()
 	}
 	var hb [segHeaderSize]byte
 	n, _ := f.ReadAt(hb[:], 0)
@@ -253,10 +288,10 @@ func (p *partition) openSealed(s *segment, next uint64) error {
 		p.b.log.Warn("segment header corrupted; using the base offset of the file name",
 			zap.Int("partition", p.id), zap.String("segment", s.path))
 	}
-	s.size = st.Size()
+	s.size = size
 	s.next = next
 	s.sealed = true
-	s.sealTime = st.ModTime()
+	s.sealTime = sealTime
 	return nil
 }
 
@@ -338,13 +373,25 @@ func (p *partition) recoverTail(s *segment) error {
 	return nil
 }
 
+// loseTail records that the last segment, at base, was lost: appends
+// continue after the segments before it, in a new epoch.
+func (p *partition) loseTail(base uint64, why string) {
+	p.lostTail = true
+	p.lostTailAt = max(p.lostTailAt, base)
+	p.restart = why + ": its offsets are reused"
+}
+
 // loadCursors reads the cursor files and returns the highest committed
 // offset they held (before clamping).
 func (p *partition) loadCursors() (uint64, error) {
 	dir := filepath.Join(p.dir, cursorsDir)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return 0, fmt.Errorf("broker: %w", err)
+		// cursor files are hints: every cursor restarts at the oldest
+		// retained record
+		p.b.log.Warn("cannot list the cursor files; the cursors restart at the oldest retained record",
+			zap.Int("partition", p.id), zap.Error(err))
+		return 0, nil
 	}
 	var maxCommitted uint64
 	first := p.segs[0].base
