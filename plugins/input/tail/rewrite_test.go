@@ -164,3 +164,88 @@ func TestRewrittenWhileReading(t *testing.T) {
 		return nil
 	})
 }
+
+// TestRewrittenNotTakenForCopy: files that share their first bytes (a
+// fixed header) are not copies of one another: when a.log was rewritten
+// while logship was stopped, a new b.log with the same header is read from
+// its start, not from a.log's old offset.
+func TestRewrittenNotTakenForCopy(t *testing.T) {
+	h := newHarness(t, nil)
+	header := lines("header", 0, 40) // 600 bytes, more than the fingerprint
+	a, b := h.path("a.log"), h.path("b.log")
+	appendFile(t, a, header+lines("a", 0, 300))
+	h.start()
+	wantA := append(want("header", 0, 40), want("a", 0, 300)...)
+	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), wantA) })
+	h.stop()
+	n0 := h.e.count()
+
+	rewrite(t, a, header+lines("n", 0, 400))
+	appendFile(t, b, header+lines("b", 0, 400))
+	appendFile(t, h.path("c.log"), header+lines("c", 0, 10)) // shorter than a's old offset
+	h.start()
+	wantNew := append(append(want("header", 0, 40), want("n", 0, 400)...), append(want("header", 0, 40), want("b", 0, 400)...)...)
+	wantNew = append(append(wantNew, want("header", 0, 40)...), want("c", 0, 10)...)
+	checkFor(t, 5*time.Second, func() error {
+		got := h.e.logs()[n0:]
+		var hdr, rest []string
+		for _, l := range got {
+			if len(l) > 6 && l[:6] == "header" {
+				hdr = append(hdr, l)
+			} else {
+				rest = append(rest, l)
+			}
+		}
+		if len(hdr) != 120 {
+			return fmt.Errorf("%d header lines, want 120", len(hdr))
+		}
+		return exactlyOnce(rest, append(append(want("n", 0, 400), want("b", 0, 400)...), want("c", 0, 10)...))
+	})
+	stays(t, 200*time.Millisecond, func() error {
+		if n := h.e.count() - n0; n != len(wantNew) {
+			return fmt.Errorf("%d lines, want %d", n, len(wantNew))
+		}
+		return nil
+	})
+}
+
+// TestCopytruncateWhileStoppedSameHead: logrotate's copytruncate while
+// logship was stopped, and the new content starts like the old: the
+// lines the old content held past the checkpoint are read from the copy
+// (app.log.1, not matched by the paths), the new content from its start.
+func TestCopytruncateWhileStoppedSameHead(t *testing.T) {
+	h := newHarness(t, nil)
+	p := h.path("a.log")
+	appendFile(t, p, lines("a", 0, 400))
+	h.start()
+	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 400)) })
+	h.stop()
+	appendFile(t, p, lines("a", 400, 420)) // never read before the rotation
+	copyFile(t, p, p+".1")
+	content, _ := rewritten()
+	rewrite(t, p, content)
+	h.start()
+	checkFor(t, 5*time.Second, func() error {
+		got := h.e.logs()[400:]
+		// The new content repeats a-000000..a-000029 of the old.
+		var rest []string
+		dups := 0
+		for _, l := range got {
+			if l < "a-000030" {
+				dups++
+				continue
+			}
+			rest = append(rest, l)
+		}
+		if dups != 30 {
+			return fmt.Errorf("%d lines a-0000xx, want 30", dups)
+		}
+		return exactlyOnce(rest, append(want("a", 400, 420), want("n", 30, 500)...))
+	})
+	stays(t, 200*time.Millisecond, func() error {
+		if n := h.e.count() - 400; n != 520 {
+			return fmt.Errorf("%d lines after the restart, want 520", n)
+		}
+		return nil
+	})
+}

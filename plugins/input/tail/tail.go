@@ -90,7 +90,12 @@ type truncRecord struct {
 	tag     string
 	emitted int64   // everything before this offset was emitted
 	tail    tailSum // of the bytes before emitted, when known: a copy must have them
-	unread  int64   // bytes known to exist past emitted: lost unless a copy appears
+	// strict: a copy holds all of emitted (a truncation found at start-up:
+	// the copy was made of the whole file). Otherwise a copy may be
+	// shorter (copied, then the original grew and was read, then
+	// truncated) and is checked only when it is not.
+	strict  bool
+	unread  int64 // bytes known to exist past emitted: lost unless a copy appears
 	at      time.Time
 	claimed bool
 }
@@ -636,14 +641,14 @@ func (in *Input) decideStart(f *os.File, k fileKey, fi os.FileInfo, head []byte,
 		if ckfp.n > 0 {
 			key := truncKey{k.dev, ckfp}
 			in.mu.Lock()
-			in.truncs[key] = &truncRecord{path: ck.Path, tag: expandTag(in.cfg.Tag, ck.Path), emitted: ck.Offset, tail: ck.tail(), at: time.Now()}
+			in.truncs[key] = &truncRecord{path: ck.Path, tag: expandTag(in.cfg.Tag, ck.Path), emitted: ck.Offset, tail: ck.tail(), strict: true, at: time.Now()}
 			in.mu.Unlock()
 			in.findCopy(key, filepath.Dir(absReal(f.Name())))
 		}
 		return openMode{start: 0, how: how}
 	}
 	if fp.full() {
-		if rec := in.claimTrunc(k.dev, fp); rec != nil {
+		if rec := in.claimTrunc(k.dev, fp, f); rec != nil {
 			in.met.rotation(in.set.Name, "copy")
 			return openMode{start: min(rec.emitted, size), how: "copy of a truncated file"}
 		}
@@ -686,11 +691,30 @@ func lastLineStart(f *os.File, size int64, window int) int64 {
 	return size
 }
 
-func (in *Input) claimTrunc(dev uint64, fp fingerprint) *truncRecord {
+// claimTrunc hands the truncation record of content fp on dev to f, a
+// copy of that content, once: f must also hold the bytes before the
+// offset the record resumes at, when those are known, so that a file that
+// merely starts alike (a fixed header) is not taken for the copy and read
+// from the middle. f nil: the caller checked.
+func (in *Input) claimTrunc(dev uint64, fp fingerprint, f *os.File) *truncRecord {
+	key := truncKey{dev, fp}
+	in.mu.Lock()
+	rec := in.truncs[key]
+	if rec == nil || rec.claimed {
+		in.mu.Unlock()
+		return nil
+	}
+	emitted, tail, strict := rec.emitted, rec.tail, rec.strict
+	in.mu.Unlock()
+	if f != nil && tail.n > 0 {
+		fi, err := f.Stat()
+		if err != nil || (strict || fi.Size() >= emitted) && !tailMatches(f, emitted, tail) {
+			return nil
+		}
+	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	rec := in.truncs[truncKey{dev, fp}]
-	if rec == nil || rec.claimed {
+	if in.truncs[key] != rec || rec.claimed {
 		return nil
 	}
 	rec.claimed = true
@@ -757,11 +781,12 @@ func (in *Input) findCopy(key truncKey, dir string) {
 	var bestFI os.FileInfo
 	in.mu.Lock()
 	var want struct {
-		off  int64
-		tail tailSum
+		off    int64
+		tail   tailSum
+		strict bool
 	}
 	if rec := in.truncs[key]; rec != nil {
-		want.off, want.tail = rec.emitted, rec.tail
+		want.off, want.tail, want.strict = rec.emitted, rec.tail, rec.strict
 	}
 	in.mu.Unlock()
 	for _, e := range entries {
@@ -790,7 +815,10 @@ func (in *Input) findCopy(key truncKey, dir string) {
 		h, err := readHead(f, fi.Size(), scratch[:])
 		// A copy holds the bytes before the offset it resumes at, when
 		// those are known.
-		ok := err == nil && key.fp.matches(h) && (want.tail.n == 0 || fi.Size() >= want.off && tailMatches(f, want.off, want.tail))
+		ok := err == nil && key.fp.matches(h)
+		if ok && want.tail.n > 0 && (want.strict || fi.Size() >= want.off) {
+			ok = tailMatches(f, want.off, want.tail)
+		}
 		f.Close()
 		if !ok {
 			continue
@@ -803,7 +831,7 @@ func (in *Input) findCopy(key truncKey, dir string) {
 	if bestFI == nil {
 		return
 	}
-	rec := in.claimTrunc(key.dev, key.fp)
+	rec := in.claimTrunc(key.dev, key.fp, nil) // best was checked above
 	if rec == nil {
 		return
 	}

@@ -316,7 +316,7 @@ func (t *tailer) nextDeadline(now time.Time) time.Duration {
 func (t *tailer) resolveCopy(now time.Time) bool {
 	src := t.copyOf
 	start := int64(-1)
-	if rec := t.in.claimTrunc(t.key.dev, t.fp); rec != nil {
+	if rec := t.in.claimTrunc(t.key.dev, t.fp, t.f); rec != nil {
 		// Past copySize the copy holds lines written to it, not to the
 		// original.
 		start = min(rec.emitted, t.copySize)
