@@ -123,7 +123,10 @@
 //     Chunks of the original still in flight are waited for first, so one
 //     the buffer refuses is read again from the copy. A matched copy of a
 //     file shorter than 256 bytes cannot be told from a new file and is
-//     read again.
+//     read again. A copy must also hold the 256 bytes before the offset it
+//     resumes at (when it is long enough to; always for a rotation found at
+//     start-up), so a file that merely starts like the original (a fixed
+//     header) is read from its start, not taken for the copy.
 //   - truncation in place: the file is read again from 0. What it held past
 //     the read position is lost and counted. A truncation followed at once
 //     by more writes than the file held is noticed too: before each read
