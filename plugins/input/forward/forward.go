@@ -340,10 +340,12 @@ func (in *Input) accept(emit pipeline.Emitter) {
 // janitorEvery is how often the janitor looks at blocked connections.
 const janitorEvery = 250 * time.Millisecond
 
-// janitor closes the connections whose client went away while the input
-// did not read them (backpressure: waiting for the buffer, for pending
-// acknowledgements or for memory), which reading would otherwise notice
-// only once the backpressure ends, and publishes the memory in use.
+// janitor closes the connections whose client went away (a FIN or a
+// reset) while the input did not read them (backpressure: waiting for the
+// buffer, for pending acknowledgements or for memory), which reading would
+// notice only once the backpressure ends, and publishes the memory in use.
+// Such a client gets no further acknowledgement: it resends what was not
+// acknowledged, and dedup stores it once.
 func (in *Input) janitor() {
 	defer in.wg.Done()
 	t := time.NewTicker(janitorEvery)
@@ -370,6 +372,14 @@ func (in *Input) janitor() {
 				in.closed.WithLabelValues("peer_gone").Inc()
 				in.log.Debug("client closed its connection while it was not read (backpressure); closing ours", zap.String("peer", cn.peer))
 				cn.cancel()
+				// Free the socket now, even if acks are still pending (the
+				// writer still records their ids). Not tls.Conn.Close: it
+				// may wait to send an alert.
+				if tc, ok := cn.c.(*tls.Conn); ok {
+					tc.NetConn().Close()
+				} else {
+					cn.c.Close()
+				}
 			}
 		}
 	}
@@ -468,14 +478,15 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 	writerDone := make(chan struct{})
 	go cn.writer(writerDone)
 	defer func() {
-		if cn.gone.Load() {
-			cn.c.Close() // nobody reads the acks: free the socket now
-		}
 		// Wait for every pending ack before closing; the writer still
-		// records the ids of chunks stored after the client went away.
+		// records the ids of chunks stored after the client went away. A
+		// client that closes meanwhile is noticed by the janitor, which
+		// closes the socket at once.
+		cn.blocked(true)
 		for range cap(cn.slots) {
 			cn.slots <- struct{}{}
 		}
+		cn.blocked(false)
 		close(cn.acks)
 		<-writerDone
 		cn.c.Close()

@@ -476,6 +476,57 @@ func TestClosedWhileBlocked(t *testing.T) {
 	}
 }
 
+// TestClosedWhileAcksPending: a client that sent its chunk and left while
+// the ack waits for the buffer (ack: downstream, a slow output) frees its
+// socket at once; the chunk's id is still recorded when it is stored, so
+// the client's resend on a new connection is answered without a second copy.
+func TestClosedWhileAcksPending(t *testing.T) {
+	em := &testEmitter{hold: true}
+	in := startInput(t, nil, em)
+	t.Cleanup(em.release) // before Stop, which waits for the acks
+	before := openFDs(t)
+	for i := range 20 {
+		c, err := net.Dial("tcp", in.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(mp(t, []any{"p", 1, map[string]any{"i": i}, map[string]any{"chunk": fmt.Sprint("p-", i)}})); err != nil {
+			t.Fatal(err)
+		}
+		checkFor(t, 2*time.Second, func() error {
+			if em.count() != i+1 {
+				return errors.New("not emitted")
+			}
+			return nil
+		})
+		c.Close()
+	}
+	// Both ends of every connection are closed: no descriptor is left.
+	checkFor(t, 5*time.Second, func() error {
+		if n := openFDs(t); n > before {
+			return fmt.Errorf("%d descriptors open, %d before", n, before)
+		}
+		return nil
+	})
+	em.release()
+	c := dial(t, in)
+	if _, err := c.Write(mp(t, []any{"p", 1, map[string]any{"i": 3}, map[string]any{"chunk": "p-3"}})); err != nil {
+		t.Fatal(err)
+	}
+	if id, err := readAck(t, c, 2*time.Second); err != nil || id != "p-3" {
+		t.Fatalf("ack %q %v", id, err)
+	}
+	if n := em.count(); n != 20 {
+		t.Fatalf("%d events stored, want 20", n)
+	}
+	checkFor(t, 2*time.Second, func() error {
+		if n := in.connCount(); n != 1 {
+			return fmt.Errorf("%d connections", n)
+		}
+		return nil
+	})
+}
+
 // TestConfigBounds: every number of the config is bounded.
 func TestConfigBounds(t *testing.T) {
 	cases := []struct {
