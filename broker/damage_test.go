@@ -425,3 +425,36 @@ func TestUnreadableSegments(t *testing.T) {
 		t.Fatalf("unreadable last segment not set aside: %v", m)
 	}
 }
+
+// TestTransientOpenErrorFailsOpen: a process-side error (too many open
+// files) opening a segment makes Open fail, to be retried; no good
+// segment is set aside for it.
+func TestTransientOpenErrorFailsOpen(t *testing.T) {
+	dir := t.TempDir()
+	paths, _ := damagedLog(t, dir, 50, -1)
+	for _, path := range []string{paths[1], paths[len(paths)-1]} {
+		open := func(p string, flag int) (segFile, error) {
+			if p == path {
+				return nil, &os.PathError{Op: "open", Path: p, Err: syscall.EMFILE}
+			}
+			return openOSFile(p, flag)
+		}
+		if b, err := Open(dir, WithPartitions(1), WithSegmentBytes(4<<10), withOpenFile(open)); !errors.Is(err, syscall.EMFILE) {
+			if err == nil {
+				b.Close()
+			}
+			t.Fatalf("Open with EMFILE on %s: %v", filepath.Base(path), err)
+		}
+		if m, _ := filepath.Glob(filepath.Join(dir, partDirName(0), "*.damaged-*")); len(m) != 0 {
+			t.Fatalf("set aside for a transient error: %v", m)
+		}
+	}
+	b := openT(t, dir, WithPartitions(1), WithSegmentBytes(4<<10))
+	c, err := b.Cursor("out", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(drain(t, c)); n != 50 || b.Stats().CorruptRecords != 0 {
+		t.Fatalf("read %d records, %d counted lost", n, b.Stats().CorruptRecords)
+	}
+}

@@ -202,9 +202,12 @@
 // consumed of it (the highest committed offset minus its base, a lower
 // bound of the loss) is counted in logship_buffer_corrupted_records_total.
 // A cursors directory that cannot be listed makes every cursor of the
-// partition restart at its oldest record. Open fails only for a newer
-// format, a locked directory, or I/O errors that leave nothing to append
-// to (the directory itself, a new segment that cannot be created).
+// partition restart at its oldest record. Errors that say the process,
+// not the file, is in trouble (EMFILE, ENFILE, ENOMEM, EAGAIN, a full
+// disk) never set anything aside: Open fails and may be retried. Open
+// fails otherwise only for a newer format, a locked directory, or I/O
+// errors that leave nothing to append to (the directory itself, a new
+// segment that cannot be created).
 //
 // Cursor files are hints. A cursor file that cannot be read or does not
 // validate is ignored (logged); the cursor then starts at the oldest

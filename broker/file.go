@@ -58,3 +58,15 @@ func syncDir(dir string) error {
 func isDiskFull(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
+
+// isTransient reports whether err says the process, not the file, is in
+// trouble (descriptors, memory, a full disk): Open fails and may be
+// retried rather than set a good segment aside.
+func isTransient(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOMEM, syscall.EAGAIN, syscall.EINTR, syscall.ENOSPC, syscall.EDQUOT} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}

@@ -169,7 +169,7 @@ func (b *Broker) openPartition(id int) (*partition, error) {
 			tail = s
 			break
 		}
-		if errors.Is(err, errUnknownVersion) {
+		if errors.Is(err, errUnknownVersion) || isTransient(err) {
 			return nil, err
 		}
 		b.log.Error("cannot recover the last segment; set aside, its records are lost",
@@ -206,7 +206,7 @@ func (b *Broker) openPartition(id int) (*partition, error) {
 	for _, base := range bases {
 		s := &segment{p: p, base: base, path: filepath.Join(p.dir, segName(base)), records: -1, events: -1}
 		if err := p.openSealed(s, tail.base); err != nil {
-			if errors.Is(err, errUnknownVersion) {
+			if errors.Is(err, errUnknownVersion) || isTransient(err) {
 				return nil, err
 			}
 			b.log.Error("cannot open a segment; its records are lost (readers count them)",
