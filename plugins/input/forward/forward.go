@@ -455,8 +455,21 @@ func newConn(in *Input, c net.Conn) *conn {
 	cn := &conn{in: in, c: c, peer: peer, ip: ip,
 		acks: make(chan ackJob, in.cfg.MaxPendingAcks+1), slots: make(chan struct{}, in.cfg.MaxPendingAcks)}
 	cn.ctx, cn.cancel = context.WithCancel(in.ctx)
-	cn.mem = &account{b: in.mem, ctx: cn.ctx, waiting: cn.blocked}
+	cn.mem = &account{b: in.mem, ctx: cn.ctx, waiting: cn.waitingForMemory}
 	return cn
+}
+
+// waitingForMemory marks the connection blocked while its decoder waits for
+// memory_limit, in the middle of reading. The wait is the input's doing,
+// not the client's: the idle deadline starts again once it ends.
+func (cn *conn) waitingForMemory(b bool) {
+	cn.blocked(b)
+	if !b {
+		_ = cn.c.SetReadDeadline(time.Now().Add(cn.in.cfg.IdleTimeout.D()))
+		if cn.ctx.Err() != nil {
+			cn.stopReading() // Stop's deadline wins
+		}
+	}
 }
 
 func (cn *conn) stopReading() { _ = cn.c.SetReadDeadline(time.Now()) }
