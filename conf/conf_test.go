@@ -320,3 +320,26 @@ outputs: [{type: stdout}]
 		t.Fatalf("got %v\nwant %s", err, want)
 	}
 }
+
+// TestEnvExpansionCannotChangeStructure: a variable's value is expanded in
+// the parsed value, so " #", ": " and newlines in it stay part of one string
+// and cannot add keys or cut the value (before, the raw text was expanded
+// and then parsed: "a #b" became "a", and a newline could inject a key).
+func TestEnvExpansionCannotChangeStructure(t *testing.T) {
+	cfg, err := parse(t, `
+inputs:
+  - type: dummy
+    tag: ${T}
+    count: ${N}
+outputs: [{type: stdout}]
+`, map[string]string{"T": "a #b: c\n    count: 99", "N": "7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := reflectField(cfg.Inputs[0].Config, "Tag"); got != "a #b: c\n    count: 99" {
+		t.Fatalf("tag %q", got)
+	}
+	if got := cfg.Inputs[0].Config.(*dummy.Config).Count; got != 7 {
+		t.Fatalf("count %d, want 7 (a plain scalar is typed by its expansion)", got)
+	}
+}

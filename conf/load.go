@@ -70,38 +70,58 @@ func Load(path, role string, reg *pipeline.Registry) (*Config, error) {
 var envRef = regexp.MustCompile(`\$\$\{|\$\{([^}:]*)(:-([^}]*))?\}`)
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
-// expandEnv replaces ${VAR} and ${VAR:-default}; $${ stays a literal ${.
-// Comment lines are left alone.
-func (l *loader) expandEnv(data []byte, lookup func(string) (string, bool)) []byte {
-	lines := strings.SplitAfter(string(data), "\n")
-	var out strings.Builder
-	for i, line := range lines {
-		if strings.HasPrefix(strings.TrimSpace(line), "#") {
-			out.WriteString(line)
-			continue
+// expandEnv replaces ${VAR} and ${VAR:-default} in every scalar value of
+// the parsed document ($${ stays a literal ${). Expansion happens after
+// YAML parsing, in values only, so a variable's value can never change the
+// document's structure: a value holding " #", ": " or a newline stays one
+// string (OpenTelemetry's environment-variable RFC does the same). Keys and
+// comments are never expanded. A plain (unquoted) scalar is typed by what it
+// expands to (PORT=8080 gives an integer); a quoted one stays a string.
+func (l *loader) expandEnv(n *yaml.Node, lookup func(string) (string, bool)) {
+	switch n.Kind {
+	case yaml.DocumentNode, yaml.SequenceNode:
+		for _, c := range n.Content {
+			l.expandEnv(c, lookup)
 		}
-		out.WriteString(envRef.ReplaceAllStringFunc(line, func(m string) string {
-			if m == "$${" {
-				return "${"
+	case yaml.MappingNode:
+		for i := 1; i < len(n.Content); i += 2 {
+			l.expandEnv(n.Content[i], lookup)
+		}
+	case yaml.ScalarNode:
+		if !strings.Contains(n.Value, "${") {
+			return
+		}
+		n.Value = l.expandString(n.Value, n.Line, lookup)
+		if n.Style == 0 || n.Style == yaml.FlowStyle {
+			n.Tag = "" // typed again from the expanded value
+			if n.Value == "" {
+				n.Tag = "!!str" // an empty expansion is an empty string, not null
 			}
-			sub := envRef.FindStringSubmatch(m)
-			name, hasDef, def := sub[1], sub[2] != "", sub[3]
-			if !envName.MatchString(name) {
-				l.add(i+1, "", "invalid environment variable reference %q", m)
-				return m
-			}
-			v, ok := lookup(name)
-			if ok && (v != "" || !hasDef) {
-				return v
-			}
-			if hasDef {
-				return def
-			}
-			l.add(i+1, "", "environment variable %s is not set (write ${%s:-default} for a default)", name, name)
-			return ""
-		}))
+		}
 	}
-	return []byte(out.String())
+}
+
+func (l *loader) expandString(s string, line int, lookup func(string) (string, bool)) string {
+	return envRef.ReplaceAllStringFunc(s, func(m string) string {
+		if m == "$${" {
+			return "${"
+		}
+		sub := envRef.FindStringSubmatch(m)
+		name, hasDef, def := sub[1], sub[2] != "", sub[3]
+		if !envName.MatchString(name) {
+			l.add(line, "", "invalid environment variable reference %q", m)
+			return m
+		}
+		v, ok := lookup(name)
+		if ok && (v != "" || !hasDef) {
+			return v
+		}
+		if hasDef {
+			return def
+		}
+		l.add(line, "", "environment variable %s is not set (write ${%s:-default} for a default)", name, name)
+		return ""
+	})
 }
 
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
@@ -113,7 +133,6 @@ func Parse(file string, data []byte, role string, reg *pipeline.Registry, lookup
 		return nil, Errors{{File: file, Msg: fmt.Sprintf("unknown role %q (want agent or aggregator)", role)}}
 	}
 	l := &loader{file: file}
-	data = l.expandEnv(data, lookup)
 	cfg := Defaults(role)
 	cfg.File = file
 
@@ -129,6 +148,7 @@ func Parse(file string, data []byte, role string, reg *pipeline.Registry, lookup
 		}
 		return nil, l.errs
 	}
+	l.expandEnv(&doc, lookup)
 	var root *yaml.Node
 	if len(doc.Content) > 0 {
 		root = doc.Content[0]
