@@ -175,15 +175,84 @@ type Settings struct {
 	Metrics *ComponentMetrics
 }
 
-// Factory creates instances of one plugin type.
+// Factory creates instances of one plugin type. Make one with
+// NewInputFactory, NewFilterFactory or NewOutputFactory: the plugin's
+// create function then takes its own config type and returns its own kind,
+// so the compiler catches a plugin of the wrong shape (OpenTelemetry's
+// receiver.NewFactory and exporter.NewFactory work the same way).
 type Factory struct {
 	Type string
 	Kind Kind
 	// NewConfig returns a pointer to a config struct holding the defaults.
 	NewConfig func() Config
-	// Create builds an instance. For inputs it returns an Input, for
-	// filters a Filter and for outputs an Output.
-	Create func(set Settings, cfg Config) (any, error)
+	create    func(set Settings, cfg Config) (Instance, error)
+}
+
+// Instance is one created plugin: the field of its factory's kind is set,
+// the others are nil. Instances compare equal when they are the same
+// plugin object.
+type Instance struct {
+	Input  Input
+	Filter Filter
+	Output Output
+}
+
+// InstanceOf wraps v as an Instance of kind; it panics when v is not of
+// that kind. For tests that build components by hand.
+func InstanceOf(kind Kind, v any) Instance {
+	switch kind {
+	case KindInput:
+		return Instance{Input: v.(Input)}
+	case KindFilter:
+		return Instance{Filter: v.(Filter)}
+	case KindOutput:
+		return Instance{Output: v.(Output)}
+	}
+	panic(fmt.Sprintf("pipeline: unknown kind %q", kind))
+}
+
+// Create builds an instance from a config made by NewConfig (and
+// decoded and validated by the config loader).
+func (f Factory) Create(set Settings, cfg Config) (Instance, error) {
+	if f.create == nil {
+		return Instance{}, fmt.Errorf("%s %q: factory made without a New*Factory constructor", f.Kind, f.Type)
+	}
+	return f.create(set, cfg)
+}
+
+// typedCreate checks once, for every plugin, that the config is of the
+// plugin's own type.
+func typedCreate[C Config, T any](kind Kind, typ string, create func(Settings, C) (T, error), wrap func(T) Instance) func(Settings, Config) (Instance, error) {
+	return func(set Settings, cfg Config) (Instance, error) {
+		c, ok := cfg.(C)
+		if !ok {
+			var want C
+			return Instance{}, fmt.Errorf("%s %q: config of type %T, want %T", kind, typ, cfg, want)
+		}
+		v, err := create(set, c)
+		if err != nil {
+			return Instance{}, err
+		}
+		return wrap(v), nil
+	}
+}
+
+// NewInputFactory makes the factory of an input plugin.
+func NewInputFactory[C Config](typ string, newConfig func() C, create func(Settings, C) (Input, error)) Factory {
+	return Factory{Type: typ, Kind: KindInput, NewConfig: func() Config { return newConfig() },
+		create: typedCreate(KindInput, typ, create, func(v Input) Instance { return Instance{Input: v} })}
+}
+
+// NewFilterFactory makes the factory of a filter plugin.
+func NewFilterFactory[C Config](typ string, newConfig func() C, create func(Settings, C) (Filter, error)) Factory {
+	return Factory{Type: typ, Kind: KindFilter, NewConfig: func() Config { return newConfig() },
+		create: typedCreate(KindFilter, typ, create, func(v Filter) Instance { return Instance{Filter: v} })}
+}
+
+// NewOutputFactory makes the factory of an output plugin.
+func NewOutputFactory[C Config](typ string, newConfig func() C, create func(Settings, C) (Output, error)) Factory {
+	return Factory{Type: typ, Kind: KindOutput, NewConfig: func() Config { return newConfig() },
+		create: typedCreate(KindOutput, typ, create, func(v Output) Instance { return Instance{Output: v} })}
 }
 
 // Registry holds the factories the engine may use. The engine names no
@@ -196,7 +265,7 @@ type Registry struct {
 func NewRegistry(fs ...Factory) (*Registry, error) {
 	r := &Registry{factories: map[Kind]map[string]Factory{}}
 	for _, f := range fs {
-		if f.Type == "" || f.NewConfig == nil || f.Create == nil {
+		if f.Type == "" || f.NewConfig == nil || f.create == nil {
 			return nil, fmt.Errorf("factory %q (%s) is incomplete", f.Type, f.Kind)
 		}
 		m := r.factories[f.Kind]

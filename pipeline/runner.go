@@ -22,7 +22,7 @@ type Component struct {
 	Type     string
 	Kind     Kind
 	Matcher  *Matcher // filters and outputs
-	Instance any      // an Input, Filter or Output
+	Instance          // the field of Kind is set
 	Metrics  *ComponentMetrics
 }
 
@@ -100,8 +100,8 @@ func (r *Runner) Start(ctx context.Context) error {
 }
 
 func (r *Runner) startOutput(ctx context.Context, c Component) error {
-	out, ok := c.Instance.(Output)
-	if !ok {
+	out := c.Output
+	if out == nil {
 		return fmt.Errorf("%s is not an output", c.Name)
 	}
 	if err := out.Start(ctx); err != nil {
@@ -131,8 +131,8 @@ func (r *Runner) startOutput(ctx context.Context, c Component) error {
 }
 
 func (r *Runner) startInput(ctx context.Context, c Component) error {
-	in, ok := c.Instance.(Input)
-	if !ok {
+	in := c.Input
+	if in == nil {
 		return fmt.Errorf("%s is not an input", c.Name)
 	}
 	if err := in.Start(ctx, &emitter{r: r, name: c.Name, metrics: c.Metrics, log: r.log.With(zap.String("input", c.Name))}); err != nil {
@@ -154,7 +154,7 @@ func (o *outRun) halt(ctx context.Context) error {
 
 func (r *Runner) abort(ctx context.Context, err error) error {
 	for i := len(r.inputs) - 1; i >= 0; i-- {
-		_ = r.inputs[i].Instance.(Input).Stop(ctx)
+		_ = r.inputs[i].Input.Stop(ctx)
 	}
 	for i := len(r.outputs) - 1; i >= 0; i-- {
 		_ = r.outputs[i].halt(ctx)
@@ -179,11 +179,11 @@ func (r *Runner) Update(ctx context.Context, inputs, filters, outputs []Componen
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var errs []error
-	keepIn := make(map[any]bool, len(inputs))
+	keepIn := make(map[Instance]bool, len(inputs))
 	for _, c := range inputs {
 		keepIn[c.Instance] = true
 	}
-	running := make(map[any]bool, len(r.inputs))
+	running := make(map[Instance]bool, len(r.inputs))
 	var kept []Component
 	for _, c := range r.inputs {
 		running[c.Instance] = true
@@ -206,7 +206,7 @@ func (r *Runner) Update(ctx context.Context, inputs, filters, outputs []Componen
 		if keepIn[c.Instance] {
 			continue
 		}
-		if err := c.Instance.(Input).Stop(ctx); err != nil {
+		if err := c.Input.Stop(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop input %s: %w", c.Name, err))
 		}
 		r.log.Info("input stopped by reload", zap.String("input", c.Name))
@@ -214,11 +214,11 @@ func (r *Runner) Update(ctx context.Context, inputs, filters, outputs []Componen
 	r.inputs = kept
 	r.filters.Store(&filters)
 
-	keepOut := make(map[any]bool, len(outputs))
+	keepOut := make(map[Instance]bool, len(outputs))
 	for _, c := range outputs {
 		keepOut[c.Instance] = true
 	}
-	runningOut := make(map[any]bool, len(r.outputs))
+	runningOut := make(map[Instance]bool, len(r.outputs))
 	var keptOut []*outRun
 	for _, o := range r.outputs {
 		if keepOut[o.c.Instance] {
@@ -264,7 +264,7 @@ func (r *Runner) Ready() error {
 	}
 	defer r.mu.Unlock()
 	for _, c := range r.inputs {
-		if rd, ok := c.Instance.(Readier); ok {
+		if rd, ok := c.Input.(Readier); ok {
 			if err := rd.Ready(); err != nil {
 				return fmt.Errorf("input %s: %w", c.Name, err)
 			}
@@ -283,7 +283,7 @@ func (r *Runner) Stop(ctx context.Context) error {
 	var errs []error
 	for i := len(r.inputs) - 1; i >= 0; i-- {
 		c := r.inputs[i]
-		if err := c.Instance.(Input).Stop(ctx); err != nil {
+		if err := c.Input.Stop(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop input %s: %w", c.Name, err))
 		}
 	}
@@ -343,7 +343,7 @@ func (e *emitter) Emit(ctx context.Context, c Chunk, ack AckFunc) error {
 		}
 		in := c.Count
 		f.Metrics.RecordsIn.Add(float64(in))
-		out, err := f.Instance.(Filter).Filter(c)
+		out, err := f.Filter.Filter(c)
 		if err != nil {
 			f.Metrics.Error("filter")
 			ack(fmt.Errorf("filter %s: %w", f.Name, err))

@@ -141,7 +141,7 @@ func openBroker(t *testing.T, dir string) *broker.Broker {
 }
 
 func comp(name string, kind pipeline.Kind, match string, inst any) pipeline.Component {
-	c := pipeline.Component{Name: name, Type: "test", Kind: kind, Instance: inst, Metrics: pipeline.NopMetrics(kind, name)}
+	c := pipeline.Component{Name: name, Type: "test", Kind: kind, Instance: pipeline.InstanceOf(kind, inst), Metrics: pipeline.NopMetrics(kind, name)}
 	if match != "" {
 		c.Matcher = pipeline.MustCompileMatch(match)
 	}

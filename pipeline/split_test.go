@@ -64,7 +64,7 @@ func TestEmitSplitsChunkLargerThanARecord(t *testing.T) {
 	in := &captureInput{}
 	out := newIntOutput()
 	r := pipeline.NewRunner(buf, zap.NewNop(),
-		[]pipeline.Component{{Name: "in", Type: "test", Kind: pipeline.KindInput, Instance: in, Metrics: m}}, nil,
+		[]pipeline.Component{{Name: "in", Type: "test", Kind: pipeline.KindInput, Instance: pipeline.Instance{Input: in}, Metrics: m}}, nil,
 		[]pipeline.Component{comp("out", pipeline.KindOutput, "**", out)})
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -118,7 +118,7 @@ func TestEmitTagTooLongIsDroppedNotRetried(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := pipeline.NewMetrics(reg).Component(pipeline.KindInput, "in", "test")
 	in := &captureInput{}
-	r := pipeline.NewRunner(buf, zap.NewNop(), []pipeline.Component{{Name: "in", Type: "test", Kind: pipeline.KindInput, Instance: in, Metrics: m}}, nil, nil)
+	r := pipeline.NewRunner(buf, zap.NewNop(), []pipeline.Component{{Name: "in", Type: "test", Kind: pipeline.KindInput, Instance: pipeline.Instance{Input: in}, Metrics: m}}, nil, nil)
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -65,17 +65,14 @@ func (c *Config) Validate() error {
 
 // Factory registers the dummy input.
 func Factory() pipeline.Factory {
-	return pipeline.Factory{
-		Type: "dummy",
-		Kind: pipeline.KindInput,
-		NewConfig: func() pipeline.Config {
+	return pipeline.NewInputFactory("dummy",
+		func() *Config {
 			return &Config{Tag: "dummy", Record: map[string]any{"message": "dummy"}, Rate: 1, SequenceKey: "seq", ChunkEvents: 1000}
 		},
-		Create: func(set pipeline.Settings, cfg pipeline.Config) (any, error) {
-			return New(set, cfg.(*Config))
-		},
-	}
+		func(set pipeline.Settings, cfg *Config) (pipeline.Input, error) { return New(set, cfg) })
 }
+
+var _ pipeline.Input = (*Input)(nil)
 
 // Input generates events.
 type Input struct {

@@ -81,14 +81,8 @@ import (
 
 // Factory registers the forward input.
 func Factory() pipeline.Factory {
-	return pipeline.Factory{
-		Type:      "forward",
-		Kind:      pipeline.KindInput,
-		NewConfig: func() pipeline.Config { return defaultConfig() },
-		Create: func(set pipeline.Settings, cfg pipeline.Config) (any, error) {
-			return New(set, cfg.(*Config))
-		},
-	}
+	return pipeline.NewInputFactory("forward", defaultConfig,
+		func(set pipeline.Settings, cfg *Config) (pipeline.Input, error) { return New(set, cfg) })
 }
 
 var (
@@ -99,6 +93,11 @@ var (
 	connsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "forward_in", Name: "connections_closed_total", Help: "Forward connections closed by the input, by reason (max_connections, idle_timeout, handshake_timeout, peer_gone)."}, []string{"component", "reason"})
 	memInUse     = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "logship", Subsystem: "forward_in", Name: "memory_bytes", Help: "Decoding memory held against memory_limit."}, []string{"component"})
 	ackWait      = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "logship", Subsystem: "forward_in", Name: "ack_latency_seconds", Help: "From a chunk's arrival to its ack.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"component"})
+)
+
+var (
+	_ pipeline.Input   = (*Input)(nil)
+	_ pipeline.Readier = (*Input)(nil)
 )
 
 // Input is a running forward listener.

@@ -22,15 +22,11 @@ import (
 
 // Factory registers the tail input.
 func Factory() pipeline.Factory {
-	return pipeline.Factory{
-		Type:      "tail",
-		Kind:      pipeline.KindInput,
-		NewConfig: func() pipeline.Config { return defaultConfig() },
-		Create: func(set pipeline.Settings, cfg pipeline.Config) (any, error) {
-			return New(set, cfg.(*Config))
-		},
-	}
+	return pipeline.NewInputFactory("tail", defaultConfig,
+		func(set pipeline.Settings, cfg *Config) (pipeline.Input, error) { return New(set, cfg) })
 }
+
+var _ pipeline.Input = (*Input)(nil)
 
 // Input follows files. Discovery and checkpoint saving run on one manager
 // goroutine, inotify events on another; each open file has a goroutine of

@@ -61,15 +61,13 @@ func (c *Config) perm() (os.FileMode, error) {
 
 // Factory registers the file output.
 func Factory() pipeline.Factory {
-	return pipeline.Factory{
-		Type:      "file",
-		Kind:      pipeline.KindOutput,
-		NewConfig: func() pipeline.Config { return &Config{Mode: "0644"} },
-		Create: func(set pipeline.Settings, cfg pipeline.Config) (any, error) {
-			return &Output{cfg: cfg.(*Config), set: set}, nil
-		},
-	}
+	return pipeline.NewOutputFactory("file", func() *Config { return &Config{Mode: "0644"} },
+		func(set pipeline.Settings, cfg *Config) (pipeline.Output, error) {
+			return &Output{cfg: cfg, set: set}, nil
+		})
 }
+
+var _ pipeline.Output = (*Output)(nil)
 
 // Output appends JSON lines to a file.
 type Output struct {

@@ -210,7 +210,7 @@ func TestMillionDeepRecordThroughBuffer(t *testing.T) {
 	}
 	o := &Output{cfg: &Config{Path: path, Mode: "0644"}, set: pipeline.Settings{Name: "file", Type: "file", Logger: zap.NewNop(), Metrics: pipeline.NopMetrics(pipeline.KindOutput, "file")}}
 	comp := func(name string, kind pipeline.Kind, inst any) pipeline.Component {
-		return pipeline.Component{Name: name, Type: "test", Kind: kind, Instance: inst, Metrics: pipeline.NopMetrics(kind, name), Matcher: pipeline.MustCompileMatch("**")}
+		return pipeline.Component{Name: name, Type: "test", Kind: kind, Instance: pipeline.InstanceOf(kind, inst), Metrics: pipeline.NopMetrics(kind, name), Matcher: pipeline.MustCompileMatch("**")}
 	}
 	r := pipeline.NewRunner(buf, zap.NewNop(), []pipeline.Component{comp("in", pipeline.KindInput, in)}, nil, []pipeline.Component{comp("file", pipeline.KindOutput, o)})
 	if err := r.Start(context.Background()); err != nil {

@@ -19,14 +19,8 @@ import (
 
 // Factory registers the forward output.
 func Factory() pipeline.Factory {
-	return pipeline.Factory{
-		Type:      "forward",
-		Kind:      pipeline.KindOutput,
-		NewConfig: func() pipeline.Config { return defaultConfig() },
-		Create: func(set pipeline.Settings, cfg pipeline.Config) (any, error) {
-			return New(set, cfg.(*Config))
-		},
-	}
+	return pipeline.NewOutputFactory("forward", defaultConfig,
+		func(set pipeline.Settings, cfg *Config) (pipeline.Output, error) { return New(set, cfg) })
 }
 
 // ErrStopped is what a chunk still in flight gets when the output is
@@ -38,6 +32,8 @@ var compressions = map[string]forwardproto.Compression{
 	"gzip": forwardproto.CompressGzip,
 	"zstd": forwardproto.CompressZstd,
 }
+
+var _ pipeline.PipelinedOutput = (*Output)(nil)
 
 // Output is a forward output. It implements pipeline.PipelinedOutput.
 type Output struct {

@@ -62,7 +62,7 @@ func runPipeline(t *testing.T, dataDir, addr string, in pipeline.Input, until fu
 		t.Fatal(err)
 	}
 	comp := func(name string, kind pipeline.Kind, inst any) pipeline.Component {
-		return pipeline.Component{Name: name, Type: "test", Kind: kind, Instance: inst, Metrics: pipeline.NopMetrics(kind, name), Matcher: pipeline.MustCompileMatch("**")}
+		return pipeline.Component{Name: name, Type: "test", Kind: kind, Instance: pipeline.InstanceOf(kind, inst), Metrics: pipeline.NopMetrics(kind, name), Matcher: pipeline.MustCompileMatch("**")}
 	}
 	r := pipeline.NewRunner(buf, zap.NewNop(), []pipeline.Component{comp("in", pipeline.KindInput, in)}, nil,
 		[]pipeline.Component{comp("fwd", pipeline.KindOutput, o)})

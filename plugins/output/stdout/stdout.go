@@ -29,15 +29,13 @@ func (c *Config) Validate() error { return nil }
 
 // Factory registers the stdout output.
 func Factory() pipeline.Factory {
-	return pipeline.Factory{
-		Type:      "stdout",
-		Kind:      pipeline.KindOutput,
-		NewConfig: func() pipeline.Config { return &Config{} },
-		Create: func(set pipeline.Settings, cfg pipeline.Config) (any, error) {
-			return New(set, cfg.(*Config), os.Stdout), nil
-		},
-	}
+	return pipeline.NewOutputFactory("stdout", func() *Config { return &Config{} },
+		func(set pipeline.Settings, cfg *Config) (pipeline.Output, error) {
+			return New(set, cfg, os.Stdout), nil
+		})
 }
+
+var _ pipeline.Output = (*Output)(nil)
 
 // Output writes JSON lines to a writer.
 type Output struct {
