@@ -3,8 +3,10 @@
 // and accepts the forward protocol from applications and from fluentd /
 // fluent-bit, buffers durably, and ships to the aggregator tier.
 //
-// Today the role is the generic service (package service) run with the
-// agent's defaults (conf.Defaults(conf.RoleAgent)). What only a host
-// needs lands here: node identity, the Kubernetes container-log defaults and
+// The package is where the role is assembled: Role carries its name and
+// defaults (a host's share of resources: the common defaults of package
+// conf). The lifecycle both roles share (loading, the buffer, the pipeline,
+// reload, HTTP, shutdown) is package service. What only a host needs lands
+// here next: node identity, the Kubernetes container-log defaults and
 // metadata enrichment.
 package agent

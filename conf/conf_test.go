@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/logship/logship/agent"
+	"github.com/logship/logship/aggregator"
 	"github.com/logship/logship/conf"
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/input/dummy"
@@ -29,7 +31,7 @@ func registry() *pipeline.Registry {
 
 func parse(t *testing.T, text string, vars map[string]string) (*conf.Config, error) {
 	t.Helper()
-	return conf.Parse("agent.yaml", []byte(strings.TrimPrefix(text, "\n")), conf.RoleAgent, registry(), env(vars))
+	return conf.Parse("agent.yaml", []byte(strings.TrimPrefix(text, "\n")), agent.Role, registry(), env(vars))
 }
 
 const minimal = `
@@ -57,7 +59,7 @@ func TestDefaultsAndMinimal(t *testing.T) {
 	if got := cfg.Outputs[0]; got.Name != "stdout.0" || got.Match != "**" || !got.Matcher.Match("any.tag") {
 		t.Fatalf("output defaults: %+v", got)
 	}
-	agg, err := conf.Parse("agg.yaml", []byte(minimal), conf.RoleAggregator, registry(), env(nil))
+	agg, err := conf.Parse("agg.yaml", []byte(minimal), aggregator.Role, registry(), env(nil))
 	if err != nil {
 		t.Fatal(err)
 	}

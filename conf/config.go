@@ -9,11 +9,26 @@ import (
 	"github.com/logship/logship/pipeline"
 )
 
-// Roles.
-const (
-	RoleAgent      = "agent"
-	RoleAggregator = "aggregator"
-)
+// Role is what a role brings to its configuration: its name and how its
+// defaults differ from the common ones. The role packages define theirs
+// (agent.Role, aggregator.Role); conf knows no role by name.
+type Role struct {
+	Name string
+	// Defaults sets the role's own defaults on the common ones; nil keeps
+	// the common defaults.
+	Defaults func(*Config)
+}
+
+// Config returns the configuration the role starts from before a file is
+// applied: the common defaults with the role's own.
+func (r Role) Config() *Config {
+	c := CommonDefaults()
+	c.Role = r.Name
+	if r.Defaults != nil {
+		r.Defaults(c)
+	}
+	return c
+}
 
 // Config is a whole configuration file, decoded and validated.
 type Config struct {
@@ -93,11 +108,10 @@ type Plugin struct {
 	Line    int // line of the block in the file
 }
 
-// Defaults returns the configuration a role starts from before the file
-// is applied.
-func Defaults(role string) *Config {
-	c := &Config{
-		Role: role,
+// CommonDefaults returns the defaults every role shares. A role sets its
+// own on top (Role.Config).
+func CommonDefaults() *Config {
+	return &Config{
 		Service: Service{
 			DataDir:         "./data",
 			LogLevel:        "info",
@@ -114,10 +128,4 @@ func Defaults(role string) *Config {
 			WhenFull:     "block",
 		},
 	}
-	if role == RoleAggregator {
-		c.Service.HTTPListen = "127.0.0.1:2021"
-		c.Buffer.Partitions = 8
-		c.Buffer.MaxBytes = 4 << 30
-	}
-	return c
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/logship/logship/agent"
+	"github.com/logship/logship/aggregator"
 	"github.com/logship/logship/conf"
 	"github.com/logship/logship/plugins/all"
 )
@@ -17,9 +19,9 @@ func TestExamplesValidate(t *testing.T) {
 		t.Fatalf("no examples: %v", err)
 	}
 	for _, f := range files {
-		role := conf.RoleAgent
+		role := agent.Role
 		if strings.HasPrefix(filepath.Base(f), "aggregator") {
-			role = conf.RoleAggregator
+			role = aggregator.Role
 		}
 		if _, err := conf.Load(f, role, all.Registry()); err != nil {
 			t.Errorf("%s:\n%v", f, err)

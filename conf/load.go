@@ -59,7 +59,7 @@ func (l *loader) add(line int, path, format string, args ...any) {
 
 // Load reads, expands, decodes and validates a config file for a role.
 // The error, if any, is an Errors listing every problem.
-func Load(path, role string, reg *pipeline.Registry) (*Config, error) {
+func Load(path string, role Role, reg *pipeline.Registry) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, Errors{{File: path, Msg: err.Error()}}
@@ -128,12 +128,12 @@ var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 // Parse is Load on bytes already read; lookup resolves environment
 // variables.
-func Parse(file string, data []byte, role string, reg *pipeline.Registry, lookup func(string) (string, bool)) (*Config, error) {
-	if role != RoleAgent && role != RoleAggregator {
-		return nil, Errors{{File: file, Msg: fmt.Sprintf("unknown role %q (want agent or aggregator)", role)}}
+func Parse(file string, data []byte, role Role, reg *pipeline.Registry, lookup func(string) (string, bool)) (*Config, error) {
+	if role.Name == "" {
+		return nil, Errors{{File: file, Msg: "no role given"}}
 	}
 	l := &loader{file: file}
-	cfg := Defaults(role)
+	cfg := role.Config()
 	cfg.File = file
 
 	var doc yaml.Node
@@ -175,11 +175,11 @@ func Parse(file string, data []byte, role string, reg *pipeline.Registry, lookup
 		case "buffer":
 			l.decode(v, &cfg.Buffer, "buffer", nil)
 		case "inputs":
-			cfg.Inputs = l.plugins(v, "inputs", pipeline.KindInput, reg, role)
+			cfg.Inputs = l.plugins(v, "inputs", pipeline.KindInput, reg, role.Name)
 		case "filters":
-			cfg.Filters = l.plugins(v, "filters", pipeline.KindFilter, reg, role)
+			cfg.Filters = l.plugins(v, "filters", pipeline.KindFilter, reg, role.Name)
 		case "outputs":
-			cfg.Outputs = l.plugins(v, "outputs", pipeline.KindOutput, reg, role)
+			cfg.Outputs = l.plugins(v, "outputs", pipeline.KindOutput, reg, role.Name)
 		default:
 			l.add(k.Line, k.Value, "unknown key (known: service, buffer, inputs, filters, outputs)")
 		}

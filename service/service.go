@@ -31,7 +31,7 @@ import (
 
 // Service is one running logship process.
 type Service struct {
-	role string
+	role conf.Role
 	path string
 	reg  *pipeline.Registry
 
@@ -56,14 +56,14 @@ type Service struct {
 }
 
 // New loads and validates the config. A config error is a conf.Errors.
-func New(role, path string, reg *pipeline.Registry) (*Service, error) {
+func New(role conf.Role, path string, reg *pipeline.Registry) (*Service, error) {
 	cfg, err := conf.Load(path, role, reg)
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{role: role, path: path, reg: reg, cfg: cfg}
 	s.level = zap.NewAtomicLevelAt(levelOf(cfg.Service.LogLevel))
-	s.log = newLogger(cfg.Service.LogFormat, s.level).With(zap.String("role", role))
+	s.log = newLogger(cfg.Service.LogFormat, s.level).With(zap.String("role", role.Name))
 	s.prom = prometheus.NewRegistry()
 	s.prom.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = pipeline.NewMetrics(s.prom)
@@ -156,7 +156,7 @@ func (s *Service) build(cfg *conf.Config, reuse map[string]built) (inputs, filte
 				continue
 			}
 			set := pipeline.Settings{
-				Name: p.Name, Type: p.Type, Role: s.role, DataDir: cfg.Service.DataDir,
+				Name: p.Name, Type: p.Type, Role: s.role.Name, DataDir: cfg.Service.DataDir,
 				Logger:  s.log.With(zap.String(string(p.Kind), p.Name)),
 				Metrics: s.metrics.Component(p.Kind, p.Name, p.Type),
 			}

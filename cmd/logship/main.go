@@ -12,6 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/logship/logship/agent"
+	"github.com/logship/logship/aggregator"
 	"github.com/logship/logship/broker"
 	"github.com/logship/logship/conf"
 	"github.com/logship/logship/plugins/all"
@@ -71,21 +73,24 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(roleCmd(conf.RoleAgent, "Run the per-host agent: tail files, accept forward, buffer, ship"),
-		roleCmd(conf.RoleAggregator, "Run the central aggregator: accept agents, buffer, route to sinks and topics"),
+	root.AddCommand(roleCmd(agent.Role, "Run the per-host agent: tail files, accept forward, buffer, ship"),
+		roleCmd(aggregator.Role, "Run the central aggregator: accept agents, buffer, route to sinks and topics"),
 		validateCmd(), versionCmd(), bufferCmd())
 	return root
 }
 
-func roleCmd(role, short string) *cobra.Command {
+// roles are the roles the binary runs, by name.
+var roles = map[string]conf.Role{agent.Role.Name: agent.Role, aggregator.Role.Name: aggregator.Role}
+
+func roleCmd(role conf.Role, short string) *cobra.Command {
 	var path string
 	c := &cobra.Command{
-		Use:   role + " -c FILE",
+		Use:   role.Name + " -c FILE",
 		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			if path == "" {
-				return usageErr(errors.New("logship " + role + ": -c/--config FILE is required"))
+				return usageErr(errors.New("logship " + role.Name + ": -c/--config FILE is required"))
 			}
 			svc, err := service.New(role, path, all.Registry())
 			if err != nil {
@@ -107,7 +112,7 @@ func roleCmd(role, short string) *cobra.Command {
 			}()
 			if err := svc.Run(ctx, reload); err != nil {
 				svc.Logger().Error("fatal", errField(err))
-				return &exitError{code: 1, err: fmt.Errorf("logship %s: %w", role, err)}
+				return &exitError{code: 1, err: fmt.Errorf("logship %s: %w", role.Name, err)}
 			}
 			return nil
 		},
@@ -126,7 +131,11 @@ func validateCmd() *cobra.Command {
 			if path == "" {
 				return usageErr(errors.New("logship validate: -c/--config FILE is required"))
 			}
-			if _, err := conf.Load(path, role, all.Registry()); err != nil {
+			r, ok := roles[role]
+			if !ok {
+				return usageErr(fmt.Errorf("logship validate: unknown role %q (want agent or aggregator)", role))
+			}
+			if _, err := conf.Load(path, r, all.Registry()); err != nil {
 				return usageErr(err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: valid %s config\n", path, role)
@@ -134,7 +143,7 @@ func validateCmd() *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&path, "config", "c", "", "config file (YAML)")
-	c.Flags().StringVar(&role, "role", conf.RoleAgent, "role to validate for: agent or aggregator")
+	c.Flags().StringVar(&role, "role", agent.Role.Name, "role to validate for: agent or aggregator")
 	return c
 }
 

@@ -234,6 +234,9 @@ func TestValidateAndVersion(t *testing.T) {
 	if code, _, _ := run(t, "validate", "--config", good, "--role", "aggregator"); code != 0 {
 		t.Fatalf("validate --role aggregator: %d", code)
 	}
+	if code, _, errOut := run(t, "validate", "-c", good, "--role", "bogus"); code != 2 || !strings.Contains(errOut, `unknown role "bogus"`) {
+		t.Fatalf("validate --role bogus: exit %d, %q", code, errOut)
+	}
 	bad := filepath.Join(dir, "bad.yaml")
 	writeFile(t, bad, "inputs:\n  - type: dummy\n    rate: x\noutputs:\n  - type: file\n")
 	code, _, errOut := run(t, "validate", "-c", bad)
