@@ -56,6 +56,12 @@
 //     first copy (dedup).
 //   - max_pending_acks (64) and dedup_window (100000) bound what one
 //     connection and the chunk-id journal hold.
+//
+// Accept errors that pass (out of file descriptors, say) are retried with a
+// backoff and counted (errors_total reason accept); any other stops the
+// listener and Input.Ready reports it, so that /readyz can turn false. A
+// failed chunk-id journal write or compaction is counted (reason
+// dedup_journal), logged and retried; dedup never turns off.
 package forward
 
 import (
@@ -471,6 +477,11 @@ func (cn *conn) waitingForMemory(b bool) {
 	}
 }
 
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
 func (cn *conn) stopReading() { _ = cn.c.SetReadDeadline(time.Now()) }
 
 // blocked marks the connection as not read because of the input
@@ -512,6 +523,9 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 		cancel()
 		if err != nil {
 			if in.ctx.Err() == nil {
+				if isTimeout(err) {
+					in.closed.WithLabelValues("handshake_timeout").Inc()
+				}
 				m.Error("tls_handshake")
 				in.rl.warn("tls", "TLS handshake failed", zap.String("peer", cn.peer), zap.Error(err))
 			}
@@ -529,6 +543,9 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 	if in.cfg.SharedKey != "" {
 		if err := cn.handshake(dec); err != nil {
 			if in.ctx.Err() == nil {
+				if isTimeout(err) {
+					in.closed.WithLabelValues("handshake_timeout").Inc()
+				}
 				m.Error("auth")
 				in.rl.warn("auth", "forward handshake refused", zap.String("peer", cn.peer), zap.Error(err))
 			}

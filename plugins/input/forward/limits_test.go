@@ -400,11 +400,19 @@ func TestHandshakeTimeout(t *testing.T) {
 	waitGood(t, em, good, "good", 300)
 
 	certFile, keyFile, _, _ := makeCerts(t, t.TempDir())
-	in = startInput(t, func(c *Config) {
+	in, reg := startInputReg(t, func(c *Config) {
 		c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile
 		c.HandshakeTimeout = conf.Duration(200 * time.Millisecond)
 	}, &testEmitter{})
+	// The connection metrics are shared by every input named fwd.
+	before := metricValue(t, reg, "logship_forward_in_connections_closed_total", map[string]string{"reason": "handshake_timeout"})
 	closedSoon(t, dial(t, in), 2*time.Second)
+	checkFor(t, time.Second, func() error {
+		if v := metricValue(t, reg, "logship_forward_in_connections_closed_total", map[string]string{"reason": "handshake_timeout"}); v != before+1 {
+			return fmt.Errorf("handshake_timeout closes %v", v)
+		}
+		return nil
+	})
 }
 
 // TestPreAuthLimit: with shared_key, a PING larger than max_handshake_bytes
