@@ -200,3 +200,42 @@ func (r *repeatReader) Read(p []byte) (int, error) {
 	r.at = (r.at + n) % len(r.frame)
 	return n, nil
 }
+
+// BenchmarkSyncSmallChunks: one 10-event chunk in flight at a time over
+// loopback to our own forward input (a synchronous sender's load as the
+// agent relays it), through WriteAsync's own write (fast) and through a
+// deliver goroutine per chunk (deliver). ns/op is the sender's and the
+// receiver's work per chunk plus the round trip.
+//
+//	go test -run '^$' -bench BenchmarkSyncSmallChunks -benchtime 3s ./plugins/output/forward/
+func BenchmarkSyncSmallChunks(b *testing.B) {
+	const events = 10
+	entries := benchEntries(events)
+	for _, path := range []string{"fast", "deliver"} {
+		b.Run("path="+path, func(b *testing.B) {
+			noFastSend = path == "deliver"
+			defer func() { noFastSend = false }()
+			em := &countingEmitter{}
+			cfg := fwdin.Factory().NewConfig().(*fwdin.Config)
+			cfg.Listen, cfg.Heartbeat, cfg.Dedup, cfg.SelfHostname = "127.0.0.1:0", false, false, "receiver"
+			in, err := fwdin.New(pipeline.Settings{Name: "recv", Logger: zap.NewNop(), Metrics: pipeline.NopMetrics(pipeline.KindInput, "recv")}, cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := in.Start(context.Background(), em); err != nil {
+				b.Fatal(err)
+			}
+			defer in.Stop(context.Background())
+			o := newOutput(b, "", nil, func(c *Config) { c.Servers = []string{in.Addr().String()} })
+			done := make(chan error, 1)
+			reply := func(err error) { done <- err }
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				o.WriteAsync(context.Background(), pipeline.Batch{Chunk: pipeline.Chunk{Tag: "bench", Entries: entries, Count: events}, Offset: uint64(i)}, reply)
+				if err := <-done; err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

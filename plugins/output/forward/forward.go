@@ -147,8 +147,10 @@ func (o *Output) Write(ctx context.Context, b pipeline.Batch) error {
 	return <-ch
 }
 
-// WriteAsync implements pipeline.PipelinedOutput: it delivers b on a
-// goroutine of its own and calls done(nil) once the receiver acknowledged
+// WriteAsync implements pipeline.PipelinedOutput: it writes b itself when
+// its server's connection is up and free and the partition's previous
+// chunk was written (see fastSend), else it delivers b on a goroutine of
+// its own; it calls done(nil) once the receiver acknowledged
 // it (or, without require_ack, once it was written). Failures are retried
 // until ctx ends (done(ctx.Err())) or the output is stopped
 // (done(ErrStopped)). Chunks of one partition are first written in the
@@ -172,7 +174,23 @@ func (o *Output) WriteAsync(ctx context.Context, b pipeline.Batch, done func(err
 	prev := o.lanes[b.Partition]
 	o.lanes[b.Partition] = next
 	o.laneMu.Unlock()
+	if laneFree(prev) && o.sendFast(ctx, b, done, next) {
+		return
+	}
 	go o.deliver(ctx, b, done, prev, next)
+}
+
+// laneFree says whether the partition's previous chunk was written.
+func laneFree(prev <-chan struct{}) bool {
+	if prev == nil {
+		return true
+	}
+	select {
+	case <-prev:
+		return true
+	default:
+		return false
+	}
 }
 
 // deliver encodes b, waits for its turn in the partition, and sends it

@@ -328,7 +328,7 @@ func (s *server) connect() (*conn, error) {
 		nc = tc
 	}
 	c := &conn{s: s, nc: nc, dec: forwardproto.NewDecoder(nc, forwardproto.Limits{MaxFrameBytes: ackFrameLimit}),
-		wlock: make(chan struct{}, 1), closed: make(chan struct{}), pending: map[string][]chan error{}}
+		wlock: make(chan struct{}, 1), closed: make(chan struct{}), pending: map[string][]waiter{}}
 	if o.cfg.SharedKey != "" {
 		if err := c.handshake(ctx); err != nil {
 			_ = nc.Close()
@@ -351,8 +351,24 @@ type conn struct {
 	acked   atomic.Bool
 
 	mu      sync.Mutex
-	pending map[string][]chan error // by chunk id
-	err     error                   // why it closed
+	pending map[string][]waiter // by chunk id
+	err     error               // why it closed
+}
+
+// waiter is a chunk waiting for its ack: a deliver goroutine (ch) or a
+// chunk sent by WriteAsync's caller itself (f, answered on the goroutine
+// that resolves it).
+type waiter struct {
+	ch chan error
+	f  *fastSend
+}
+
+func (w waiter) answer(err error) {
+	if w.f != nil {
+		w.f.finish(err)
+		return
+	}
+	w.ch <- err
 }
 
 func (c *conn) handshake(ctx context.Context) error {
@@ -429,24 +445,24 @@ func hexSHA512(parts ...[]byte) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-func (c *conn) register(chunk string, ch chan error) error {
+func (c *conn) register(chunk string, w waiter) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
 		return c.err
 	}
-	c.pending[chunk] = append(c.pending[chunk], ch)
+	c.pending[chunk] = append(c.pending[chunk], w)
 	return nil
 }
 
 // unregister forgets a waiter that gave up (it may have been answered
 // already: its channel then holds the answer).
-func (c *conn) unregister(chunk string, ch chan error) {
+func (c *conn) unregister(chunk string, w waiter) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ws := c.pending[chunk]
-	for i, w := range ws {
-		if w == ch {
+	for i, x := range ws {
+		if x == w {
 			ws = append(ws[:i], ws[i+1:]...)
 			break
 		}
@@ -464,8 +480,8 @@ func (c *conn) resolve(chunk string) {
 	ws := c.pending[chunk]
 	delete(c.pending, chunk)
 	c.mu.Unlock()
-	for _, ch := range ws {
-		ch <- nil
+	for _, w := range ws {
+		w.answer(nil)
 	}
 }
 
@@ -483,8 +499,8 @@ func (c *conn) close(err error, fault bool) {
 	c.mu.Unlock()
 	_ = c.nc.Close()
 	for _, ws := range pend {
-		for _, ch := range ws {
-			ch <- err
+		for _, w := range ws {
+			w.answer(err)
 		}
 	}
 	c.s.lost(c, err, fault)
@@ -503,7 +519,7 @@ func (c *conn) send(ctx context.Context, chunk string, frame []byte, wrote func(
 	var ch chan error
 	if chunk != "" {
 		ch = make(chan error, 1)
-		if err := c.register(chunk, ch); err != nil {
+		if err := c.register(chunk, waiter{ch: ch}); err != nil {
 			return err
 		}
 	}
@@ -513,7 +529,7 @@ func (c *conn) send(ctx context.Context, chunk string, frame []byte, wrote func(
 		return c.closeErr() // close answered ch, if any
 	case <-ctx.Done():
 		if ch != nil {
-			c.unregister(chunk, ch)
+			c.unregister(chunk, waiter{ch: ch})
 		}
 		return ctx.Err()
 	}
@@ -554,7 +570,7 @@ func (c *conn) send(ctx context.Context, chunk string, frame []byte, wrote func(
 			}
 		}
 	case <-ctx.Done():
-		c.unregister(chunk, ch)
+		c.unregister(chunk, waiter{ch: ch})
 		select {
 		case err = <-ch:
 		default:
