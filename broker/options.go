@@ -2,6 +2,7 @@ package broker
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,29 +28,21 @@ const (
 	SyncNone
 )
 
-func (m SyncMode) String() string {
-	switch m {
-	case SyncInterval:
-		return "interval"
-	case SyncAlways:
-		return "always"
-	case SyncNone:
-		return "none"
-	}
-	return fmt.Sprintf("SyncMode(%d)", int(m))
-}
+// syncModes lists the modes by name, in the order users read them.
+var syncModes = []enumName[SyncMode]{{"always", SyncAlways}, {"interval", SyncInterval}, {"none", SyncNone}}
+
+func (m SyncMode) String() string { return enumString(syncModes, m, "SyncMode") }
+
+// MarshalText writes the mode's name.
+func (m SyncMode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+// UnmarshalText parses a mode's name (config files decode through it).
+func (m *SyncMode) UnmarshalText(b []byte) error { return enumParse(syncModes, string(b), m) }
 
 // ParseSyncMode parses "always", "interval" or "none".
 func ParseSyncMode(s string) (SyncMode, error) {
-	switch s {
-	case "interval":
-		return SyncInterval, nil
-	case "always":
-		return SyncAlways, nil
-	case "none":
-		return SyncNone, nil
-	}
-	return 0, fmt.Errorf("broker: unknown sync mode %q (want always, interval or none)", s)
+	var m SyncMode
+	return m, m.UnmarshalText([]byte(s))
 }
 
 // FullPolicy says what happens when the buffer reaches max_bytes
@@ -63,25 +56,48 @@ const (
 	DropOldest
 )
 
-func (p FullPolicy) String() string {
-	switch p {
-	case Block:
-		return "block"
-	case DropOldest:
-		return "drop_oldest"
-	}
-	return fmt.Sprintf("FullPolicy(%d)", int(p))
-}
+var fullPolicies = []enumName[FullPolicy]{{"block", Block}, {"drop_oldest", DropOldest}}
+
+func (p FullPolicy) String() string { return enumString(fullPolicies, p, "FullPolicy") }
+
+// MarshalText writes the policy's name.
+func (p FullPolicy) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// UnmarshalText parses a policy's name (config files decode through it).
+func (p *FullPolicy) UnmarshalText(b []byte) error { return enumParse(fullPolicies, string(b), p) }
 
 // ParseFullPolicy parses "block" or "drop_oldest".
 func ParseFullPolicy(s string) (FullPolicy, error) {
-	switch s {
-	case "block":
-		return Block, nil
-	case "drop_oldest":
-		return DropOldest, nil
+	var p FullPolicy
+	return p, p.UnmarshalText([]byte(s))
+}
+
+// enumName is one value of an enum and its name: each enum's list exists
+// once, and String, parsing and the error message all read it.
+type enumName[T comparable] struct {
+	name string
+	v    T
+}
+
+func enumString[T comparable](list []enumName[T], v T, typ string) string {
+	for _, e := range list {
+		if e.v == v {
+			return e.name
+		}
 	}
-	return 0, fmt.Errorf("broker: unknown when_full policy %q (want block or drop_oldest)", s)
+	return fmt.Sprintf("%s(%v)", typ, any(v))
+}
+
+func enumParse[T comparable](list []enumName[T], s string, out *T) error {
+	names := make([]string, len(list))
+	for i, e := range list {
+		if e.name == s {
+			*out = e.v
+			return nil
+		}
+		names[i] = e.name
+	}
+	return fmt.Errorf("%q is not one of %s", s, strings.Join(names, ", "))
 }
 
 // Option configures Open.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/logship/logship/agent"
 	"github.com/logship/logship/aggregator"
+	"github.com/logship/logship/broker"
 	"github.com/logship/logship/conf"
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/input/dummy"
@@ -47,7 +48,7 @@ func TestDefaultsAndMinimal(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Buffer.Partitions != 4 || cfg.Buffer.MaxBytes != 1<<30 || cfg.Buffer.SegmentBytes != 64<<20 ||
-		cfg.Buffer.Sync != "always" || cfg.Buffer.SyncInterval.D() != 200*time.Millisecond || cfg.Buffer.WhenFull != "block" {
+		cfg.Buffer.Sync != broker.SyncAlways || cfg.Buffer.SyncInterval.D() != 200*time.Millisecond || cfg.Buffer.WhenFull != broker.Block {
 		t.Fatalf("buffer defaults: %+v", cfg.Buffer)
 	}
 	if cfg.Service.ShutdownTimeout.D() != 30*time.Second || cfg.Service.HTTPListen != "127.0.0.1:2020" {
@@ -102,7 +103,7 @@ outputs:
 	if cfg.Service.DataDir != "/tmp/ls" || cfg.Service.HTTPListen != "" || cfg.Service.ShutdownTimeout.D() != 5*time.Second {
 		t.Fatalf("service: %+v", cfg.Service)
 	}
-	if cfg.Buffer.MaxBytes != 512<<20 || cfg.Buffer.SegmentBytes != 8<<20 || cfg.Buffer.Partitions != 2 || cfg.Buffer.WhenFull != "drop_oldest" {
+	if cfg.Buffer.MaxBytes != 512<<20 || cfg.Buffer.SegmentBytes != 8<<20 || cfg.Buffer.Partitions != 2 || cfg.Buffer.WhenFull != broker.DropOldest {
 		t.Fatalf("buffer: %+v", cfg.Buffer)
 	}
 	in := cfg.Inputs[0]
@@ -343,5 +344,35 @@ outputs: [{type: stdout}]
 	}
 	if got := cfg.Inputs[0].Config.(*dummy.Config).Count; got != 7 {
 		t.Fatalf("count %d, want 7 (a plain scalar is typed by its expansion)", got)
+	}
+}
+
+// TestServiceAndBufferValidate: the service and buffer blocks validate
+// like every plugin, each error at its key's line, and their enums parse
+// themselves (one list per enum, in the broker).
+func TestServiceAndBufferValidate(t *testing.T) {
+	_, err := parse(t, `
+service:
+  shutdown_timeout: 2h
+  log_format: xml
+buffer:
+  when_full: drop_newest
+inputs: [{type: dummy}]
+outputs: [{type: stdout}]
+`, nil)
+	want := []string{
+		"agent.yaml:2: service.shutdown_timeout: 2h0m0s is out of range 0s..1h0m0s",
+		`agent.yaml:3: service.log_format: "xml" is not one of console, json`,
+		`agent.yaml:5: buffer.when_full: "drop_newest" is not one of block, drop_oldest`,
+	}
+	if err == nil || err.Error() != strings.Join(want, "\n") {
+		t.Fatalf("got %v\nwant %s", err, strings.Join(want, "\n"))
+	}
+	var b conf.Buffer
+	if err := (&b).Validate(); err == nil {
+		t.Fatal("a zero buffer block validated")
+	}
+	if err := conf.CommonDefaults().Buffer.Validate(); err != nil {
+		t.Fatalf("the defaults do not validate: %v", err)
 	}
 }

@@ -6,6 +6,10 @@
 package conf
 
 import (
+	"errors"
+	"time"
+
+	"github.com/logship/logship/broker"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -87,13 +91,13 @@ type Buffer struct {
 	// clients pipeline many chunks. none: after write(2); survives a
 	// process crash, not a power cut. Under always and interval outputs
 	// read only what is synced; under none, what is written.
-	Sync string `yaml:"sync"`
+	Sync broker.SyncMode `yaml:"sync"`
 	// SyncInterval is the fdatasync period of sync: interval, and so the
 	// longest an acknowledgement waits in that mode (1ms to 1m).
 	SyncInterval Duration `yaml:"sync_interval"`
 	// WhenFull is block (inputs wait: backpressure) or drop_oldest (the
 	// oldest segment is deleted and the loss counted).
-	WhenFull string `yaml:"when_full"`
+	WhenFull broker.FullPolicy `yaml:"when_full"`
 }
 
 // Plugin is one configured input, filter or output.
@@ -123,9 +127,82 @@ func CommonDefaults() *Config {
 			Partitions:   4,
 			MaxBytes:     1 << 30,
 			SegmentBytes: 64 << 20,
-			Sync:         "always",
+			Sync:         broker.SyncAlways,
 			SyncInterval: Duration(200e6),
-			WhenFull:     "block",
+			WhenFull:     broker.Block,
 		},
 	}
+}
+
+// Validate checks the service block: every value an enum member, the data
+// directory set.
+func (s *Service) Validate() error {
+	var errs []error
+	if s.DataDir == "" {
+		errs = append(errs, pipeline.FieldErr("data_dir", "must not be empty"))
+	}
+	switch s.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, pipeline.FieldErr("log_level", "%q is not one of debug, info, warn, error", s.LogLevel))
+	}
+	switch s.LogFormat {
+	case "console", "json":
+	default:
+		errs = append(errs, pipeline.FieldErr("log_format", "%q is not one of console, json", s.LogFormat))
+	}
+	if s.ShutdownTimeout < 0 || s.ShutdownTimeout > maxShutdownTimeout {
+		errs = append(errs, pipeline.FieldErr("shutdown_timeout", "%s is out of range 0s..%s", s.ShutdownTimeout, maxShutdownTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// Bounds of the service and buffer settings.
+const (
+	maxShutdownTimeout = Duration(time.Hour)
+	maxPartitions      = 1024
+	minSegmentBytes    = Size(4 << 10)
+	maxSegmentBytes    = Size(1 << 30)
+	maxBufferBytes     = Size(1 << 50) // 1 PiB
+	minSyncInterval    = Duration(time.Millisecond)
+	maxSyncInterval    = Duration(time.Minute)
+)
+
+// Validate bounds every number of the buffer block. The enums (sync,
+// when_full) are checked by their own types when decoded.
+func (b *Buffer) Validate() error {
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, pipeline.FieldErr(field, format, args...))
+	}
+	partsOK := true
+	if b.Partitions < 1 || b.Partitions > maxPartitions {
+		add("partitions", "%d is out of range 1..%d", b.Partitions, maxPartitions)
+		partsOK = false
+	}
+	segOK := true
+	switch {
+	case b.SegmentBytes < minSegmentBytes:
+		add("segment_bytes", "%s is below the minimum %s", b.SegmentBytes, minSegmentBytes)
+		segOK = false
+	case b.SegmentBytes > maxSegmentBytes:
+		add("segment_bytes", "%s is above the maximum %s", b.SegmentBytes, maxSegmentBytes)
+		segOK = false
+	}
+	switch {
+	case b.MaxBytes > maxBufferBytes:
+		add("max_bytes", "%s is above the maximum %s", b.MaxBytes, maxBufferBytes)
+	case segOK && b.MaxBytes < b.SegmentBytes*2:
+		add("max_bytes", "%s must be at least twice segment_bytes (%s)", b.MaxBytes, b.SegmentBytes)
+	case partsOK && b.MaxBytes < Size(b.Partitions)*2*minSegmentBytes:
+		// segments are capped at max_bytes/(2*partitions)
+		add("max_bytes", "%s must be at least %s for %d partitions (two %s segments each)",
+			b.MaxBytes, Size(b.Partitions)*2*minSegmentBytes, b.Partitions, minSegmentBytes)
+	}
+	// checked in every mode: the broker refuses a zero interval whatever
+	// the mode
+	if b.SyncInterval < minSyncInterval || b.SyncInterval > maxSyncInterval {
+		add("sync_interval", "%s is out of range %s..%s", b.SyncInterval, minSyncInterval, maxSyncInterval)
+	}
+	return errors.Join(errs...)
 }

@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"encoding"
 	"fmt"
 	"reflect"
 	"sort"
@@ -10,7 +11,10 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+var (
+	unmarshalerType     = reflect.TypeFor[yaml.Unmarshaler]()
+	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
 
 // decode stores node into the value pointed to by out, strictly: unknown
 // keys and values of the wrong kind are errors, all of them reported.
@@ -34,6 +38,12 @@ func (l *loader) decodeValue(n *yaml.Node, v reflect.Value, path, rel string, li
 	if v.CanAddr() && v.Addr().Type().Implements(unmarshalerType) {
 		if err := n.Decode(v.Addr().Interface()); err != nil {
 			l.add(n.Line, path, "%s", cleanYAMLError(err))
+		}
+		return
+	}
+	if v.CanAddr() && v.Addr().Type().Implements(textUnmarshalerType) && n.Kind == yaml.ScalarNode {
+		if err := v.Addr().Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(n.Value)); err != nil {
+			l.add(n.Line, path, "%v", err)
 		}
 		return
 	}

@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -162,6 +161,7 @@ func Parse(file string, data []byte, role Role, reg *pipeline.Registry, lookup f
 		return nil, l.errs
 	}
 	seen := map[string]bool{}
+	blockLines := map[string]map[string]int{"service": {}, "buffer": {}}
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
 		if seen[k.Value] {
@@ -171,9 +171,9 @@ func Parse(file string, data []byte, role Role, reg *pipeline.Registry, lookup f
 		seen[k.Value] = true
 		switch k.Value {
 		case "service":
-			l.decode(v, &cfg.Service, "service", nil)
+			l.decode(v, &cfg.Service, "service", blockLines["service"])
 		case "buffer":
-			l.decode(v, &cfg.Buffer, "buffer", nil)
+			l.decode(v, &cfg.Buffer, "buffer", blockLines["buffer"])
 		case "inputs":
 			cfg.Inputs = l.plugins(v, "inputs", pipeline.KindInput, reg, role.Name)
 		case "filters":
@@ -184,7 +184,7 @@ func Parse(file string, data []byte, role Role, reg *pipeline.Registry, lookup f
 			l.add(k.Line, k.Value, "unknown key (known: service, buffer, inputs, filters, outputs)")
 		}
 	}
-	l.validateTop(cfg, root)
+	l.validateTop(cfg, root, blockLines)
 	if len(l.errs) > 0 {
 		sort.SliceStable(l.errs, func(i, j int) bool { return l.errs[i].Line < l.errs[j].Line })
 		return nil, l.errs
@@ -215,28 +215,10 @@ func keyLine(root *yaml.Node, path ...string) int {
 	return line
 }
 
-func (l *loader) validateTop(cfg *Config, root *yaml.Node) {
-	s, b := &cfg.Service, &cfg.Buffer
+func (l *loader) validateTop(cfg *Config, root *yaml.Node, blockLines map[string]map[string]int) {
 	at := func(path ...string) int { return keyLine(root, path...) }
-	if s.DataDir == "" {
-		l.add(at("service", "data_dir"), "service.data_dir", "must not be empty")
-	}
-	switch s.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		l.add(at("service", "log_level"), "service.log_level", "%q is not one of debug, info, warn, error", s.LogLevel)
-	}
-	switch s.LogFormat {
-	case "console", "json":
-	default:
-		l.add(at("service", "log_format"), "service.log_format", "%q is not one of console, json", s.LogFormat)
-	}
-	l.validateBuffer(b, at)
-	switch b.WhenFull {
-	case "block", "drop_oldest":
-	default:
-		l.add(at("buffer", "when_full"), "buffer.when_full", "%q is not one of block, drop_oldest", b.WhenFull)
-	}
+	l.validationErrors(cfg.Service.Validate(), "service", at("service"), blockLines["service"])
+	l.validationErrors(cfg.Buffer.Validate(), "buffer", at("buffer"), blockLines["buffer"])
 	if len(cfg.Inputs) == 0 && !l.hasErrorAt("inputs") {
 		l.add(at("inputs"), "inputs", "at least one input is required")
 	}
@@ -254,55 +236,6 @@ func (l *loader) validateTop(cfg *Config, root *yaml.Node) {
 			}
 			names[p.Name] = p.Line
 		}
-	}
-}
-
-// Bounds of the buffer settings.
-const (
-	maxPartitions   = 1024
-	minSegmentBytes = Size(4 << 10)
-	maxSegmentBytes = Size(1 << 30)
-	maxBufferBytes  = Size(1 << 50) // 1 PiB
-	minSyncInterval = Duration(time.Millisecond)
-	maxSyncInterval = Duration(time.Minute)
-)
-
-// validateBuffer bounds every number of the buffer block, each error at
-// its key's line.
-func (l *loader) validateBuffer(b *Buffer, at func(path ...string) int) {
-	partsOK := true
-	if b.Partitions < 1 || b.Partitions > maxPartitions {
-		l.add(at("buffer", "partitions"), "buffer.partitions", "%d is out of range 1..%d", b.Partitions, maxPartitions)
-		partsOK = false
-	}
-	segOK := true
-	switch {
-	case b.SegmentBytes < minSegmentBytes:
-		l.add(at("buffer", "segment_bytes"), "buffer.segment_bytes", "%s is below the minimum %s", b.SegmentBytes, minSegmentBytes)
-		segOK = false
-	case b.SegmentBytes > maxSegmentBytes:
-		l.add(at("buffer", "segment_bytes"), "buffer.segment_bytes", "%s is above the maximum %s", b.SegmentBytes, maxSegmentBytes)
-		segOK = false
-	}
-	switch {
-	case b.MaxBytes > maxBufferBytes:
-		l.add(at("buffer", "max_bytes"), "buffer.max_bytes", "%s is above the maximum %s", b.MaxBytes, maxBufferBytes)
-	case segOK && b.MaxBytes < b.SegmentBytes*2:
-		l.add(at("buffer", "max_bytes"), "buffer.max_bytes", "%s must be at least twice segment_bytes (%s)", b.MaxBytes, b.SegmentBytes)
-	case partsOK && b.MaxBytes < Size(b.Partitions)*2*minSegmentBytes:
-		// segments are capped at max_bytes/(2*partitions)
-		l.add(at("buffer", "max_bytes"), "buffer.max_bytes", "%s must be at least %s for %d partitions (two %s segments each)",
-			b.MaxBytes, Size(b.Partitions)*2*minSegmentBytes, b.Partitions, minSegmentBytes)
-	}
-	switch b.Sync {
-	case "always", "interval", "none":
-	default:
-		l.add(at("buffer", "sync"), "buffer.sync", "%q is not one of always, interval, none", b.Sync)
-	}
-	// checked in every mode: the broker refuses a zero interval whatever
-	// the mode
-	if b.SyncInterval < minSyncInterval || b.SyncInterval > maxSyncInterval {
-		l.add(at("buffer", "sync_interval"), "buffer.sync_interval", "%s is out of range %s..%s", b.SyncInterval, minSyncInterval, maxSyncInterval)
 	}
 }
 
@@ -389,7 +322,13 @@ func (l *loader) plugins(n *yaml.Node, section string, kind pipeline.Kind, reg *
 
 // validationErrors turns a Validate error (maybe joined FieldErrors) into
 // located errors.
+// validationErrors reports what a Validate returned, each FieldError at its
+// key's line (the block's line for a key the file does not set). A field
+// that already failed to decode is not reported twice.
 func (l *loader) validationErrors(err error, path string, line int, lines map[string]int) {
+	if err == nil {
+		return
+	}
 	var errs []error
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		errs = j.Unwrap()
@@ -399,6 +338,9 @@ func (l *loader) validationErrors(err error, path string, line int, lines map[st
 	for _, e := range errs {
 		var fe *pipeline.FieldError
 		if errors.As(e, &fe) {
+			if l.hasErrorAt(path + "." + fe.Field) {
+				continue
+			}
 			ln, ok := lines[fe.Field]
 			if !ok {
 				ln = line

@@ -107,21 +107,13 @@ func newLogger(format string, level zap.AtomicLevel) *zap.Logger {
 
 func (s *Service) openBuffer(cfg *conf.Config) (*broker.Broker, error) {
 	b := cfg.Buffer
-	syncMode, err := broker.ParseSyncMode(b.Sync)
-	if err != nil {
-		return nil, err
-	}
-	full, err := broker.ParseFullPolicy(b.WhenFull)
-	if err != nil {
-		return nil, err
-	}
 	return broker.Open(filepath.Join(cfg.Service.DataDir, "buffer"),
 		broker.WithPartitions(b.Partitions),
 		broker.WithSegmentBytes(int64(b.SegmentBytes)),
 		broker.WithMaxBytes(int64(b.MaxBytes)),
-		broker.WithSync(syncMode),
+		broker.WithSync(b.Sync),
 		broker.WithSyncInterval(b.SyncInterval.D()),
-		broker.WithWhenFull(full),
+		broker.WithWhenFull(b.WhenFull),
 		broker.WithLogger(s.log.Named("buffer")),
 		broker.WithRegisterer(s.prom),
 	)

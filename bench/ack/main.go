@@ -169,7 +169,7 @@ func run() error {
 	}
 	mode, how := *syncMode, "-sync"
 	if mode == "" {
-		mode, how = agent.Role.Config().Buffer.Sync, "default"
+		mode, how = agent.Role.Config().Buffer.Sync.String(), "default"
 	}
 	fmt.Printf("\ndurability at the ack:\n  logship:    buffer.sync %s (%s): %s\n", mode, how, durability(mode))
 	if fbBin != "" {
@@ -205,7 +205,7 @@ func printHeader(work string) {
 	if out, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
 		fmt.Printf("tree:      %s\n", strings.TrimSpace(string(out)))
 	}
-	fmt.Printf("buffer.sync: %s; source default (agent.Role): %s\n", orDefault(*syncMode), agent.Role.Config().Buffer.Sync)
+	fmt.Printf("buffer.sync: %s; source default (agent.Role): %s\n", orDefault(*syncMode), agent.Role.Config().Buffer.Sync.String())
 	var u syscall.Utsname
 	if syscall.Uname(&u) == nil {
 		fmt.Printf("kernel:    %s\n", utsString(u.Release[:]))
