@@ -48,15 +48,17 @@ func TestRetentionRemovesOnlyConsumedSegments(t *testing.T) {
 	if err := slow.Commit(99); err != nil {
 		t.Fatal(err)
 	}
+	// The file goes first, then the accounting: poll for both.
 	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
-		if n := len(segFiles(t, dir, 0)); n != 1 {
+		files := segFiles(t, dir, 0)
+		if n := len(files); n != 1 {
 			return fmt.Errorf("%d segments left of %d", n, nseg)
+		}
+		if got, want := b.Stats().Bytes, fileSize(t, files[0]); got != want {
+			return fmt.Errorf("accounted %d bytes, the last segment has %d", got, want)
 		}
 		return nil
 	})
-	if got := b.Stats().Bytes; got != fileSize(t, segFiles(t, dir, 0)[0]) {
-		t.Fatalf("accounted %d bytes", got)
-	}
 }
 
 // mustSegmentsCoverFrom checks that the segment holding offset off is kept.
