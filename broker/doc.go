@@ -106,7 +106,10 @@
 // unsynced tail, or when a buffer is recreated, new records get offsets
 // that records already read had. So that (epoch, partition, offset) never
 // names two different contents, every record carries the epoch it was
-// written in: Record.Epoch = incarnation<<32 | frame epoch.
+// written in: Record.Epoch = incarnation<<32 | frame epoch, or 0 for a
+// record of a version 1 segment (written before epochs; its offsets were
+// never reused, and a chunk id made from epoch 0 is the one an older
+// logship gave it).
 //
 //   - The incarnation is a random non-zero u32 (crypto/rand) made when the
 //     buffer directory is created, or when its META is missing or

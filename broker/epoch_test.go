@@ -283,7 +283,7 @@ func TestVersion1BufferUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs := readN(t, c, 3)
-	if rs[0].Offset != 1 || rs[0].Epoch != inc<<32 || rs[1].Epoch != inc<<32 || rs[2].Offset != 3 || rs[2].Epoch != inc<<32|1 {
+	if rs[0].Offset != 1 || rs[0].Epoch != 0 || rs[1].Epoch != 0 || rs[2].Offset != 3 || rs[2].Epoch != inc<<32|1 {
 		t.Fatalf("records %d@%x %d@%x %d@%x", rs[0].Offset, rs[0].Epoch, rs[1].Offset, rs[1].Epoch, rs[2].Offset, rs[2].Epoch)
 	}
 	if err := b.Close(); err != nil {

@@ -199,8 +199,14 @@ func (b *Broker) writeMeta(m meta) error {
 	return nil
 }
 
-// recordEpoch returns Record.Epoch for a frame epoch.
+// recordEpoch returns Record.Epoch for a frame epoch. Frame epoch 0 is
+// only ever found in version 1 segments (every Open since appends with an
+// epoch of at least 1): such records report epoch 0, so that the chunk ids
+// a forward output gave them before the upgrade stay the same.
 func (b *Broker) recordEpoch(frameEpoch uint32) uint64 {
+	if frameEpoch == 0 {
+		return 0
+	}
 	return uint64(b.incarnation)<<32 | uint64(frameEpoch)
 }
 
