@@ -73,6 +73,14 @@ type Memory interface {
 // its initial read buffer and small scratch buffers.
 const IdleBytes = initialBuffer + 3*retainSmall
 
+// RequestBytes is the most memory one request may make a decoder hold: the
+// frame, its entries inflated and rewritten, and a zstd window. A Memory
+// budget smaller than this refuses the largest requests the limits allow.
+func (l Limits) RequestBytes() int {
+	l = l.withDefaults()
+	return l.MaxFrameBytes + 2*l.MaxDecompressedBytes + zstdMaxWindow + zstdOverhead
+}
+
 func (l Limits) withDefaults() Limits {
 	if l.MaxFrameBytes <= 0 {
 		l.MaxFrameBytes = DefaultMaxFrameBytes
@@ -185,7 +193,9 @@ const (
 
 const (
 	initialBuffer = 64 << 10
-	retainSmall   = 4 << 10 // scratch buffers kept while idle
+	zstdMaxWindow = 8 << 20   // the largest zstd window accepted (what levels up to 19 use)
+	zstdOverhead  = 256 << 10 // zstd block buffers beside the window
+	retainSmall   = 4 << 10   // scratch buffers kept while idle
 	maxEmptyReads = 100
 	maxTags       = 256
 )
@@ -215,6 +225,7 @@ type Decoder struct {
 	src      bytes.Reader
 	gz       *gzip.Reader
 	zd       *zstd.Decoder
+	zdCost   int // what zd may hold: its window and block buffers
 
 	lastTag string
 	tags    map[string]string
@@ -308,7 +319,7 @@ func (d *Decoder) fill(need int) error {
 
 // footprint is the bytes the decoder's buffers hold.
 func (d *Decoder) footprint() int {
-	return len(d.buf) + cap(d.inflated) + cap(d.out) + cap(d.jbuf)
+	return len(d.buf) + cap(d.inflated) + cap(d.out) + cap(d.jbuf) + d.zdCost
 }
 
 // account tells Limits.Memory that the buffers are about to hold total
@@ -333,8 +344,12 @@ func (d *Decoder) account(total int) error {
 // IdleBytes at most. A connection streaming requests back to back keeps its
 // buffers, so that the steady state allocates nothing.
 func (d *Decoder) release() {
-	if len(d.buf) <= initialBuffer && cap(d.inflated) <= retainSmall && cap(d.out) <= retainSmall && cap(d.jbuf) <= retainSmall {
+	if len(d.buf) <= initialBuffer && cap(d.inflated) <= retainSmall && cap(d.out) <= retainSmall && cap(d.jbuf) <= retainSmall && d.zd == nil {
 		return
+	}
+	if d.zd != nil {
+		d.zd.Close()
+		d.zd, d.zdCost = nil, 0
 	}
 	if len(d.buf) > initialBuffer {
 		d.buf, d.start, d.end = nil, 0, 0
@@ -504,12 +519,16 @@ func (d *Decoder) inflate(c Compression, src []byte) ([]byte, error) {
 		r = d.gz
 	case CompressZstd:
 		if d.zd == nil {
-			win := uint64(max(d.lim.MaxDecompressedBytes, zstd.MinWindowSize))
+			win := min(max(d.lim.MaxDecompressedBytes, zstd.MinWindowSize), zstdMaxWindow)
+			if err := d.account(d.footprint() + win + zstdOverhead); err != nil {
+				return nil, err
+			}
+			d.zdCost = win + zstdOverhead
 			zd, err := zstd.NewReader(nil,
 				zstd.WithDecoderConcurrency(1),
 				zstd.WithDecoderLowmem(true),
-				zstd.WithDecoderMaxWindow(min(win, zstd.MaxWindowSize)),
-				zstd.WithDecoderMaxMemory(win))
+				zstd.WithDecoderMaxWindow(uint64(win)),
+				zstd.WithDecoderMaxMemory(uint64(max(d.lim.MaxDecompressedBytes, zstd.MinWindowSize))))
 			if err != nil {
 				return nil, fmt.Errorf("forwardproto: zstd: %w", err)
 			}

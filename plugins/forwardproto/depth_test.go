@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/logship/logship/pipeline"
@@ -256,5 +257,42 @@ func TestMemoryAccounted(t *testing.T) {
 	wantErr(t, err, refuse)
 	if _, err2 := d.Next(); !errors.Is(err2, refuse) {
 		t.Fatalf("not final: %v", err2)
+	}
+}
+
+// TestZstdWindowBounded: the zstd decoder's window is accounted and capped
+// at 8 MiB (a frame asking for more fails), and it is dropped with the
+// other buffers once the stream is idle.
+func TestZstdWindowBounded(t *testing.T) {
+	var big bytes.Buffer
+	w, err := zstd.NewWriter(&big, zstd.WithWindowSize(32<<20), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := entriesN(t, 100)
+	for big.Len() == 0 || w.Close() != nil {
+		_, _ = w.Write(entries)
+	}
+	f := frame(t, "t", binOf(t, big.Bytes()), map[string]any{"compressed": "zstd"})
+	_, err = decodeAll(t, bytes.NewReader(f), Limits{})
+	wantErr(t, err, ErrDecompressedTooLarge)
+
+	m := &fakeMemory{}
+	ok := frame(t, "t", binOf(t, zstdOf(t, entries)), map[string]any{"compressed": "zstd"})
+	d := newTestDecoder(&splitReader{parts: [][]byte{ok, ok}}, Limits{Memory: m})
+	if req, err := d.Next(); err != nil || req.Count != 100 {
+		t.Fatal(err)
+	}
+	if m.n < zstdMaxWindow {
+		t.Fatalf("zstd window not accounted: %d", m.n)
+	}
+	if _, err := d.Next(); err != nil { // a new zstd decoder after an idle wait
+		t.Fatal(err)
+	}
+	if _, err := d.Next(); err != io.EOF {
+		t.Fatal(err)
+	}
+	if d.zd != nil || m.n != 0 {
+		t.Fatalf("idle decoder keeps its zstd decoder (told %d)", m.n)
 	}
 }

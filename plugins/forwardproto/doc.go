@@ -93,9 +93,12 @@
 //     PONG; a server reads the PING before the client is authenticated.
 //   - MaxChunkIDBytes (1 KiB): a longer chunk option is ErrMalformed.
 //
-// One request therefore holds at most MaxFrameBytes (read buffer) plus twice
-// MaxDecompressedBytes (inflated and rewritten entries). The decoder builds
-// no per-event structures: entries stay concatenated bytes. Limits.Memory,
+// One request therefore holds at most Limits.RequestBytes: MaxFrameBytes
+// (read buffer), twice MaxDecompressedBytes (inflated and rewritten
+// entries) and a zstd window, which is capped at 8 MiB (what zstd levels up
+// to 19 use; a frame asking for a larger window fails with
+// ErrDecompressedTooLarge). The decoder builds no per-event structures:
+// entries stay concatenated bytes. Limits.Memory,
 // when set, is asked before any buffer grows (it may wait: a server stops
 // reading, which is TCP backpressure, or refuse) and told when buffers are
 // released: a decoder waiting for a new frame with nothing buffered drops

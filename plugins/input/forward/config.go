@@ -62,8 +62,8 @@ type Config struct {
 	// together, beyond the 76KiB each connection keeps. A connection that
 	// needs more while it is spent stops being read (TCP backpressure)
 	// until other requests finish; a single request needing more than all
-	// of it is refused. At least max_frame_bytes + 2 * max_decompressed_bytes,
-	// at most 64GiB.
+	// of it is refused. At least max_frame_bytes + 2 * max_decompressed_bytes
+	// + 8.25MiB (a zstd window), at most 64GiB.
 	MemoryLimit conf.Size `yaml:"memory_limit"`
 	// MaxConnections is the most connections open at once (1 to 65536);
 	// one more is closed as soon as it is accepted, logged and counted.
@@ -140,7 +140,7 @@ func (c *Config) Validate() error {
 	between("max_decompressed_bytes", int64(c.MaxDecompressedBytes), int64(c.MaxFrameBytes), 4<<30, size)
 	between("max_entries_per_request", int64(c.MaxEntriesPerRequest), 1, 100000000, num)
 	between("max_depth", int64(c.MaxDepth), 1, 1000, num)
-	between("memory_limit", int64(c.MemoryLimit), int64(c.MaxFrameBytes)+2*int64(c.MaxDecompressedBytes), 64<<30, size)
+	between("memory_limit", int64(c.MemoryLimit), int64(c.limits().RequestBytes()), 64<<30, size)
 	between("max_connections", int64(c.MaxConnections), 1, 65536, num)
 	between("idle_timeout", int64(c.IdleTimeout), int64(time.Second), int64(24*time.Hour), dur)
 	between("handshake_timeout", int64(c.HandshakeTimeout), int64(100*time.Millisecond), int64(5*time.Minute), dur)
@@ -150,4 +150,15 @@ func (c *Config) Validate() error {
 		between("dedup_window", int64(c.DedupWindow), 1, 1000000, num)
 	}
 	return errors.Join(errs...)
+}
+
+// limits are the decoder's limits this config sets (Memory aside).
+func (c *Config) limits() forwardproto.Limits {
+	return forwardproto.Limits{
+		MaxFrameBytes:        int(c.MaxFrameBytes),
+		MaxDecompressedBytes: int(c.MaxDecompressedBytes),
+		MaxEntries:           c.MaxEntriesPerRequest,
+		MaxDepth:             c.MaxDepth,
+		MaxHandshakeBytes:    int(c.MaxHandshakeBytes),
+	}
 }

@@ -532,14 +532,9 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 			return
 		}
 	}
-	dec := forwardproto.NewDecoder(cn.c, forwardproto.Limits{
-		MaxFrameBytes:        int(in.cfg.MaxFrameBytes),
-		MaxDecompressedBytes: int(in.cfg.MaxDecompressedBytes),
-		MaxEntries:           in.cfg.MaxEntriesPerRequest,
-		MaxDepth:             in.cfg.MaxDepth,
-		MaxHandshakeBytes:    int(in.cfg.MaxHandshakeBytes),
-		Memory:               cn.mem,
-	})
+	lim := in.cfg.limits()
+	lim.Memory = cn.mem
+	dec := forwardproto.NewDecoder(cn.c, lim)
 	if in.cfg.SharedKey != "" {
 		if err := cn.handshake(dec); err != nil {
 			if in.ctx.Err() == nil {

@@ -246,7 +246,7 @@ func TestCompressionBombBounded(t *testing.T) {
 	in, reg := startInputReg(t, func(c *Config) {
 		c.MaxFrameBytes = 1 << 20
 		c.MaxDecompressedBytes = decomp
-		c.MemoryLimit = conf.Size(c.MaxFrameBytes + 2*decomp)
+		c.MemoryLimit = conf.Size(c.limits().RequestBytes())
 	}, em)
 	bomb := mp(t, []any{"bomb", tinyBomb(t, 10_000_000), map[string]any{"compressed": "gzip", "chunk": "bomb"}})
 	if len(bomb) > 40<<10 {
@@ -580,11 +580,11 @@ func TestMemoryBackpressure(t *testing.T) {
 	em := &testEmitter{}
 	in := startInput(t, func(c *Config) {
 		c.MaxFrameBytes, c.MaxDecompressedBytes = 1<<20, 1<<20
-		c.MemoryLimit = 3 << 20
+		c.MemoryLimit = conf.Size(c.limits().RequestBytes())
 		c.IdleTimeout = conf.Duration(time.Second)
 	}, em)
 	hog := &account{b: in.mem, ctx: context.Background()}
-	if err := hog.Resize(3 << 20); err != nil {
+	if err := hog.Resize(int(in.cfg.MemoryLimit)); err != nil {
 		t.Fatal(err)
 	}
 	var entries []byte
