@@ -42,17 +42,20 @@
 //     request needing more than memory_limit alone is refused (reason
 //     memory_limit). Per connection add about 100KiB (idle buffers,
 //     goroutines).
-//   - max_connections (1024): one more is closed as soon as accepted
-//     (reason max_connections).
+//   - max_connections (1024): one more is closed as soon as accepted,
+//     counted in forward_in_connections_closed_total (reason
+//     max_connections, as every close below) and logged at most every 10s.
 //   - idle_timeout (5m): a connection that completes no request for that
-//     long, while no acknowledgement of it is pending, is closed.
+//     long, while no acknowledgement of it is pending, is closed (reason
+//     idle_timeout).
 //   - handshake_timeout (10s) and max_handshake_bytes (4KiB): the TLS
-//     handshake and the HELO/PING/PONG exchange must finish in time, and a
-//     PING (read before the client is authenticated) must be small.
+//     handshake and the HELO/PING/PONG exchange must finish in time (reason
+//     handshake_timeout), and a PING (read before the client is
+//     authenticated) must be small (errors_total reason auth).
 //   - A client that closes its connection while the input applies
 //     backpressure to it is noticed (the kernel's TCP state, checked every
-//     250ms) and its connection closed: chunks it was not acknowledged for
-//     are resent by it, and a resent chunk still being stored waits for the
+//     250ms) and its connection closed (reason peer_gone): chunks it was not
+//     acknowledged for are resent by it, and a resent chunk still being stored waits for the
 //     first copy (dedup).
 //   - max_pending_acks (64) and dedup_window (100000) bound what one
 //     connection and the chunk-id journal hold.
