@@ -7,8 +7,8 @@ import (
 	"os"
 )
 
-// fileKeyOf has no inode to read outside Unix: the name and the size at
-// discovery stand in, which is weaker (a renamed file looks new).
+// fileKeyOf has no inode to read outside Unix: a hash of the base name
+// stands in, which is weaker (a renamed file looks new).
 func fileKeyOf(fi os.FileInfo) fileKey {
 	h := fnv.New64a()
 	h.Write([]byte(fi.Name()))
