@@ -156,21 +156,6 @@ func (t *tailer) poke() {
 	}
 }
 
-// setGone is called by the scan: gone means no matched name leads to the
-// file any more (renamed away or deleted).
-func (t *tailer) setGone(gone bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	switch {
-	case gone && !t.gone:
-		t.gone, t.goneAt = true, time.Now()
-		t.in.met.rotation(t.in.set.Name, "gone")
-		t.poke()
-	case !gone && t.gone && !t.deleted:
-		t.gone = false
-	}
-}
-
 // run reads the file until the input stops or the file is retired.
 func (t *tailer) run() {
 	defer t.in.wg.Done()
@@ -309,131 +294,6 @@ func (t *tailer) nextDeadline(now time.Time) time.Duration {
 	return d
 }
 
-// resolveCopy decides where a file that looked like a copy of a live file
-// starts: where the original stopped, once the original was truncated
-// (copytruncate); at 0 if the original was not truncated in time (a plain
-// copy).
-func (t *tailer) resolveCopy(now time.Time) bool {
-	src := t.copyOf
-	start := int64(-1)
-	if rec := t.in.claimTrunc(t.key.dev, t.fp, t.f); rec != nil {
-		// Past copySize the copy holds lines written to it, not to the
-		// original.
-		start = min(rec.emitted, t.copySize)
-		t.in.met.rotation(t.in.set.Name, "copy")
-	}
-	if start < 0 {
-		src.mu.Lock()
-		retired := src.retired
-		src.mu.Unlock()
-		if !retired && now.Before(t.parkUntil) {
-			return false
-		}
-		start = 0
-	}
-	t.readOff = start
-	t.readTail, _ = readTail(t.f, start)
-	t.mu.Lock()
-	t.copyOf = nil
-	t.committed, t.commitTail = start, t.readTail
-	fp := t.fp
-	t.mu.Unlock()
-	t.in.store.set(t.key, t.path, fp, start, t.readTail)
-	t.in.saveSoon()
-	return true
-}
-
-// checkTruncated notices a file that shrank below the read position or
-// whose first bytes changed (truncated and written again), and starts it
-// over at 0.
-func (t *tailer) checkTruncated(size int64) bool {
-	var head [fingerprintBytes]byte
-	t.mu.Lock()
-	fp := t.fp
-	t.mu.Unlock()
-	truncated := size < t.readOff || size < int64(fp.n)
-	var h []byte
-	if !truncated && size > 0 {
-		var err error
-		h, err = readHead(t.f, size, head[:])
-		if err != nil {
-			return false
-		}
-		switch {
-		case !fp.matches(h):
-			truncated = true
-		case size > t.readOff && !tailMatches(t.f, t.readOff, t.readTail):
-			// The same first bytes, but not the bytes before the read
-			// position: truncated and written again past it between two
-			// looks. Reading on would skip the new lines before it.
-			truncated = true
-		case len(h) > fp.n:
-			// The fingerprint grows with the file; the checkpoint gets it
-			// too, so that a restart can tell this content from the next.
-			nfp := fingerprint{len(h), fnv1a(h)}
-			t.mu.Lock()
-			t.fp = nfp
-			t.in.store.set(t.key, t.path, nfp, t.committed, t.commitTail)
-			t.mu.Unlock()
-			if fp.n == 0 {
-				t.in.saveSoon()
-			}
-		}
-	}
-	if !truncated {
-		return false
-	}
-	// Wait for the chunks of the old content still in flight: the copy
-	// (if any) resumes at what is durable, so a chunk that fails now is
-	// read again from the copy rather than lost.
-	for {
-		t.mu.Lock()
-		out := t.outstanding
-		t.mu.Unlock()
-		if out == 0 || t.in.ctx.Err() != nil {
-			break
-		}
-		t.waitFor(-1)
-	}
-	if t.in.ctx.Err() != nil {
-		return true
-	}
-	fi, err := t.f.Stat()
-	if err != nil {
-		return false
-	}
-	size = fi.Size()
-	h, _ = readHead(t.f, size, head[:])
-	t.mu.Lock()
-	emitted, emittedTail := t.committed, t.commitTail
-	t.mu.Unlock()
-	unread := max(t.lastSize, t.readOff) - emitted
-	t.in.log.Debug("file truncated", zap.String("path", t.path), zap.Int64("was_read_to", t.readOff), zap.Int64("size", size))
-	t.reset()
-	t.readOff, t.readTail = 0, tailSum{}
-	t.lastSize = size
-	newFP := fingerprint{len(h), fnv1a(h)}
-	// The copy first: once it is open its checkpoint holds the old
-	// content's position. Only then may the checkpoint of this file forget
-	// it; if the input stops in between, the old checkpoint stays and the
-	// next start finds the truncation and the copy again.
-	t.in.noteTruncation(t, fp, emitted, emittedTail, unread)
-	if t.in.ctx.Err() != nil {
-		return true
-	}
-	t.mu.Lock()
-	t.gen++
-	t.pending = nil
-	t.committed, t.commitTail = 0, tailSum{}
-	t.failed = false
-	t.failedFlag.Store(false)
-	t.fp = newFP
-	t.in.store.set(t.key, t.path, newFP, 0, tailSum{})
-	t.mu.Unlock()
-	t.in.saveSoon()
-	return true
-}
-
 // reset drops everything read but not emitted.
 func (t *tailer) reset() {
 	t.lo, t.hi = 0, 0
@@ -528,22 +388,6 @@ func (t *tailer) readToEOF() {
 	t.in.bufs.Put(bp)
 	<-t.in.slots
 	t.flush()
-}
-
-// sameContent checks, after a read at readOff, that the file's first
-// bytes and the bytes just before readOff are still those it had: a file
-// truncated and written again past the read position would otherwise be
-// read from the middle.
-func (t *tailer) sameContent() bool {
-	if !tailMatches(t.f, t.readOff, t.readTail) {
-		return false
-	}
-	if t.fp.n == 0 {
-		return true
-	}
-	var head [fingerprintBytes]byte
-	n, err := t.f.ReadAt(head[:t.fp.n], 0)
-	return (err == nil || errors.Is(err, io.EOF)) && n == t.fp.n && fnv1a(head[:n]) == t.fp.sum
 }
 
 // scanLines consumes the complete lines in buf[lo:hi]. A line longer than
