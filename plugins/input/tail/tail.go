@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -190,42 +189,6 @@ func (in *Input) Stop(ctx context.Context) error {
 	in.byReal = map[string][]*tailer{}
 	in.mu.Unlock()
 	return err
-}
-
-func (in *Input) inflightAdd() {
-	in.ackMu.Lock()
-	in.inflight++
-	in.ackMu.Unlock()
-}
-
-func (in *Input) inflightDone() {
-	in.ackMu.Lock()
-	in.inflight--
-	if in.inflight == 0 && in.drained != nil {
-		close(in.drained)
-		in.drained = nil
-	}
-	in.ackMu.Unlock()
-}
-
-func (in *Input) waitAcks(ctx context.Context) error {
-	in.ackMu.Lock()
-	if in.inflight == 0 {
-		in.ackMu.Unlock()
-		return nil
-	}
-	if in.drained == nil {
-		in.drained = make(chan struct{})
-	}
-	ch := in.drained
-	n := in.inflight
-	in.ackMu.Unlock()
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("tail: %d chunks not acknowledged at stop; their lines are read again after a restart: %w", n, ctx.Err())
-	}
 }
 
 // loop is the manager: discovery, the safety-net poll, checkpoint saves.
