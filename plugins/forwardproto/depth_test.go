@@ -111,6 +111,13 @@ func TestSkipDepthMatchesSkipValue(t *testing.T) {
 		if err != nil || deep || got != want {
 			t.Fatalf("value %d: %d %v %v, want %d", i, got, deep, err, want)
 		}
+		for _, max := range []int{1, 64} {
+			got, deep, err = skipRecord(append(v, 0x01), max, stack)
+			_, wantDeep, _ := skipDepth(v, max, stack)
+			if err != nil || deep != wantDeep || (!deep && got != want) {
+				t.Fatalf("value %d, skipRecord(%d): %d %v %v, want %d", i, max, got, deep, err, want)
+			}
+		}
 		if _, _, err := skipDepth(v[:len(v)-1], 64, stack); !errors.Is(err, pipeline.ErrShortBuffer) {
 			t.Fatalf("value %d truncated: %v", i, err)
 		}
@@ -120,6 +127,15 @@ func TestSkipDepthMatchesSkipValue(t *testing.T) {
 		if err != nil || deep != (c.depth > c.max) {
 			t.Fatalf("%+v: deep %v %v", c, deep, err)
 		}
+		_, deep, err = skipRecord(nestedRecord(c.depth), c.max, stack)
+		if err != nil || deep != (c.depth > c.max) {
+			t.Fatalf("skipRecord %+v: deep %v %v", c, deep, err)
+		}
+	}
+	// Many maps side by side are not deep.
+	wide := marshal(t, map[string]any{"a": []any{map[string]any{}, map[string]any{}, map[string]any{}, []any{}, []any{1}}})
+	if n, deep, err := skipRecord(wide, 3, stack); err != nil || deep || n != len(wide) {
+		t.Fatalf("wide record: %d %v %v", n, deep, err)
 	}
 	// An empty container one level too deep counts.
 	if _, deep, _ := skipDepth([]byte{0x81, 0xa1, 'k', 0x90}, 1, stack); !deep {

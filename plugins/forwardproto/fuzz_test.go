@@ -165,7 +165,16 @@ func FuzzSkipDepth(f *testing.F) {
 	stack := make([]int, 4)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		want, werr := pipeline.SkipValue(data)
+		if n, _, err := skipCount(data); (err == nil) != (werr == nil) || n != want {
+			t.Fatalf("skipCount %d %v, SkipValue %d %v", n, err, want, werr)
+		}
+		rn, rdeep, rerr := skipRecord(data, 4, stack)
 		got, deep, err := skipDepth(data, 4, stack)
+		// On a valid value both agree; on an invalid one either may find
+		// the depth or the error first.
+		if werr == nil && (rdeep != deep || (rerr == nil) != (err == nil) || rn != got) {
+			t.Fatalf("skipRecord %d %v %v, skipDepth %d %v %v", rn, rdeep, rerr, got, deep, err)
+		}
 		if deep {
 			if werr != nil {
 				return // too deep found before the truncation or the bad byte

@@ -212,7 +212,7 @@ func (d *Decoder) parseEvent(b []byte) (ev event, n int, status int) {
 	if err != nil {
 		return ev, -1, eventInvalid
 	}
-	rn, deep, err := skipDepth(b[tn:], d.lim.MaxDepth, d.stack)
+	rn, deep, err := skipRecord(b[tn:], d.lim.MaxDepth, d.stack)
 	if deep {
 		rn, err = pipeline.SkipValue(b[tn:])
 	}
@@ -333,7 +333,7 @@ func (d *Decoder) normalise(body []byte) (out []byte, count, dropped, tooDeep in
 		// Fast path: fixarray 2, a time kept as it is, a map not too deep.
 		if e[0] == 0x92 && len(e) > 1 && keepableTimeByte(e[1]) {
 			if t, tn, err := pipeline.ReadTime(e[1:]); err == nil && !t.IsZero() && 1+tn < len(e) && isMapByte(e[1+tn]) {
-				if rn, deep, err := skipDepth(e[1+tn:], maxDepth, d.stack); err == nil && !deep {
+				if rn, deep, err := skipRecord(e[1+tn:], maxDepth, d.stack); err == nil && !deep {
 					off += 1 + tn + rn
 					count++
 					continue

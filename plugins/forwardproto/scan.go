@@ -178,6 +178,122 @@ func (s *jsonFramer) scan(b []byte, max int) (n, need int, err error) {
 	return 0, s.pos + 1, nil
 }
 
+// skipRecord returns the length of the one msgpack value at the start of b,
+// as pipeline.SkipValue does, and reports whether maps and arrays nest in it
+// more than maxDepth levels (see skipDepth). It first counts the maps and
+// arrays while it skips, which costs next to nothing: a value with no more
+// of them than maxDepth cannot nest deeper. Only a value with more is walked
+// again by skipDepth to measure its depth. Both walks are linear.
+func skipRecord(b []byte, maxDepth int, stack []int) (n int, tooDeep bool, err error) {
+	n, containers, err := skipCount(b)
+	if err != nil || containers <= maxDepth {
+		return n, false, err
+	}
+	if _, tooDeep, err = skipDepth(b[:n], maxDepth, stack); tooDeep || err != nil {
+		return 0, tooDeep, err
+	}
+	return n, false, nil
+}
+
+// skipCount is pipeline.SkipValue counting the maps and arrays it skips.
+func skipCount(b []byte) (n, containers int, err error) {
+	pos := 0
+	remaining := 1
+	for remaining > 0 {
+		if pos >= len(b) {
+			return 0, 0, pipeline.ErrShortBuffer
+		}
+		remaining--
+		c := b[pos]
+		switch {
+		case c <= 0x7f || c >= 0xe0:
+			pos++
+			continue
+		case c <= 0x8f:
+			pos++
+			remaining += 2 * int(c&0x0f)
+			containers++
+			continue
+		case c <= 0x9f:
+			pos++
+			remaining += int(c & 0x0f)
+			containers++
+			continue
+		case c <= 0xbf:
+			pos += 1 + int(c&0x1f)
+			continue
+		}
+		var hdr, size int
+		switch c {
+		case 0xc0, 0xc2, 0xc3:
+			hdr = 1
+		case 0xc1:
+			return 0, 0, fmt.Errorf("%w: byte 0xc1 at %d", pipeline.ErrMalformed, pos)
+		case 0xcc, 0xd0:
+			hdr, size = 1, 1
+		case 0xcd, 0xd1:
+			hdr, size = 1, 2
+		case 0xca, 0xce, 0xd2:
+			hdr, size = 1, 4
+		case 0xcb, 0xcf, 0xd3:
+			hdr, size = 1, 8
+		case 0xd4:
+			hdr, size = 2, 1
+		case 0xd5:
+			hdr, size = 2, 2
+		case 0xd6:
+			hdr, size = 2, 4
+		case 0xd7:
+			hdr, size = 2, 8
+		case 0xd8:
+			hdr, size = 2, 16
+		default:
+			var lw int
+			switch c {
+			case 0xc4, 0xd9, 0xc7:
+				lw = 1
+			case 0xc5, 0xda, 0xc8, 0xdc, 0xde:
+				lw = 2
+			default: // 0xc6, 0xdb, 0xc9, 0xdd, 0xdf
+				lw = 4
+			}
+			if pos+1+lw > len(b) {
+				return 0, 0, pipeline.ErrShortBuffer
+			}
+			var l int
+			switch lw {
+			case 1:
+				l = int(b[pos+1])
+			case 2:
+				l = int(binary.BigEndian.Uint16(b[pos+1:]))
+			default:
+				l = int(binary.BigEndian.Uint32(b[pos+1:]))
+			}
+			hdr = 1 + lw
+			switch c {
+			case 0xc7, 0xc8, 0xc9:
+				hdr, size = hdr+1, l // ext: a type byte after the length
+			case 0xdc, 0xdd:
+				remaining += l
+				containers++
+			case 0xde, 0xdf:
+				remaining += 2 * l
+				containers++
+			default:
+				size = l
+			}
+		}
+		if size > len(b)-pos-hdr {
+			return 0, 0, pipeline.ErrShortBuffer
+		}
+		pos += hdr + size
+	}
+	if pos > len(b) {
+		return 0, 0, pipeline.ErrShortBuffer
+	}
+	return pos, containers, nil
+}
+
 // skipDepth returns the length of the one msgpack value at the start of b,
 // as pipeline.SkipValue does, and reports whether maps and arrays nest in
 // it more than maxDepth levels (the value itself, when it is a map or an
