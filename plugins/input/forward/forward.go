@@ -109,6 +109,13 @@ var (
 	_ pipeline.Readier = (*Input)(nil)
 )
 
+// Ready (pipeline.Readier) reports a listener that failed for good, so that
+// /readyz turns false.
+var (
+	_ pipeline.Input   = (*Input)(nil)
+	_ pipeline.Readier = (*Input)(nil)
+)
+
 // Input is a running forward listener.
 type Input struct {
 	set pipeline.Settings
@@ -552,8 +559,17 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 	}
 	var rec []byte
 	idle := in.cfg.IdleTimeout.D()
+	// The idle deadline is moved on only once it is idle/100 old: setting
+	// it costs a timer update, and a connection sending a request every
+	// few microseconds need not pay that for each. An idle connection is
+	// then closed up to idle/100 early, never late.
+	slack := idle / 100
+	var armed time.Time
 	for {
-		_ = cn.c.SetReadDeadline(time.Now().Add(idle))
+		if now := time.Now(); now.Sub(armed) >= slack {
+			_ = cn.c.SetReadDeadline(now.Add(idle))
+			armed = now
+		}
 		if cn.ctx.Err() != nil { // after the deadline: Stop's stopReading wins
 			return
 		}
@@ -564,6 +580,7 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 			case errors.Is(err, io.EOF), cn.ctx.Err() != nil:
 			case errors.As(err, &ne) && ne.Timeout():
 				if len(cn.slots) > 0 {
+					armed = time.Time{}
 					continue // the client waits for us: not idle
 				}
 				in.closed.WithLabelValues("idle_timeout").Inc()
@@ -674,6 +691,7 @@ func (cn *conn) writer(done chan<- struct{}) {
 	defer close(done)
 	var out []byte
 	broken := false
+	var armed time.Time // when the write deadline was last moved on
 	for j := range cn.acks {
 		if j.fresh && j.chunk != nil && cn.in.dedup != nil {
 			cn.in.dedup.finish(j.chunk, j.err)
@@ -685,7 +703,12 @@ func (cn *conn) writer(done chan<- struct{}) {
 			}
 		} else if j.chunk != nil && !broken {
 			out = forwardproto.AppendAck(out[:0], j.chunk, j.json)
-			_ = cn.c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+			// 29 to 30 seconds for the ack to leave: the deadline is moved
+			// on once a second, not for every ack.
+			if now := time.Now(); now.Sub(armed) >= time.Second {
+				_ = cn.c.SetWriteDeadline(now.Add(30 * time.Second))
+				armed = now
+			}
 			if _, err := cn.c.Write(out); err != nil {
 				broken = true
 				cn.c.Close() // the reader notices and ends

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"runtime"
 	"strings"
@@ -751,5 +750,3 @@ func openFDs(t *testing.T) int {
 	})
 	return n
 }
-
-var _ = io.EOF
