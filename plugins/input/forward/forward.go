@@ -506,7 +506,6 @@ func (cn *conn) blocked(b bool) {
 
 func (cn *conn) serve(emit pipeline.Emitter) {
 	in := cn.in
-	log := in.log.With(zap.String("peer", cn.peer))
 	m := in.set.Metrics
 	writerDone := make(chan struct{})
 	go cn.writer(writerDone)
@@ -584,7 +583,7 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 					continue // the client waits for us: not idle
 				}
 				in.closed.WithLabelValues("idle_timeout").Inc()
-				log.Debug("idle connection closed", zap.Duration("idle_timeout", idle))
+				in.log.Debug("idle connection closed", zap.String("peer", cn.peer), zap.Duration("idle_timeout", idle))
 			case errors.Is(err, forwardproto.ErrFrameTooLarge):
 				m.Error("frame_too_large")
 				in.rl.error("frame_too_large", "request larger than max_frame_bytes refused; the client will resend it forever unless its chunks get smaller", zap.String("peer", cn.peer), zap.Error(err), zap.Int64("max_frame_bytes", int64(in.cfg.MaxFrameBytes)))
@@ -660,7 +659,7 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 			rec, err = addField(rec[:0], entries, in.cfg.SourceAddressKey, cn.ip)
 			if err != nil {
 				m.Error("malformed_frame")
-				log.Warn("malformed entries; connection closed", zap.Error(err))
+				in.rl.warn("malformed", "malformed entries; connection closed", zap.String("peer", cn.peer), zap.Error(err))
 				cn.acks <- ackJob{chunk: chunkID, err: err, arrived: arrived, fresh: true}
 				return
 			}
@@ -699,7 +698,7 @@ func (cn *conn) writer(done chan<- struct{}) {
 		if j.err != nil {
 			if !errors.Is(j.err, context.Canceled) {
 				cn.in.set.Metrics.Error("not_stored")
-				cn.in.log.Warn("chunk not stored; not acknowledged, the client will resend", zap.String("peer", cn.peer), zap.Error(j.err))
+				cn.in.rl.warn("not_stored", "chunk not stored; not acknowledged, the client will resend", zap.String("peer", cn.peer), zap.Error(j.err))
 			}
 		} else if j.chunk != nil && !broken {
 			out = forwardproto.AppendAck(out[:0], j.chunk, j.json)
