@@ -99,9 +99,7 @@ func TestSkipDepthMatchesSkipValue(t *testing.T) {
 	for _, tf := range timeForms(t) {
 		values = append(values, tf.raw)
 	}
-	for _, r := range testRecords(t) {
-		values = append(values, r)
-	}
+	values = append(values, testRecords(t)...)
 	for i, v := range values {
 		want, err := pipeline.SkipValue(v)
 		if err != nil {
