@@ -53,8 +53,7 @@ func (t *tailer) emitChunk(entries []byte, count, records int, end int64) {
 		t.outstanding--
 		if t.in.ctx.Err() == nil {
 			// Not stopping: read it again later, like a chunk not stored.
-			t.failed = true
-			t.failedFlag.Store(true)
+			t.failed.Store(true)
 		}
 		t.mu.Unlock()
 		t.in.inflightDone()
@@ -97,8 +96,7 @@ func (t *tailer) acked(p *pendingChunk, err error) {
 	current := p.gen == t.gen
 	if current {
 		if err != nil && !drop {
-			t.failed = true
-			t.failedFlag.Store(true)
+			t.failed.Store(true)
 		} else {
 			p.done = true
 			var last *pendingChunk
@@ -134,15 +132,21 @@ func (t *tailer) acked(p *pendingChunk, err error) {
 // pipeline refused for good.
 const dropReason = "permanent_error"
 
+// disownLocked starts a new content generation: the chunks in flight are
+// disowned (their acks are ignored) and the file is no longer marked
+// failed. t.mu is held.
+func (t *tailer) disownLocked() {
+	t.gen++
+	t.pending = nil
+	t.failed.Store(false)
+}
+
 // rewind goes back to the last committed offset after a chunk was not
 // stored; chunks still in flight are disowned (their acks are ignored).
 func (t *tailer) rewind() {
 	t.mu.Lock()
-	t.gen++
-	t.pending = nil
+	t.disownLocked()
 	off, tail := t.committed, t.commitTail
-	t.failed = false
-	t.failedFlag.Store(false)
 	t.mu.Unlock()
 	t.reset()
 	t.readOff, t.readTail = off, tail

@@ -48,10 +48,7 @@ func (in *Input) scan(first bool) {
 				continue // the same file under two matched names: the first wins
 			}
 			seen[k] = true
-			in.mu.Lock()
-			t := in.files[k]
-			in.mu.Unlock()
-			if t != nil {
+			if t := in.tracked(k); t != nil {
 				t.setGone(false)
 				continue
 			}

@@ -22,23 +22,23 @@ type openMode struct {
 
 // open opens a file found at p and starts its tailer. mode, when given,
 // fixes where reading starts (orphans and copies found by other means).
-func (in *Input) open(p string, fi os.FileInfo, first bool, mode *openMode) *tailer {
+func (in *Input) open(p string, fi os.FileInfo, first bool, mode *openMode) {
 	f, err := os.Open(p)
 	if err != nil {
 		if os.IsNotExist(err) {
 			if mode == nil && (in.cfg.ReadFromHead || !first) && fi.Size() > 0 {
-				in.met.lost(in.set.Name, p, "vanished", fi.Size())
+				in.met.lost(p, "vanished", fi.Size())
 			}
-			return nil
+			return
 		}
 		in.set.Metrics.Error("open")
 		in.warnOnce("open:"+p, "cannot open file", zap.String("path", p), zap.Error(err))
-		return nil
+		return
 	}
 	fi2, err := f.Stat()
 	if err != nil || !fi2.Mode().IsRegular() {
 		f.Close()
-		return nil
+		return
 	}
 	k := fileKeyOf(fi2)
 	size := fi2.Size()
@@ -48,7 +48,7 @@ func (in *Input) open(p string, fi os.FileInfo, first bool, mode *openMode) *tai
 		f.Close()
 		in.set.Metrics.Error("read")
 		in.warnOnce("read:"+p, "cannot read file", zap.String("path", p), zap.Error(err))
-		return nil
+		return
 	}
 	fp := fingerprint{len(h), fnv1a(h)}
 	var m openMode
@@ -71,7 +71,7 @@ func (in *Input) open(p string, fi os.FileInfo, first bool, mode *openMode) *tai
 	if in.files[k] != nil || in.ctx.Err() != nil {
 		in.mu.Unlock()
 		f.Close()
-		return nil
+		return
 	}
 	in.files[k] = t
 	in.byReal[t.real] = append(in.byReal[t.real], t)
@@ -87,7 +87,6 @@ func (in *Input) open(p string, fi os.FileInfo, first bool, mode *openMode) *tai
 	in.log.Debug("following file", zap.String("path", t.path), zap.Int64("offset", m.start), zap.String("start", m.how), zap.Uint64("inode", k.ino))
 	in.wg.Add(1)
 	go t.run()
-	return t
 }
 
 // decideStart picks where a newly found file is read from.
@@ -98,7 +97,7 @@ func (in *Input) decideStart(f *os.File, k fileKey, fi os.FileInfo, head []byte,
 		how := "identity changed"
 		if ckfp.matches(head) {
 			if ck.Offset > size {
-				in.met.rotation(in.set.Name, "truncated")
+				in.met.rotation("truncated")
 				return openMode{start: 0, how: "truncated while stopped"}
 			}
 			if tailMatches(f, ck.Offset, ck.tail()) {
@@ -108,7 +107,7 @@ func (in *Input) decideStart(f *os.File, k fileKey, fi os.FileInfo, head []byte,
 			// checkpoint are not: truncated and written again past the
 			// old offset (or the inode was reused for a file that starts
 			// alike). Resuming would skip the new lines before it.
-			in.met.rotation(in.set.Name, "rewritten")
+			in.met.rotation("rewritten")
 			in.log.Warn("file rewritten while logship was stopped (same first bytes, other content before the checkpoint); reading it from its start",
 				zap.String("path", f.Name()), zap.Int64("checkpoint", ck.Offset), zap.Int64("size", size))
 			how = "rewritten while stopped"
@@ -127,7 +126,7 @@ func (in *Input) decideStart(f *os.File, k fileKey, fi os.FileInfo, head []byte,
 	}
 	if fp.full() {
 		if rec := in.claimTrunc(k.dev, fp, f); rec != nil {
-			in.met.rotation(in.set.Name, "copy")
+			in.met.rotation("copy")
 			return openMode{start: min(rec.emitted, size), how: "copy of a truncated file"}
 		}
 		if !first {
@@ -167,6 +166,13 @@ func lastLineStart(f *os.File, size int64, window int) int64 {
 		}
 	}
 	return size
+}
+
+// tracked is the tailer following the file k, or nil.
+func (in *Input) tracked(k fileKey) *tailer {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.files[k]
 }
 
 // untrack removes a tailer that finished (retired or closed while idle).

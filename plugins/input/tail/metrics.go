@@ -59,7 +59,7 @@ type fileMetrics struct {
 	lag          prometheus.Gauge
 }
 
-// addFile is called with in.mu held.
+// addFile is called with Input.mu held (it guards refs).
 func (m *metrics) addFile(t *tailer, refs map[string]int) {
 	refs[t.path]++
 	t.m = fileMetrics{
@@ -70,7 +70,7 @@ func (m *metrics) addFile(t *tailer, refs map[string]int) {
 	m.open.Inc()
 }
 
-// dropFile is called with in.mu held.
+// dropFile is called with Input.mu held (it guards refs).
 func (m *metrics) dropFile(path string, refs map[string]int) {
 	m.open.Dec()
 	refs[path]--
@@ -83,14 +83,17 @@ func (m *metrics) dropFile(path string, refs map[string]int) {
 	m.lag.DeleteLabelValues(m.component, path)
 }
 
-func (m *metrics) lost(component, path, reason string, n int64) {
+// lost adds n bytes of path to the loss ledger.
+func (m *metrics) lost(path, reason string, n int64) {
 	if n > 0 {
-		m.lostB.WithLabelValues(component, path, reason).Add(float64(n))
+		m.lostB.WithLabelValues(m.component, path, reason).Add(float64(n))
 	}
 }
 
-func (m *metrics) rotation(component, kind string) {
-	m.rot.WithLabelValues(component, kind).Inc()
+// rotation counts a rotation of kind (gone, deleted, truncated, renamed,
+// copy, rewritten).
+func (m *metrics) rotation(kind string) {
+	m.rot.WithLabelValues(m.component, kind).Inc()
 }
 
 // unparsed counts a line kept as it is because it did not parse.

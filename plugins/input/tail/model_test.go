@@ -197,7 +197,7 @@ func (m *model) observed(name string) {
 			t.mu.Lock()
 			defer t.mu.Unlock()
 			return fmt.Errorf("%s: the input has not seen its current content (fp %v, head %d, gone %v, copyOf %v, out %d, failed %v, gen %d, committed %d)",
-				name, fp, len(head), t.gone, t.copyOf != nil, t.outstanding, t.failed, t.gen, t.committed)
+				name, fp, len(head), t.gone, t.copyOf != nil, t.outstanding, t.failed.Load(), t.gen, t.committed)
 		}
 		return nil
 	})

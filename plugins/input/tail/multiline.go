@@ -19,7 +19,9 @@ func (t *tailer) message(s int, content []byte, tm pipeline.EventTime, start, en
 		t.record(s, content, tm, split, end)
 		return
 	}
-	if re.Match(content) {
+	// A line that matches start_regex starts a group; so does one that
+	// would make the group too long: what is there goes out first.
+	if re.Match(content) || g.active && len(g.buf)+1+len(content) > t.in.maxLine {
 		t.flushML(s)
 		g.active, g.start, g.end, g.time, g.last = true, start, end, tm, time.Now()
 		g.buf = append(g.buf[:0], content...)
@@ -30,19 +32,12 @@ func (t *tailer) message(s int, content []byte, tm pipeline.EventTime, start, en
 		t.record(s, content, tm, splitNo, end)
 		return
 	}
-	if len(g.buf)+1+len(content) > t.in.maxLine {
-		// Too long: what is there goes out, the line starts a new group.
-		t.flushML(s)
-		g.active, g.start, g.end, g.time, g.last = true, start, end, tm, time.Now()
-		g.buf = append(g.buf[:0], content...)
-		t.open++
-		return
-	}
 	g.buf = append(g.buf, '\n')
 	g.buf = append(g.buf, content...)
 	g.end, g.last = end, time.Now()
 }
 
+// flushML emits the multiline group of stream s, if one is open.
 func (t *tailer) flushML(s int) {
 	g := &t.ml[s]
 	if !g.active {

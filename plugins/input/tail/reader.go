@@ -25,7 +25,7 @@ func (t *tailer) readToEOF() {
 	t.lo, t.hi = 0, copy(t.buf, t.carry)
 	t.carry = t.carry[:0]
 	budget := 8 * len(t.buf)
-	for t.err == nil && !t.failedFlag.Load() && budget > 0 {
+	for t.err == nil && !t.failed.Load() && budget > 0 {
 		if t.lo > 0 && len(t.buf)-t.hi < len(t.buf)/2 {
 			// Move the unfinished line down so that the next read is a
 			// large one. scanLines leaves at most max_line_bytes
@@ -78,7 +78,7 @@ func (t *tailer) readToEOF() {
 // max_line_bytes is cut into pieces as soon as a piece is available.
 func (t *tailer) scanLines() {
 	maxLine := t.in.maxLine
-	for t.err == nil && !t.failedFlag.Load() {
+	for t.err == nil && !t.failed.Load() {
 		data := t.buf[t.lo:t.hi]
 		start := t.readOff - int64(len(data))
 		i := bytes.IndexByte(data, '\n')
@@ -160,7 +160,7 @@ func (t *tailer) record(s int, content []byte, tm pipeline.EventTime, split int,
 		// batch.max_bytes is a cap: the entries before this one go out
 		// first, and this one starts the next chunk.
 		t.emitChunk(c[:prevLen], t.count, t.records, prevEnd)
-		if t.err != nil || t.failedFlag.Load() {
+		if t.err != nil || t.failed.Load() {
 			return
 		}
 		c = c[:copy(c, c[prevLen:])]
@@ -188,7 +188,7 @@ func (t *tailer) record(s int, content []byte, tm pipeline.EventTime, split int,
 // flush emits the chunk. The checkpoint moves to its end once it and every
 // earlier chunk of this file are durable.
 func (t *tailer) flush() {
-	if t.count == 0 || t.err != nil || t.failedFlag.Load() {
+	if t.count == 0 || t.err != nil || t.failed.Load() {
 		if t.count == 0 && t.chunk != nil {
 			t.in.chunks.Put(t.chunk)
 			t.chunk = nil
@@ -196,7 +196,7 @@ func (t *tailer) flush() {
 		return
 	}
 	t.emitChunk(*t.chunk, t.count, t.records, t.chunkEnd)
-	if t.err != nil || t.failedFlag.Load() {
+	if t.err != nil || t.failed.Load() {
 		return
 	}
 	*t.chunk = (*t.chunk)[:0]

@@ -43,7 +43,7 @@ func (t *tailer) setGone(gone bool) {
 	switch {
 	case gone && !t.gone:
 		t.gone, t.goneAt = true, time.Now()
-		t.in.met.rotation(t.in.set.Name, "gone")
+		t.in.met.rotation("gone")
 		t.poke()
 	case !gone && t.gone && !t.deleted:
 		t.gone = false
@@ -129,11 +129,8 @@ func (t *tailer) checkTruncated(size int64) bool {
 		return true
 	}
 	t.mu.Lock()
-	t.gen++
-	t.pending = nil
+	t.disownLocked()
 	t.committed, t.commitTail = 0, tailSum{}
-	t.failed = false
-	t.failedFlag.Store(false)
 	t.fp = newFP
 	t.in.store.set(t.key, t.path, newFP, 0, tailSum{})
 	t.mu.Unlock()
@@ -154,15 +151,15 @@ func (t *tailer) sameContent() bool {
 	}
 	var head [fingerprintBytes]byte
 	n, err := t.f.ReadAt(head[:t.fp.n], 0)
-	return (err == nil || errors.Is(err, io.EOF)) && n == t.fp.n && fnv1a(head[:n]) == t.fp.sum
+	return (err == nil || errors.Is(err, io.EOF)) && n == t.fp.n && t.fp.matches(head[:n])
 }
 
 // noteTruncation records that t's content was cut (copytruncate or a
 // plain truncation) and looks for the copy next to it.
 func (in *Input) noteTruncation(t *tailer, old fingerprint, emitted int64, emittedTail tailSum, unread int64) {
-	in.met.rotation(in.set.Name, "truncated")
+	in.met.rotation("truncated")
 	if old.n == 0 {
-		in.met.lost(in.set.Name, t.path, "truncated", unread)
+		in.met.lost(t.path, "truncated", unread)
 		return
 	}
 	key := truncKey{t.key.dev, old}
@@ -221,10 +218,7 @@ func (in *Input) findCopy(key truncKey, dir string) {
 			continue
 		}
 		k := fileKeyOf(fi)
-		in.mu.Lock()
-		_, tracked := in.files[k]
-		in.mu.Unlock()
-		if tracked || k.dev != key.dev || in.matched(p) {
+		if in.tracked(k) != nil || k.dev != key.dev || in.matched(p) {
 			continue // a matched copy is picked up by the scan
 		}
 		f, err := os.Open(p)
@@ -234,10 +228,7 @@ func (in *Input) findCopy(key truncKey, dir string) {
 		h, err := readHead(f, fi.Size(), scratch[:])
 		// A copy holds the bytes before the offset it resumes at, when
 		// those are known.
-		ok := err == nil && key.fp.matches(h)
-		if ok && want.tail.n > 0 && (want.strict || fi.Size() >= want.off) {
-			ok = tailMatches(f, want.off, want.tail)
-		}
+		ok := err == nil && key.fp.matches(h) && holdsTail(f, fi.Size(), want.off, want.tail, want.strict)
 		f.Close()
 		if !ok {
 			continue
@@ -254,7 +245,7 @@ func (in *Input) findCopy(key truncKey, dir string) {
 	if rec == nil {
 		return
 	}
-	in.met.rotation(in.set.Name, "copy")
+	in.met.rotation("copy")
 	in.open(best, bestFI, false, &openMode{start: min(rec.emitted, bestFI.Size()), gone: true, path: rec.path, tag: rec.tag, how: "copy of a truncated file"})
 }
 
@@ -275,7 +266,7 @@ func (in *Input) claimTrunc(dev uint64, fp fingerprint, f *os.File) *truncRecord
 	in.mu.Unlock()
 	if f != nil && tail.n > 0 {
 		fi, err := f.Stat()
-		if err != nil || (strict || fi.Size() >= emitted) && !tailMatches(f, emitted, tail) {
+		if err != nil || !holdsTail(f, fi.Size(), emitted, tail, strict) {
 			return nil
 		}
 	}
@@ -286,6 +277,17 @@ func (in *Input) claimTrunc(dev uint64, fp fingerprint, f *os.File) *truncRecord
 	}
 	rec.claimed = true
 	return rec
+}
+
+// holdsTail reports whether f, of size bytes, holds the bytes before off
+// that tail was taken over, as a copy resuming at off must: always when
+// strict, otherwise only once it is long enough to. An unknown tail is
+// held.
+func holdsTail(f *os.File, size, off int64, tail tailSum, strict bool) bool {
+	if tail.n == 0 || !strict && size < off {
+		return true
+	}
+	return tailMatches(f, off, tail)
 }
 
 // expireTruncs forgets truncations no copy claimed; what was not read of
@@ -302,7 +304,7 @@ func (in *Input) expireTruncs() {
 			continue
 		}
 		if !r.claimed && r.unread > 0 {
-			in.met.lost(in.set.Name, r.path, "truncated", r.unread)
+			in.met.lost(r.path, "truncated", r.unread)
 		}
 		delete(in.truncs, k)
 	}
@@ -336,7 +338,7 @@ func (t *tailer) resolveCopy(now time.Time) bool {
 		// Past copySize the copy holds lines written to it, not to the
 		// original.
 		start = min(rec.emitted, t.copySize)
-		t.in.met.rotation(t.in.set.Name, "copy")
+		t.in.met.rotation("copy")
 	}
 	if start < 0 {
 		src.mu.Lock()
@@ -372,10 +374,7 @@ func (in *Input) recoverOrphans() {
 		if seen[k] {
 			continue
 		}
-		in.mu.Lock()
-		_, tracked := in.files[k]
-		in.mu.Unlock()
-		if tracked {
+		if in.tracked(k) != nil {
 			continue
 		}
 		ck, ok := in.store.get(k)
@@ -422,7 +421,7 @@ func (in *Input) recoverOrphans() {
 			continue
 		}
 		in.log.Info("draining a file rotated while stopped", zap.String("path", p), zap.String("was", ck.Path), zap.Int64("offset", ck.Offset))
-		in.met.rotation(in.set.Name, "renamed")
+		in.met.rotation("renamed")
 		in.open(p, fi, false, &openMode{start: ck.Offset, gone: true, path: ck.Path, how: "rotated while stopped"})
 	}
 }

@@ -47,15 +47,25 @@ type tailer struct {
 	readErr    bool  // the last read failed (not at the end of the file)
 	backoff    time.Duration
 	timer      *time.Timer
-	failedFlag atomic.Bool
+	// failed: a chunk was not stored (or not taken) and the file is to be
+	// read again from its checkpoint. Set and cleared under mu, together
+	// with gen; read without it on the hot path.
+	failed atomic.Bool
 
-	mu          sync.Mutex
+	// mu guards the fields below: the tailer's goroutine shares them with
+	// the ack callback (acked, on the buffer's goroutine) and with the
+	// manager and the other tailers (scan, noteTruncation,
+	// liveWithFingerprint, resolveCopy). Lock order: Input.mu, then
+	// tailer.mu, then store.mu (see doc.go); never two tailers' mu at once,
+	// and never held across Emit, a file read or a call that takes Input.mu.
+	mu sync.Mutex
+	// fp is written only by the tailer's goroutine (under mu), which
+	// therefore reads it without mu.
 	fp          fingerprint
-	gen         uint64
+	gen         uint64 // content generation: acks of older ones are ignored
 	pending     []*pendingChunk
 	committed   int64
 	commitTail  tailSum // of the bytes before committed
-	failed      bool
 	outstanding int
 	gone        bool
 	deleted     bool
@@ -117,7 +127,7 @@ func (t *tailer) run() {
 			t.waitFor(max(time.Until(t.parkUntil), 0))
 			continue
 		}
-		if t.failedFlag.Load() {
+		if t.failed.Load() {
 			t.rewind()
 			t.sleep(t.backoff)
 			continue
@@ -137,7 +147,7 @@ func (t *tailer) run() {
 				if !t.gone {
 					t.gone, t.goneAt = true, now
 				}
-				t.in.met.rotation(t.in.set.Name, "deleted")
+				t.in.met.rotation("deleted")
 			}
 			t.mu.Unlock()
 		}
@@ -168,7 +178,7 @@ func (t *tailer) run() {
 		if t.err != nil {
 			return
 		}
-		if !t.failedFlag.Load() {
+		if !t.failed.Load() {
 			t.backoff = 0
 		}
 		if gone && now.Sub(goneAt) >= t.in.cfg.RotateWait.D() {
@@ -254,7 +264,7 @@ func (t *tailer) retire() bool {
 		return true
 	}
 	t.mu.Lock()
-	out, failed := t.outstanding, t.failed
+	out, failed := t.outstanding, t.failed.Load()
 	t.mu.Unlock()
 	if failed {
 		return false
