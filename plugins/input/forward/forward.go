@@ -30,8 +30,9 @@
 //     decompressed_too_large.
 //   - max_entries_per_request (1000000): events in one request. More:
 //     closed, reason too_many_entries.
-//   - max_depth (100): maps and arrays nested in one record, the record
-//     counting as 1 (fluentd's msgpack-ruby stops at 128). A deeper event is
+//   - max_depth (128): maps and arrays nested in one record, the record
+//     counting as 1 (what fluentd's msgpack-ruby and the tail input's JSON
+//     parser allow, so a record the agent tails passes). A deeper event is
 //     dropped (dropped_records_total reason too_deep) and logged at most
 //     every 10s; the rest of its request is stored and acknowledged.
 //   - memory_limit (256MiB): the decoding buffers of all connections
