@@ -99,9 +99,11 @@ func (b *Broker) Append(ctx context.Context, tag string, entries []byte, count i
 // when the chunk is durable per the sync mode (it may then be
 // acknowledged), or with an error when it can never be. If it returns an
 // error, done is never called and nothing was stored. done may run before
-// AppendAsync returns; it runs on the partition's sync goroutine and must
-// not block for long. AppendAsync still blocks for backpressure. entries is
-// not retained after AppendAsync returns.
+// AppendAsync returns; it runs on the partition's sync goroutine (under
+// SyncNone: on the goroutine that wrote the chunk, the caller's own when
+// no other append was being written) and must not block for long.
+// AppendAsync still blocks for backpressure. entries is not retained after
+// AppendAsync returns.
 func (b *Broker) AppendAsync(ctx context.Context, tag string, entries []byte, count int, done func(Pos, error)) error {
 	if done == nil {
 		return fmt.Errorf("broker: AppendAsync needs a done func")
@@ -110,7 +112,7 @@ func (b *Broker) AppendAsync(ctx context.Context, tag string, entries []byte, co
 	if err != nil {
 		return err
 	}
-	res := <-r.ch // the writer answers promptly: it checks ctx itself
+	res := <-r.ch // the writer answers promptly (it checks ctx itself), or r was written inline
 	r.reset()
 	reqPool.Put(r)
 	return res.err

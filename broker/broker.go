@@ -306,6 +306,9 @@ func (b *Broker) Close() error {
 		}
 		close(b.closing)
 		b.wg.Wait()
+		for _, p := range b.parts {
+			p.wmu.Lock() // an appender writing inline finishes; none starts (closed)
+		}
 		var errs []error
 		for _, p := range b.parts {
 			if p.writable {

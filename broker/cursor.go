@@ -159,6 +159,11 @@ func (c *Cursor) Committed() uint64 {
 func (c *Cursor) Commit(offset uint64) error {
 	c.p.mu.Lock()
 	end := c.p.readEndLocked()
+	// Retention can delete something only once every retaining cursor,
+	// this one included, is past the oldest segment (every segment but
+	// the last is sealed): below that, waking it for every commit is
+	// wasted work.
+	oldest := len(c.p.segs) > 1 && offset+1 >= c.p.segs[0].next
 	c.p.mu.Unlock()
 	if offset >= end {
 		return fmt.Errorf("broker: commit of offset %d beyond the end of partition %d (%d)", offset, c.p.id, end)
@@ -179,7 +184,9 @@ func (c *Cursor) Commit(offset uint64) error {
 		c.gen++
 	}
 	c.mu.Unlock()
-	c.p.b.kickRetention()
+	if oldest {
+		c.p.b.kickRetention()
+	}
 	return nil
 }
 

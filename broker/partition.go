@@ -63,7 +63,13 @@ type partition struct {
 	queue []*appendReq
 	qkick chan struct{}
 
-	// owned by the writer goroutine (and Open/Close around it); active is
+	// wmu is held by whoever writes: the writer goroutine, or an appender
+	// that found the writer idle and the queue empty and writes its own
+	// chunk (see enqueue). Close takes it for good once the writer ended.
+	wmu sync.Mutex
+	one [1]*appendReq // an appender's own batch
+
+	// owned by the holder of wmu (and Open/Close around it); active is
 	// also read under mu.
 	active *segment
 	wf     segFile
@@ -468,14 +474,39 @@ func (p *partition) closeFiles() {
 
 // --- writer ---
 
+// enqueue hands r to the writer goroutine, or, when no one is writing and
+// nothing is queued before it, writes it on the caller's goroutine: a lone
+// appender (a synchronous sender) then neither wakes the writer nor waits
+// to be woken by it. Order is kept: r is written inline only while wmu is
+// held and the queue is empty, and the writer takes the queue under wmu.
 func (p *partition) enqueue(r *appendReq) bool {
-	p.qmu.Lock()
-	if p.b.closed.Load() {
+	if p.wmu.TryLock() {
+		p.qmu.Lock()
+		if p.b.closed.Load() {
+			p.qmu.Unlock()
+			p.wmu.Unlock()
+			return false
+		}
+		if len(p.queue) == 0 {
+			p.qmu.Unlock()
+			p.one[0] = r
+			p.writeBatch(p.one[:])
+			p.one[0] = nil
+			p.wmu.Unlock()
+			return true
+		}
+		p.queue = append(p.queue, r)
 		p.qmu.Unlock()
-		return false
+		p.wmu.Unlock()
+	} else {
+		p.qmu.Lock()
+		if p.b.closed.Load() {
+			p.qmu.Unlock()
+			return false
+		}
+		p.queue = append(p.queue, r)
+		p.qmu.Unlock()
 	}
-	p.queue = append(p.queue, r)
-	p.qmu.Unlock()
 	select {
 	case p.qkick <- struct{}{}:
 	default:
@@ -498,6 +529,7 @@ func (p *partition) writeLoop() {
 			}
 			return
 		}
+		p.wmu.Lock()
 		p.qmu.Lock()
 		batch := p.queue
 		p.queue = p.spare[:0]
@@ -505,6 +537,7 @@ func (p *partition) writeLoop() {
 		p.writeBatch(batch)
 		clear(batch)
 		p.spare = batch[:0]
+		p.wmu.Unlock()
 	}
 }
 
