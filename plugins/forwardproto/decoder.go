@@ -17,7 +17,7 @@ const (
 	DefaultMaxFrameBytes        = 16 << 20
 	DefaultMaxDecompressedBytes = 64 << 20
 	DefaultMaxEntries           = 1000000
-	DefaultMaxDepth             = 100
+	DefaultMaxDepth             = 128
 	DefaultMaxHandshakeBytes    = 4 << 10
 )
 
@@ -43,8 +43,8 @@ type Limits struct {
 	MaxEntries int
 	// MaxDepth is how deep maps and arrays may nest in one record, the
 	// record itself counting as 1. A deeper event is dropped and counted in
-	// Request.TooDeep; the rest of the request is kept. Default 100
-	// (fluentd's msgpack-ruby refuses values nested past 128 levels).
+	// Request.TooDeep; the rest of the request is kept. Default 128, as
+	// fluentd's msgpack-ruby unpacker and logship's tail input allow.
 	MaxDepth int
 	// MaxHandshakeBytes is the largest HELO, PING or PONG accepted: with a
 	// shared key the PING is read before the client is authenticated.

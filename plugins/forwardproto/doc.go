@@ -85,8 +85,9 @@
 //   - Limits.MaxEntries (default 1,000,000): a request with more events
 //     fails with ErrTooManyEntries (a 30 KB gzip member can hold ten million
 //     3-byte events).
-//   - Limits.MaxDepth (default 100; fluentd's msgpack-ruby stops at 128):
-//     an event whose record nests deeper is dropped, see above. Every walk
+//   - Limits.MaxDepth (default 128, as fluentd's msgpack-ruby and the tail
+//     input's JSON parser allow): an event whose record nests deeper is
+//     dropped, see above. Every walk
 //     over a record is iterative and linear in its length, whatever the
 //     nesting; a JSON frame nested deeper than MaxDepth+4 is ErrMalformed.
 //   - Limits.MaxHandshakeBytes (default 4 KiB): the largest HELO, PING or
