@@ -60,19 +60,29 @@ const checkpointVersion = 1
 // store holds the checkpoints of one input in memory and writes them to
 // disk atomically (temp file, fsync, rename, fsync of the directory) when
 // asked, never per line. Commits come from ack callbacks, so every method
-// is short and never does I/O under the lock except save.
+// is short and does no I/O under mu; save writes the file holding saveMu
+// only.
 type store struct {
-	mu      sync.Mutex
-	path    string // "" keeps checkpoints in memory only
-	m       map[fileKey]*checkpoint
-	dirty   bool
+	// mu guards m, dirty and closed. It is the last lock of the order
+	// Input.mu, then tailer.mu, then store.mu (doc.go): set is called
+	// under a tailer's mu (acked, checkTruncated) and del under Input.mu
+	// (scan); no other lock is taken while it is held.
+	mu    sync.Mutex
+	m     map[fileKey]*checkpoint
+	dirty bool
+	// closed: saved a last time at Stop; later commits change memory only.
+	closed bool
+	// saveMu serialises save; it is taken before mu (saveMu, then mu),
+	// with no other lock of ours held.
+	saveMu sync.Mutex
+
+	// Set by openStore and read-only afterwards.
+	path    string    // "" keeps checkpoints in memory only
 	existed bool      // a checkpoint file was found: not the first run
 	savedAt time.Time // when the file found at open was written
 	// recovered is set when the checkpoint file could not be trusted as a
 	// whole: files without a trusted checkpoint are read from their start.
 	recovered *corruption
-	closed    bool
-	saveMu    sync.Mutex // serialises save
 }
 
 // corruption says what was wrong with a checkpoint file found at open and

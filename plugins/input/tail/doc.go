@@ -190,3 +190,60 @@
 // dropped on a permanent error are in the pipeline's
 // logship_dropped_records_total{reason="permanent_error"}.
 package tail
+
+// For maintainers: where each job lives, and the locks.
+//
+// The package is split the way OpenTelemetry Collector's
+// pkg/stanza/fileconsumer is (finder and matcher, tracker, reader,
+// fingerprint, checkpoint), in files of one package: the tailer is shared
+// by every job, and sub-packages would put interfaces on the read path.
+//
+//	tail.go         Input: New, Start, Stop, the manager loop, saves, warnOnce
+//	config.go       Config, its defaults and Validate
+//	discovery.go    discovery and watching: globs, exclude_paths, scan,
+//	                inotify watches and events, wake-ups
+//	files.go        the followed files: open, where a found file starts
+//	                (decideStart), tracked, untrack, the tag
+//	tailer.go       one file's goroutine: run, waits, deadlines, retire,
+//	                ignore_older
+//	reader.go       reading blocks, cutting lines and long lines, entries
+//	                into the chunk, flushing due partial lines
+//	format.go       cri and docker lines, streams, partial-message merging
+//	multiline.go    multiline.start_regex groups
+//	jsonmp.go       JSON to msgpack, docker json-file lines, RFC 3339 times
+//	identity.go     file identity: device and inode, head fingerprint, the
+//	                hash of the bytes before an offset (identity_unix.go,
+//	                identity_other.go: device, inode, link count per OS)
+//	rotation.go     gone and deleted files, truncation and rewrite
+//	                detection, copytruncate copies, files rotated while
+//	                stopped
+//	ack.go          emitting chunks, pending chunks and their acks,
+//	                permanent errors, rewind, the in-flight count for Stop
+//	checkpoint.go   the checkpoint store and checkpoints.json
+//	metrics.go      the tail_* metrics
+//
+// Goroutines: the manager (Input.loop: scans, polls, saves), the inotify
+// reader (Input.watch), one per followed file (tailer.run), and the
+// buffer's, which calls tailer.acked.
+//
+// Locks, in the order they nest (a lock is only taken while holding locks
+// before it in this list):
+//
+//	Input.mu -> tailer.mu -> store.mu
+//
+//   - Input.mu (the followed files, the truncation records, warnOnce's set,
+//     per-path metric refs). Held while taking a tailer's mu (scan calls
+//     setGone; noteTruncation and liveWithFingerprint look at every
+//     tailer) and while calling store.del (scan forgets checkpoints).
+//   - tailer.mu (one file's identity, pending chunks, committed offset,
+//     gone/retired state). Held while calling store.set (acked,
+//     checkTruncated). Never two tailers' at once; never held while taking
+//     Input.mu: resolveCopy, checkTruncated and retire release it first.
+//   - store.mu, a leaf. store.saveMu is taken before it (save) and with
+//     no other lock held.
+//   - Input.ackMu (the in-flight count), a leaf taken with no other lock
+//     held.
+//
+// No lock of this package is held across Emit (an ack may run before it
+// returns, or block on a full buffer), across a read of a followed file,
+// or across the checkpoint file's write.

@@ -26,9 +26,9 @@ var _ pipeline.Input = (*Input)(nil)
 
 // Input follows files. Discovery and checkpoint saving run on one manager
 // goroutine, inotify events on another; each open file has a goroutine of
-// its own that
-// reads it (while holding one of a few read slots, so memory stays bounded
-// with thousands of files) and emits its chunks.
+// its own that reads it (while holding one of a few read slots, so memory
+// stays bounded with thousands of files) and emits its chunks. Where each
+// job lives, and the lock order, are written down in doc.go.
 type Input struct {
 	set pipeline.Settings
 	cfg *Config
@@ -53,15 +53,24 @@ type Input struct {
 	scanReq chan struct{}
 	saveReq chan struct{}
 
+	// mu guards the fields below up to firstSeen. It is the first lock of
+	// the order Input.mu, then tailer.mu, then store.mu (doc.go): scan
+	// calls setGone, and noteTruncation and liveWithFingerprint read other
+	// tailers, under it; scan forgets checkpoints (store.del) under it.
+	// Nothing takes it while holding a tailer's mu or the store's. It is
+	// never held across Emit or a file read.
 	mu       sync.Mutex
 	files    map[fileKey]*tailer
 	byReal   map[string][]*tailer // resolved path -> tailers, for notifications
 	pathRefs map[string]int       // tailers per path, for per-file metric series
 	truncs   map[truncKey]*truncRecord
 	warned   map[string]bool
-	// firstSeen is what the first scan found, for recoverOrphans.
+	// firstSeen is what the first scan found, for recoverOrphans. Only
+	// Start uses it, before any other goroutine runs: not guarded.
 	firstSeen map[fileKey]bool
 
+	// ackMu guards inflight and drained. A leaf: no other lock is held
+	// while it is, and it is taken with none of ours held.
 	ackMu    sync.Mutex
 	inflight int           // chunks emitted and not yet acknowledged
 	drained  chan struct{} // closed when inflight drops to 0, if someone waits
