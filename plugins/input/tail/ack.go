@@ -154,12 +154,14 @@ func (t *tailer) rewind() {
 	t.backoff = min(max(2*t.backoff, 50*time.Millisecond), 5*time.Second)
 }
 
+// inflightAdd counts a chunk about to be emitted; waitAcks waits for it.
 func (in *Input) inflightAdd() {
 	in.ackMu.Lock()
 	in.inflight++
 	in.ackMu.Unlock()
 }
 
+// inflightDone counts a chunk acknowledged (or not taken after all).
 func (in *Input) inflightDone() {
 	in.ackMu.Lock()
 	in.inflight--
@@ -170,6 +172,8 @@ func (in *Input) inflightDone() {
 	in.ackMu.Unlock()
 }
 
+// waitAcks waits, at Stop, until every chunk emitted was acknowledged or
+// ctx is done.
 func (in *Input) waitAcks(ctx context.Context) error {
 	in.ackMu.Lock()
 	if in.inflight == 0 {

@@ -280,6 +280,7 @@ func (s *store) setAside(c *corruption) {
 	s.dirty = true // write a good file at the first save
 }
 
+// get returns a copy of the checkpoint of k.
 func (s *store) get(k fileKey) (checkpoint, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -307,6 +308,7 @@ func (s *store) set(k fileKey, path string, fp fingerprint, off int64, tail tail
 	s.mu.Unlock()
 }
 
+// del forgets the checkpoint of k.
 func (s *store) del(k fileKey) {
 	s.mu.Lock()
 	if _, ok := s.m[k]; ok {
@@ -316,6 +318,7 @@ func (s *store) del(k fileKey) {
 	s.mu.Unlock()
 }
 
+// keys lists the files that have a checkpoint.
 func (s *store) keys() []fileKey {
 	s.mu.Lock()
 	defer s.mu.Unlock()

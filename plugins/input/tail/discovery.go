@@ -111,6 +111,8 @@ func (in *Input) matched(p string) bool {
 	return false
 }
 
+// excluded reports whether p matches exclude_paths; a pattern without a
+// slash is also matched against the base name.
 func (in *Input) excluded(p string) bool {
 	for _, pat := range in.cfg.ExcludePaths {
 		if ok, _ := filepath.Match(pat, p); ok {
@@ -140,6 +142,8 @@ func staticDir(pattern string) string {
 	return filepath.Dir(filepath.Clean(pattern))
 }
 
+// absReal is p absolute with its symbolic links resolved (p itself where
+// that fails): the name inotify events carry.
 func absReal(p string) string {
 	r, err := filepath.EvalSymlinks(p)
 	if err != nil {
@@ -207,6 +211,7 @@ func (in *Input) watch() {
 	}
 }
 
+// requestScan asks the manager for a scan (debounced); it never blocks.
 func (in *Input) requestScan() {
 	select {
 	case in.scanReq <- struct{}{}:
@@ -214,6 +219,7 @@ func (in *Input) requestScan() {
 	}
 }
 
+// wakeAll wakes every followed file, for the safety-net poll.
 func (in *Input) wakeAll() {
 	in.mu.Lock()
 	for _, t := range in.files {

@@ -197,6 +197,7 @@ func (in *Input) untrack(t *tailer) {
 	in.mu.Unlock()
 }
 
+// expandTag replaces '*' in tag with path, slashes turned into dots.
 func expandTag(tag, path string) string {
 	if !strings.Contains(tag, "*") {
 		return tag

@@ -156,6 +156,7 @@ func (t *tailer) part(s int, content []byte, tm pipeline.EventTime, partial bool
 	}
 }
 
+// finishMerge emits the merged message of stream s, if one is open.
 func (t *tailer) finishMerge(s int) {
 	g := &t.merge[s]
 	if !g.active {

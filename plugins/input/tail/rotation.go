@@ -50,6 +50,23 @@ func (t *tailer) setGone(gone bool) {
 	}
 }
 
+// checkDeleted notices that the open file was deleted (no link left): it
+// is gone for good, even if a file of the same name comes back.
+func (t *tailer) checkDeleted(fi os.FileInfo, now time.Time) {
+	if linksOf(fi) != 0 {
+		return
+	}
+	t.mu.Lock()
+	if !t.deleted {
+		t.deleted = true
+		if !t.gone {
+			t.gone, t.goneAt = true, now
+		}
+		t.in.met.rotation("deleted")
+	}
+	t.mu.Unlock()
+}
+
 // checkTruncated notices a file that shrank below the read position or
 // whose first bytes changed (truncated and written again), and starts it
 // over at 0.
@@ -310,6 +327,8 @@ func (in *Input) expireTruncs() {
 	}
 }
 
+// liveWithFingerprint is a followed file other than k, on k's device,
+// whose content starts with fp: what a file found with fp may be a copy of.
 func (in *Input) liveWithFingerprint(k fileKey, fp fingerprint) *tailer {
 	in.mu.Lock()
 	defer in.mu.Unlock()

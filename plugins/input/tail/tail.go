@@ -230,6 +230,7 @@ func (in *Input) loop() {
 	}
 }
 
+// saveSoon asks the manager to save the checkpoints now; it never blocks.
 func (in *Input) saveSoon() {
 	select {
 	case in.saveReq <- struct{}{}:
@@ -245,6 +246,8 @@ func (in *Input) save() {
 	}
 }
 
+// warnOnce logs msg the first time key is seen (at most 10000 keys are
+// remembered).
 func (in *Input) warnOnce(key, msg string, fields ...zap.Field) {
 	in.mu.Lock()
 	seen := in.warned[key]

@@ -22,10 +22,10 @@ type tailer struct {
 	wake chan struct{}
 	m    fileMetrics
 
-	// Owned by the tailer's goroutine.
+	// Owned by the tailer's goroutine, no lock. The reader (reader.go):
 	readOff    int64   // next offset to read; buf[lo:hi] (or carry) ends here
 	readTail   tailSum // of the bytes just before readOff, as they were read
-	buf        []byte
+	buf        []byte  // a pooled read buffer, held only inside readToEOF
 	lo, hi     int
 	carry      []byte    // unconsumed bytes (a partial line) between reads
 	carrySince time.Time // when the partial line was first seen
@@ -33,20 +33,23 @@ type tailer struct {
 	lastSize   int64
 	lastEOF    time.Time
 	readTime   pipeline.EventTime
-	chunk      *[]byte
-	count      int
-	chunkEnd   int64 // checkpoint offset once the chunk is durable
-	records    int
-	merge      [numStreams]group // cri/docker partial messages
-	ml         [numStreams]group // multiline groups
-	open       int               // active groups
-	scratch    []byte
-	extra      []byte // pre-encoded extra pairs (path_key)
-	extraN     int
-	err        error // set when the input stops mid-emit
-	readErr    bool  // the last read failed (not at the end of the file)
-	backoff    time.Duration
-	timer      *time.Timer
+	readErr    bool // the last read failed (not at the end of the file)
+	// The chunk being filled (reader.go, ack.go):
+	chunk    *[]byte
+	count    int
+	chunkEnd int64 // checkpoint offset once the chunk is durable
+	records  int
+	extra    []byte // pre-encoded extra pairs (path_key)
+	extraN   int
+	err      error // set when the input stops mid-emit
+	// Messages being assembled (format.go, multiline.go):
+	merge   [numStreams]group // cri/docker partial messages
+	ml      [numStreams]group // multiline groups
+	open    int               // active groups
+	scratch []byte
+	// The loop (tailer.go):
+	backoff time.Duration
+	timer   *time.Timer
 	// failed: a chunk was not stored (or not taken) and the file is to be
 	// read again from its checkpoint. Set and cleared under mu, together
 	// with gen; read without it on the hot path.
@@ -76,6 +79,8 @@ type tailer struct {
 	retired     bool
 }
 
+// newTailer builds the tailer of f, found with content fp and size bytes;
+// m says where it starts. open starts its goroutine.
 func newTailer(in *Input, f *os.File, k fileKey, m openMode, fp fingerprint, size int64) *tailer {
 	t := &tailer{
 		in:         in,
@@ -109,6 +114,7 @@ func newTailer(in *Input, f *os.File, k fileKey, m openMode, fp fingerprint, siz
 	return t
 }
 
+// poke wakes the tailer's goroutine; it never blocks.
 func (t *tailer) poke() {
 	select {
 	case t.wake <- struct{}{}:
@@ -140,17 +146,7 @@ func (t *tailer) run() {
 			continue
 		}
 		size := fi.Size()
-		if linksOf(fi) == 0 {
-			t.mu.Lock()
-			if !t.deleted {
-				t.deleted = true
-				if !t.gone {
-					t.gone, t.goneAt = true, now
-				}
-				t.in.met.rotation("deleted")
-			}
-			t.mu.Unlock()
-		}
+		t.checkDeleted(fi, now)
 		if t.checkTruncated(size) {
 			continue
 		}
@@ -194,6 +190,7 @@ func (t *tailer) run() {
 	}
 }
 
+// sleep waits d or the stop; wake-ups do not end it.
 func (t *tailer) sleep(d time.Duration) {
 	if d <= 0 {
 		return
