@@ -65,10 +65,15 @@ func (o *Output) sendFast(ctx context.Context, b pipeline.Batch, done func(error
 	if err != nil {
 		return false // deliver reports it
 	}
+	// Another partition's chunk may be being written on the connection:
+	// wait for it here (a frame takes microseconds) rather than hand the
+	// chunk to a goroutine.
 	select {
 	case c.wlock <- struct{}{}:
-	default:
-		return false // another chunk is being written: wait in deliver
+	case <-c.closed:
+		return false
+	case <-ctx.Done():
+		return false
 	}
 	f := &fastSend{o: o, c: c, ctx: ctx, b: b, done: done, chunk: chunk, sent: time.Now()}
 	o.m.inflight.Inc()
