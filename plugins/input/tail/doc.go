@@ -206,8 +206,10 @@ package tail
 //	                (decideStart), tracked, untrack, the tag
 //	tailer.go       one file's goroutine: run, waits, deadlines, retire,
 //	                ignore_older
-//	reader.go       reading blocks, cutting lines and long lines, entries
-//	                into the chunk, flushing due partial lines
+//	reader.go       reading blocks (a read slot, a pooled buffer), cutting
+//	                lines and over-long lines, flushing what waited too long
+//	chunk.go        a message as a msgpack entry of the chunk; the chunk's
+//	                limits (batch.*) and its checkpoint offset
 //	format.go       cri and docker lines, streams, partial-message merging
 //	multiline.go    multiline.start_regex groups
 //	jsonmp.go       JSON to msgpack, docker json-file lines, RFC 3339 times

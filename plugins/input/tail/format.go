@@ -16,21 +16,6 @@ const (
 	numStreams
 )
 
-// split marks the pieces of a message longer than max_line_bytes.
-const (
-	splitNo   = iota
-	splitMore // a piece; the message continues in the next record
-	splitLast // the last piece
-)
-
-const splitKey = "split"
-
-var (
-	streamKeyEnc = pipeline.AppendString(nil, "stream")
-	streamValEnc = [numStreams][]byte{nil, pipeline.AppendString(nil, "stdout"), pipeline.AppendString(nil, "stderr")}
-	splitKeyEnc  = pipeline.AppendString(nil, splitKey)
-)
-
 // line handles one complete line spanning [start, end) in the file.
 func (t *tailer) line(b []byte, start, end int64) {
 	switch t.in.cfg.Format {

@@ -34,7 +34,7 @@ type tailer struct {
 	lastEOF    time.Time
 	readTime   pipeline.EventTime
 	readErr    bool // the last read failed (not at the end of the file)
-	// The chunk being filled (reader.go, ack.go):
+	// The chunk being filled (chunk.go, ack.go):
 	chunk    *[]byte
 	count    int
 	chunkEnd int64 // checkpoint offset once the chunk is durable
