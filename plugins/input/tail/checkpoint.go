@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/logship/logship/internal/atomicfile"
+	"go.uber.org/zap"
 )
 
 // checkpoint is what is remembered of one file: its identity and the
@@ -368,4 +369,52 @@ func (s *store) close() error {
 	s.closed = true
 	s.mu.Unlock()
 	return err
+}
+
+// openCheckpoints opens the input's checkpoint store in
+// DATA_DIR/input/NAME (in memory only without data_dir) and reports a
+// checkpoint file that could not be trusted and was set aside.
+func (in *Input) openCheckpoints() error {
+	dir := ""
+	if in.set.DataDir != "" {
+		dir = filepath.Join(in.set.DataDir, "input", in.set.Name)
+	} else {
+		in.log.Warn("tail input without data_dir: checkpoints are kept in memory only, a restart reads files again")
+	}
+	st, err := openStore(dir)
+	if err != nil {
+		return err
+	}
+	in.store = st
+	if c := st.recovered; c != nil {
+		in.met.corrupt.Inc()
+		in.set.Metrics.Error("checkpoint_corrupt")
+		fields := []zap.Field{
+			zap.String("path", st.path), zap.NamedError("reason", c.reason),
+			zap.Int("checkpoints_kept", c.kept), zap.Int("checkpoints_dropped", c.dropped),
+		}
+		if c.aside != "" {
+			fields = append(fields, zap.String("moved_to", c.aside))
+		} else {
+			fields = append(fields, zap.NamedError("move_error", c.asideErr))
+		}
+		in.log.Error("tail checkpoint file is corrupt and was set aside; resuming from the checkpoints that can be trusted, every other file is read from its start: lines already shipped will be shipped again (duplicates rather than loss)", fields...)
+	}
+	return nil
+}
+
+// saveSoon asks the manager to save the checkpoints now; it never blocks.
+func (in *Input) saveSoon() {
+	select {
+	case in.saveReq <- struct{}{}:
+	default:
+	}
+}
+
+// save writes the checkpoints if they changed.
+func (in *Input) save() {
+	if err := in.store.save(); err != nil {
+		in.set.Metrics.Error("checkpoint_save")
+		in.log.Warn("saving checkpoints failed; retrying", zap.Error(err))
+	}
 }

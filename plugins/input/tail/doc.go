@@ -38,8 +38,9 @@
 // Lines are read in blocks of read_buffer_bytes and encoded straight into
 // the chunk as msgpack entries, with no copy or allocation per line. A
 // chunk holds lines of one file only: up to batch.max_events events and
-// batch.max_bytes of entries (a single larger event goes alone). The event time is the time the block was read (for cri
-// and docker, the time written in the line).
+// batch.max_bytes of entries (a single larger event goes alone). The
+// event time is the time the block was read (for cri and docker, the time
+// written in the line).
 //
 // # Delivery: identity and checkpoints
 //
@@ -65,8 +66,9 @@
 // dropped on purpose, counted in
 // logship_dropped_records_total{reason="permanent_error"}, logged (at most
 // every 10s per file), and the checkpoint moves past them as if they
-// were stored, so the file is never read again in a loop. Checkpoints are written every second, at
-// stop, and at once when a file is found or its content is replaced, to
+// were stored, so the file is never read again in a loop. Checkpoints
+// are written every 200ms when they changed, at stop, and at once when a
+// file is found or its content is replaced, to
 // DATA_DIR/input/NAME/checkpoints.json (JSON: per file dev, ino, fp_len,
 // fp, offset, tail_len, tail_fp (the hash of the bytes before offset),
 // path and sum, a checksum of the entry): a temporary file,

@@ -3,7 +3,6 @@ package tail
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"regexp"
 	"runtime"
 	"sync"
@@ -120,30 +119,8 @@ func New(set pipeline.Settings, cfg *Config) (*Input, error) {
 // Start loads the checkpoints, finds and opens the files and starts
 // following them. It returns once every file found is open.
 func (in *Input) Start(_ context.Context, emit pipeline.Emitter) error {
-	dir := ""
-	if in.set.DataDir != "" {
-		dir = filepath.Join(in.set.DataDir, "input", in.set.Name)
-	} else {
-		in.log.Warn("tail input without data_dir: checkpoints are kept in memory only, a restart reads files again")
-	}
-	st, err := openStore(dir)
-	if err != nil {
+	if err := in.openCheckpoints(); err != nil {
 		return err
-	}
-	in.store = st
-	if c := st.recovered; c != nil {
-		in.met.corrupt.Inc()
-		in.set.Metrics.Error("checkpoint_corrupt")
-		fields := []zap.Field{
-			zap.String("path", st.path), zap.NamedError("reason", c.reason),
-			zap.Int("checkpoints_kept", c.kept), zap.Int("checkpoints_dropped", c.dropped),
-		}
-		if c.aside != "" {
-			fields = append(fields, zap.String("moved_to", c.aside))
-		} else {
-			fields = append(fields, zap.NamedError("move_error", c.asideErr))
-		}
-		in.log.Error("tail checkpoint file is corrupt and was set aside; resuming from the checkpoints that can be trusted, every other file is read from its start: lines already shipped will be shipped again (duplicates rather than loss)", fields...)
 	}
 	in.emit = emit
 	in.ctx, in.cancel = context.WithCancel(context.Background())
@@ -227,22 +204,6 @@ func (in *Input) loop() {
 		case <-in.saveReq:
 			in.save()
 		}
-	}
-}
-
-// saveSoon asks the manager to save the checkpoints now; it never blocks.
-func (in *Input) saveSoon() {
-	select {
-	case in.saveReq <- struct{}{}:
-	default:
-	}
-}
-
-// save writes the checkpoints if they changed.
-func (in *Input) save() {
-	if err := in.store.save(); err != nil {
-		in.set.Metrics.Error("checkpoint_save")
-		in.log.Warn("saving checkpoints failed; retrying", zap.Error(err))
 	}
 }
 
