@@ -200,7 +200,7 @@ package tail
 // fingerprint, checkpoint), in files of one package: the tailer is shared
 // by every job, and sub-packages would put interfaces on the read path.
 //
-//	tail.go         Input: New, Start, Stop, the manager loop, saves, warnOnce
+//	tail.go         Input: New, Start, Stop, the manager loop, warnOnce
 //	config.go       Config, its defaults and Validate
 //	discovery.go    discovery and watching: globs, exclude_paths, scan,
 //	                inotify watches and events, wake-ups
@@ -223,15 +223,16 @@ package tail
 //	                stopped
 //	ack.go          emitting chunks, pending chunks and their acks,
 //	                permanent errors, rewind, the in-flight count for Stop
-//	checkpoint.go   the checkpoint store and checkpoints.json
+//	checkpoint.go   the checkpoint store and checkpoints.json: opening it
+//	                (a corrupt file set aside), saving it
 //	metrics.go      the tail_* metrics
 //
 // Goroutines: the manager (Input.loop: scans, polls, saves), the inotify
 // reader (Input.watch), one per followed file (tailer.run), and the
 // buffer's, which calls tailer.acked.
 //
-// Locks, in the order they nest (a lock is only taken while holding locks
-// before it in this list):
+// Locks, in the order they nest: while holding one, only a lock to its
+// right is taken.
 //
 //	Input.mu -> tailer.mu -> store.mu
 //
@@ -242,12 +243,15 @@ package tail
 //   - tailer.mu (one file's identity, pending chunks, committed offset,
 //     gone/retired state). Held while calling store.set (acked,
 //     checkTruncated). Never two tailers' at once; never held while taking
-//     Input.mu: resolveCopy, checkTruncated and retire release it first.
+//     Input.mu: resolveCopy, checkTruncated, retire and idleClose release
+//     it first.
 //   - store.mu, a leaf. store.saveMu is taken before it (save) and with
 //     no other lock held.
 //   - Input.ackMu (the in-flight count), a leaf taken with no other lock
 //     held.
 //
-// No lock of this package is held across Emit (an ack may run before it
-// returns, or block on a full buffer), across a read of a followed file,
-// or across the checkpoint file's write.
+// The metrics and the rate-limited logger lock inside and are leaves too.
+// No lock of this package is held across Emit (the ack may run before
+// Emit returns, and Emit blocks while the buffer is full), across a read
+// of a followed file, or across the checkpoint file's write (saveMu
+// aside).
