@@ -18,10 +18,10 @@ type truncKey struct {
 }
 
 // truncRecord remembers, for a while, a file that was truncated: a copy of
-// its old content that shows up resumes where the original stopped.
+// its old content that shows up resumes where the original stopped. It
+// does not change once in Input.truncs, but for claimed (under Input.mu).
 type truncRecord struct {
-	src     *tailer
-	path    string
+	path    string // the original's name and tag: a copy is read under them
 	tag     string
 	emitted int64   // everything before this offset was emitted
 	tail    tailSum // of the bytes before emitted, when known: a copy must have them
@@ -181,7 +181,7 @@ func (in *Input) noteTruncation(t *tailer, old fingerprint, emitted int64, emitt
 	}
 	key := truncKey{t.key.dev, old}
 	in.mu.Lock()
-	in.truncs[key] = &truncRecord{src: t, path: t.path, tag: t.tag, emitted: emitted, tail: emittedTail, unread: unread, at: time.Now()}
+	in.truncs[key] = &truncRecord{path: t.path, tag: t.tag, emitted: emitted, tail: emittedTail, unread: unread, at: time.Now()}
 	// A copy found earlier waits for this.
 	for _, o := range in.files {
 		o.mu.Lock()
