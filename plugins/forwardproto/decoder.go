@@ -272,23 +272,8 @@ func (d *Decoder) fail(err error) error {
 
 // fill reads until at least need bytes are buffered after start.
 func (d *Decoder) fill(need int) error {
-	if need > len(d.buf)-d.start {
-		if need <= len(d.buf) {
-			d.end = copy(d.buf, d.buf[d.start:d.end])
-			d.start = 0
-		} else {
-			size := max(need, 2*len(d.buf), initialBuffer)
-			size = min(size, max(need, d.lim.MaxFrameBytes))
-			if err := d.account(d.footprint() - len(d.buf) + size); err != nil {
-				return err
-			}
-			nb := make([]byte, size)
-			d.end = copy(nb, d.buf[d.start:d.end])
-			d.start = 0
-			d.buf = nb
-		}
-	} else if d.start > 0 && d.start >= len(d.buf)/2 {
-		// Make room for large reads.
+	if d.start > 0 && (need > len(d.buf)-d.start || d.start >= len(d.buf)/2) {
+		// Make room: for need, or for large reads.
 		d.end = copy(d.buf, d.buf[d.start:d.end])
 		d.start = 0
 	}
@@ -298,6 +283,19 @@ func (d *Decoder) fill(need int) error {
 			err := d.rerr
 			d.rerr = nil
 			return err
+		}
+		if d.end == len(d.buf) {
+			// Full (and start is 0): grow by doubling as bytes arrive, so
+			// that memory follows what the peer sent, not what a header
+			// claims; within the frame limit, or need if that is more.
+			size := min(max(initialBuffer, 2*len(d.buf)), max(need, d.lim.MaxFrameBytes))
+			if err := d.account(d.footprint() - len(d.buf) + size); err != nil {
+				return err
+			}
+			nb := make([]byte, size)
+			d.end = copy(nb, d.buf[d.start:d.end])
+			d.start = 0
+			d.buf = nb
 		}
 		n, err := d.r.Read(d.buf[d.end:])
 		d.end += n

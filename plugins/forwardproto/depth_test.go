@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -308,5 +309,19 @@ func TestZstdWindowBounded(t *testing.T) {
 	}
 	if d.zd != nil || m.n != 0 {
 		t.Fatalf("idle decoder keeps its zstd decoder (told %d)", m.n)
+	}
+}
+
+// TestMemoryFollowsArrivedBytes: a header claiming a 16 MiB frame does not
+// make the decoder reserve 16 MiB: its buffer grows as bytes arrive.
+func TestMemoryFollowsArrivedBytes(t *testing.T) {
+	head := []byte{0x92, 0xa1, 't', 0xc6, 0x00, 0xff, 0xff, 0x00} // bin32 of ~16 MiB
+	m := &fakeMemory{}
+	d := newTestDecoder(&flakyReader{parts: [][]byte{cat(head, make([]byte, 100<<10)), nil}}, Limits{Memory: m})
+	if _, err := d.Next(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal(err)
+	}
+	if m.peak > 256<<10 || len(d.buf) > 256<<10 {
+		t.Fatalf("%d bytes reserved, %d buffered, for 100 KiB received", m.peak, len(d.buf))
 	}
 }

@@ -78,7 +78,8 @@
 //   - Limits.MaxFrameBytes (default 16 MiB): a frame (one top-level value)
 //     larger fails with ErrFrameTooLarge as soon as its headers prove it,
 //     without buffering it: a bin32 header claiming 4 GiB fails after five
-//     bytes.
+//     bytes. Within the limit the read buffer grows (by doubling) as bytes
+//     arrive, not to what a header claims.
 //   - Limits.MaxDecompressedBytes (default 64 MiB): entries that inflate, or
 //     grow when rewritten (times made EventTime, JSON transcoded), beyond it
 //     fail with ErrDecompressedTooLarge without inflating further.
