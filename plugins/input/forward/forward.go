@@ -80,6 +80,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -144,6 +145,9 @@ type Input struct {
 	closed           *prometheus.CounterVec
 	memGauge         prometheus.Gauge
 	ackLatency       prometheus.Observer
+
+	// chunks read and not yet answered, over every connection (see ack)
+	unanswered atomic.Int64
 }
 
 // errNotStarted and errStopped are Ready's answers before Start and after
@@ -441,7 +445,7 @@ func (in *Input) Stop(ctx context.Context) error {
 
 // conn is one client connection: a reader goroutine decoding requests and
 // emitting them, and a writer goroutine sending acks once chunks are
-// durable.
+// durable (or the goroutine that made a chunk durable, see ack).
 type conn struct {
 	in     *Input
 	c      net.Conn
@@ -453,11 +457,21 @@ type conn struct {
 	cancel context.CancelFunc
 	mem    *account
 
+	// The ack writer's state, under wmu: held by the writer goroutine for
+	// each job, or by ack when it answers a chunk itself.
+	wmu    sync.Mutex
+	queued atomic.Int64    // jobs sent to acks and not yet answered
+	raw    syscall.RawConn // nil (TLS, or not a socket): acks go through the writer goroutine
+	out    []byte
+	broken bool      // a write failed: no more acks
+	armed  time.Time // when the write deadline was last moved on
+
 	blockedSince atomic.Int64 // unix nanoseconds; 0 while reading or idle
 	gone         atomic.Bool  // the client closed while we did not read
 }
 
 type ackJob struct {
+	rest    []byte // the unwritten end of an ack (its id is recorded already)
 	chunk   []byte
 	err     error
 	arrived time.Time
@@ -471,6 +485,9 @@ func newConn(in *Input, c net.Conn) *conn {
 	cn := &conn{in: in, c: c, peer: peer, ip: ip,
 		acks: make(chan ackJob, in.cfg.MaxPendingAcks+1), slots: make(chan struct{}, in.cfg.MaxPendingAcks)}
 	cn.ctx, cn.cancel = context.WithCancel(in.ctx)
+	if sc, ok := c.(syscall.Conn); ok {
+		cn.raw, _ = sc.SyscallConn()
+	}
 	cn.mem = &account{b: in.mem, ctx: cn.ctx, waiting: cn.waitingForMemory}
 	return cn
 }
@@ -635,16 +652,17 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 				return
 			}
 		}
+		in.unanswered.Add(1)
 		if chunkID != nil && in.dedup != nil {
 			if !in.dedup.begin(chunkID, func(err error) {
 				in.dups.Inc()
-				cn.acks <- ackJob{chunk: chunkID, err: err, arrived: arrived, json: isJSON}
+				cn.send(ackJob{chunk: chunkID, err: err, arrived: arrived, json: isJSON})
 			}) {
 				continue
 			}
 		}
 		if req.Count == 0 {
-			cn.acks <- ackJob{chunk: chunkID, arrived: arrived, fresh: true, json: isJSON}
+			cn.send(ackJob{chunk: chunkID, arrived: arrived, fresh: true, json: isJSON})
 			continue
 		}
 		entries := req.Entries
@@ -652,7 +670,7 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 			need := len(entries) + req.Count*(len(in.cfg.SourceAddressKey)+len(cn.ip)+24)
 			if cap(rec) < need {
 				if err := cn.mem.set(&cn.mem.rec, int64(need)); err != nil {
-					cn.acks <- ackJob{chunk: chunkID, err: err, arrived: arrived, fresh: true}
+					cn.send(ackJob{chunk: chunkID, err: err, arrived: arrived, fresh: true})
 					return
 				}
 				rec = make([]byte, 0, need)
@@ -661,14 +679,14 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 			if err != nil {
 				m.Error("malformed_frame")
 				in.rl.warn("malformed", "malformed entries; connection closed", zap.String("peer", cn.peer), zap.Error(err))
-				cn.acks <- ackJob{chunk: chunkID, err: err, arrived: arrived, fresh: true}
+				cn.send(ackJob{chunk: chunkID, err: err, arrived: arrived, fresh: true})
 				return
 			}
 			entries = rec
 		}
 		cn.blocked(true)
 		err = emit.Emit(cn.ctx, pipeline.Chunk{Tag: req.Tag, Entries: entries, Count: req.Count}, func(err error) {
-			cn.acks <- ackJob{chunk: chunkID, err: err, arrived: arrived, fresh: true, json: isJSON}
+			cn.ack(ackJob{chunk: chunkID, err: err, arrived: arrived, fresh: true, json: isJSON})
 		})
 		cn.blocked(false)
 		if cap(rec) > forwardproto.IdleBytes {
@@ -678,7 +696,7 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 		if err != nil {
 			// Stopping, or the client is gone: the chunk was not taken; no
 			// ack, the client resends.
-			cn.acks <- ackJob{chunk: chunkID, err: err, arrived: arrived, fresh: true}
+			cn.send(ackJob{chunk: chunkID, err: err, arrived: arrived, fresh: true})
 			return
 		}
 	}
@@ -689,10 +707,64 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 // has its id recorded.
 func (cn *conn) writer(done chan<- struct{}) {
 	defer close(done)
-	var out []byte
-	broken := false
-	var armed time.Time // when the write deadline was last moved on
 	for j := range cn.acks {
+		cn.wmu.Lock()
+		cn.answer(j, false)
+		cn.queued.Add(-1)
+		cn.wmu.Unlock()
+		cn.in.unanswered.Add(-1)
+		<-cn.slots
+	}
+}
+
+// inlineAcks is how many unanswered chunks the input may have for an ack
+// to be written by the goroutine that made its chunk durable (see ack).
+const inlineAcks = 2
+
+// send queues j for the writer goroutine.
+func (cn *conn) send(j ackJob) {
+	cn.queued.Add(1)
+	cn.acks <- j
+}
+
+// ack answers a chunk the buffer is done with. When few chunks wait for
+// an answer in the whole input (at most inlineAcks: synchronous senders on
+// one or two connections) and the writer goroutine has nothing queued, the
+// calling goroutine (the buffer's) records the id and writes the ack
+// itself, without blocking: that saves waking the writer goroutine for
+// every chunk. With more, the writer goroutines do it in parallel, and the
+// buffer's goroutine gets on with the next fdatasync. An ack that cannot
+// leave at once (the client does not read, TLS) goes through the writer
+// goroutine, which may block; the buffer's goroutine never does. Acks
+// keep their order: the writer takes each job under wmu, and queued counts
+// what it has not answered.
+func (cn *conn) ack(j ackJob) {
+	if cn.raw == nil || cn.in.unanswered.Load() > inlineAcks || !cn.wmu.TryLock() {
+		cn.send(j)
+		return
+	}
+	if cn.queued.Load() != 0 {
+		cn.wmu.Unlock()
+		cn.send(j)
+		return
+	}
+	if rest := cn.answer(j, true); rest != nil {
+		cn.queued.Add(1) // under wmu: later acks queue behind it
+		cn.wmu.Unlock()
+		cn.acks <- ackJob{rest: rest, arrived: j.arrived}
+		return
+	}
+	cn.wmu.Unlock()
+	cn.in.unanswered.Add(-1)
+	<-cn.slots
+}
+
+// answer records a stored chunk's id (dedup) and writes its ack, or the
+// rest of one. With nowait it writes only what the socket takes at once
+// and returns what is left (nil when all of it left); callers hold wmu.
+func (cn *conn) answer(j ackJob, nowait bool) []byte {
+	b := j.rest
+	if b == nil {
 		if j.fresh && j.chunk != nil && cn.in.dedup != nil {
 			cn.in.dedup.finish(j.chunk, j.err)
 		}
@@ -701,24 +773,58 @@ func (cn *conn) writer(done chan<- struct{}) {
 				cn.in.set.Metrics.Error("not_stored")
 				cn.in.rl.warn("not_stored", "chunk not stored; not acknowledged, the client will resend", zap.String("peer", cn.peer), zap.Error(j.err))
 			}
-		} else if j.chunk != nil && !broken {
-			out = forwardproto.AppendAck(out[:0], j.chunk, j.json)
-			// 29 to 30 seconds for the ack to leave: the deadline is moved
-			// on once a second, not for every ack.
-			if now := time.Now(); now.Sub(armed) >= time.Second {
-				_ = cn.c.SetWriteDeadline(now.Add(30 * time.Second))
-				armed = now
-			}
-			if _, err := cn.c.Write(out); err != nil {
-				broken = true
-				cn.c.Close() // the reader notices and ends
-			} else {
-				cn.in.acks.Inc()
-				cn.in.ackLatency.Observe(time.Since(j.arrived).Seconds())
-			}
+			return nil
 		}
-		<-cn.slots
+		if j.chunk == nil {
+			return nil
+		}
+		cn.out = forwardproto.AppendAck(cn.out[:0], j.chunk, j.json)
+		b = cn.out
 	}
+	if cn.broken {
+		return nil
+	}
+	if nowait {
+		n := cn.tryWrite(b)
+		if n < len(b) {
+			return append([]byte(nil), b[n:]...) // cn.out is reused
+		}
+	} else {
+		// 29 to 30 seconds for the ack to leave: the deadline is moved on
+		// once a second, not for every ack.
+		if now := time.Now(); now.Sub(cn.armed) >= time.Second {
+			_ = cn.c.SetWriteDeadline(now.Add(30 * time.Second))
+			cn.armed = now
+		}
+		if _, err := cn.c.Write(b); err != nil {
+			cn.broken = true
+			cn.c.Close() // the reader notices and ends
+			return nil
+		}
+	}
+	cn.in.acks.Inc()
+	cn.in.ackLatency.Observe(time.Since(j.arrived).Seconds())
+	return nil
+}
+
+// tryWrite writes what the socket takes of b without waiting and returns
+// how much; any error leaves the rest (all of b) to a blocking write.
+func (cn *conn) tryWrite(b []byte) int {
+	n := 0
+	_ = cn.raw.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, err := syscall.Write(int(fd), b[n:])
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil || m <= 0 {
+				break
+			}
+			n += m
+		}
+		return true // never wait for the socket here
+	})
+	return n
 }
 
 func (cn *conn) handshake(dec *forwardproto.Decoder) error {
