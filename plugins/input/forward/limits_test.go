@@ -609,6 +609,41 @@ func TestMemoryBackpressure(t *testing.T) {
 	}
 }
 
+// TestStalledHeadersHoldNoMemory: clients that send the header of a huge
+// request and stall do not spend memory_limit: a good client sending large
+// requests meanwhile loses nothing and is not held back.
+func TestStalledHeadersHoldNoMemory(t *testing.T) {
+	em := &testEmitter{}
+	in := startInput(t, func(c *Config) {
+		c.MaxFrameBytes, c.MaxDecompressedBytes = 4<<20, 4<<20
+		c.MemoryLimit = conf.Size(c.limits().RequestBytes())
+	}, em)
+	for range 10 {
+		c := dial(t, in)
+		// [tag, bin32 of 4 MiB - 16 ...] and nothing more.
+		if _, err := c.Write([]byte{0x92, 0xa1, 't', 0xc6, 0x00, 0x3f, 0xff, 0xf0, 0x92}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var entries []byte
+	for i := range 5000 {
+		entries = append(entries, mp(t, []any{1700000000, map[string]any{"i": i, "pad": strings.Repeat("x", 150)}})...)
+	}
+	c := dial(t, in)
+	for i := range 10 {
+		id := fmt.Sprint("big-", i)
+		if _, err := c.Write(mp(t, []any{"big", entries, map[string]any{"chunk": id}})); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := readAck(t, c, 3*time.Second); err != nil || got != id {
+			t.Fatalf("ack %d: %q %v", i, got, err)
+		}
+	}
+	if n := em.tagCount("big"); n != 50000 {
+		t.Fatalf("%d events", n)
+	}
+}
+
 // TestConfigBounds: every number of the config is bounded.
 func TestConfigBounds(t *testing.T) {
 	cases := []struct {
