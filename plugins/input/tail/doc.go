@@ -197,8 +197,11 @@ package tail
 //
 // The package is split the way OpenTelemetry Collector's
 // pkg/stanza/fileconsumer is (finder and matcher, tracker, reader,
-// fingerprint, checkpoint), in files of one package: the tailer is shared
-// by every job, and sub-packages would put interfaces on the read path.
+// fingerprint, checkpoint), but in files of one package: most jobs are
+// methods of the same two types, Input and tailer, and share their state
+// under their locks, so sub-packages would need exported fields or
+// callbacks between them. Identity and the checkpoint store are the
+// cleanest seams if that is ever wanted.
 //
 //	tail.go         Input: New, Start, Stop, the manager loop, warnOnce
 //	config.go       Config, its defaults and Validate
