@@ -275,7 +275,7 @@ func (p *partition) openSealed(s *segment, next uint64) error {
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	size, err := f.Size()
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)

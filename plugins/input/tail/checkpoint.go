@@ -11,8 +11,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/logship/logship/internal/atomicfile"
 	"go.uber.org/zap"
+
+	"github.com/logship/logship/internal/atomicfile"
 )
 
 // checkpoint is what is remembered of one file: its identity and the
