@@ -33,7 +33,7 @@
 //	pong, _ := dec.NextPong()
 //	err := forwardproto.VerifyPong(pong, helo, auth, salt)
 //	// per chunk:
-//	id := forwardproto.ChunkID(sender, partition, offset)
+//	id := forwardproto.EpochChunkID(sender, epoch, partition, offset)
 //	buf, _ = enc.AppendPackedForward(buf[:0], tag, entries, count, id, forwardproto.CompressGzip)
 //	conn.Write(buf)
 //	acked, err := dec.NextAck() // == id

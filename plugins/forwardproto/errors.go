@@ -34,7 +34,7 @@ var (
 	ErrAuth = errors.New("forwardproto: authentication failed")
 
 	// ErrInvalidChunkID is returned by ParseChunkID for a string that is not
-	// the base64 of 16 bytes.
+	// the base64 of 16 bytes (epoch 0) or of 24 bytes (with an epoch).
 	ErrInvalidChunkID = errors.New("forwardproto: invalid chunk id")
 )
 

@@ -262,15 +262,15 @@ func NewSalt() []byte {
 
 // AppendPing appends the client's PING for the server's HELO h:
 // ["PING", hostname, salt, hex(sha512(salt + hostname + nonce + shared
-// key)), username or "", hex(sha512(auth + username + password)) or ""].
-// It fails with an *AuthError when the server asks for a username and none
-// is configured.
+// key)), username, password digest]. When the HELO carries an auth salt the
+// last two are the configured username and hex(sha512(auth + username +
+// password)), with empty strings when no user is configured: Fluent Bit's
+// in_forward sends an auth salt even when it has no users, its out_forward
+// answers exactly so, and only the server knows whether it requires a user
+// (one that does answers PONG false). Without an auth salt both are "".
 func AppendPing(dst []byte, h Helo, a ClientAuth, salt []byte) ([]byte, error) {
 	user, pw := "", ""
 	if len(h.Auth) > 0 {
-		if a.Username == "" {
-			return dst, &AuthError{Reason: "the server requires a username and password"}
-		}
 		user, pw = a.Username, passwordDigest(h.Auth, a.Username, a.Password)
 	}
 	dst = appendArrayHeader(dst, 6)

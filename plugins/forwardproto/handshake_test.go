@@ -203,9 +203,21 @@ func TestWrongCredentialsRefused(t *testing.T) {
 			}
 		})
 	}
-	// The client needs a username when the server asks for one.
-	_, err := AppendPing(nil, h, ClientAuth{Hostname: "c", SharedKey: "k"}, goldenSalt)
-	authReason(t, err)
+	// Without a configured user the client answers an auth salt with an
+	// empty username and hex(sha512(auth)) and lets the server decide, as
+	// Fluent Bit's out_forward does.
+	ping, err := AppendPing(nil, h, ClientAuth{Hostname: "c", SharedKey: "k"}, goldenSalt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	if err := msgpack.Unmarshal(ping, &got); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha512.Sum512(h.Auth)
+	if len(got) != 6 || got[4] != "" || got[5] != hex.EncodeToString(sum[:]) {
+		t.Fatalf("PING %q: want an empty username and hex(sha512(auth))", got)
+	}
 }
 
 // TestPingShape: exactly six strings starting with PING, else malformed,

@@ -2,9 +2,7 @@ package forward
 
 import (
 	"context"
-	"crypto/sha512"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/forwardproto"
 )
 
@@ -389,7 +386,7 @@ func (c *conn) handshake(ctx context.Context) error {
 		c.oneShot = !helo.Keepalive
 		auth := forwardproto.ClientAuth{Hostname: o.cfg.SelfHostname, SharedKey: o.cfg.SharedKey, Username: o.cfg.Username, Password: o.cfg.Password}
 		salt := forwardproto.NewSalt()
-		ping, err := appendPing(nil, helo, auth, salt)
+		ping, err := forwardproto.AppendPing(nil, helo, auth, salt)
 		if err != nil {
 			return &opError{"auth", err}
 		}
@@ -412,37 +409,6 @@ func (c *conn) handshake(ctx context.Context) error {
 		_ = c.nc.SetDeadline(time.Time{})
 	}
 	return err
-}
-
-// appendPing appends the PING answering helo. When the HELO carries an
-// auth salt and no username is configured, it sends an empty username and
-// the digest hex(sha512(auth + "" + "")), as Fluent Bit's out_forward does:
-// Fluent Bit's in_forward sends an auth salt even when it has no users, and
-// only the server knows whether it requires one (a server that does
-// answers PONG false, "username/password mismatch").
-func appendPing(dst []byte, helo forwardproto.Helo, a forwardproto.ClientAuth, salt []byte) ([]byte, error) {
-	if len(helo.Auth) == 0 || a.Username != "" {
-		return forwardproto.AppendPing(dst, helo, a, salt)
-	}
-	if ping, err := forwardproto.AppendPing(dst, helo, a, salt); err == nil {
-		return ping, nil // forwardproto answers an empty username itself
-	}
-	dst = pipeline.AppendArrayHeader(dst, 6)
-	dst = pipeline.AppendString(dst, "PING")
-	dst = pipeline.AppendString(dst, a.Hostname)
-	dst = pipeline.AppendStringBytes(dst, salt)
-	dst = pipeline.AppendString(dst, hexSHA512(salt, []byte(a.Hostname), helo.Nonce, []byte(a.SharedKey)))
-	dst = pipeline.AppendString(dst, "")
-	return pipeline.AppendString(dst, hexSHA512(helo.Auth)), nil
-}
-
-// hexSHA512 is lowercase hex(sha512(parts...)), the handshake's digest.
-func hexSHA512(parts ...[]byte) string {
-	h := sha512.New()
-	for _, p := range parts {
-		h.Write(p)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 func (c *conn) register(chunk string, w waiter) error {
