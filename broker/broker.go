@@ -13,6 +13,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/logship/logship/internal/ratelog"
 )
 
 // Errors returned by the broker.
@@ -37,7 +39,7 @@ type Broker struct {
 	dir    string
 	opts   options
 	log    *zap.Logger
-	rl     *rateLog
+	rl     *ratelog.Logger
 	m      *metrics
 	parts  []*partition
 	nWrite int   // partitions appended to (opts.partitions)
@@ -95,7 +97,7 @@ func Open(dir string, opts ...Option) (*Broker, error) {
 		spaceCh:    make(chan struct{}),
 		retainKick: make(chan struct{}, 1),
 	}
-	b.rl = newRateLog(b.log, 10*time.Second)
+	b.rl = ratelog.New(b.log, 10*time.Second)
 	b.m = newMetrics(b)
 	ok := false
 	defer func() {
@@ -286,7 +288,7 @@ func (b *Broker) flushLoop() {
 			return
 		case <-t.C:
 			if err := b.flushCursors(); err != nil {
-				b.rl.warn("cursor-flush", "persisting cursors failed; will retry", zap.Error(err))
+				b.rl.Warn("cursor-flush", "persisting cursors failed; will retry", zap.Error(err))
 			}
 		}
 	}
@@ -463,7 +465,7 @@ func (b *Broker) reserve(ctx context.Context, n int64) error {
 		if !waited {
 			waited = true
 			b.m.fullWaits.Add(1)
-			b.rl.warn("buffer-full", "buffer full, appends wait for outputs to free space",
+			b.rl.Warn("buffer-full", "buffer full, appends wait for outputs to free space",
 				zap.Int64("max_bytes", b.opts.maxBytes), zap.Int64("used", b.used))
 		}
 		ch := b.spaceCh
@@ -523,36 +525,4 @@ func (b *Broker) freed(n int64) {
 	b.used -= n
 	b.spaceChangedLocked()
 	b.spaceMu.Unlock()
-}
-
-// --- rate-limited logging ---
-
-type rateLog struct {
-	log   *zap.Logger
-	every time.Duration
-	mu    sync.Mutex
-	last  map[string]time.Time
-	supp  map[string]int
-}
-
-func newRateLog(l *zap.Logger, every time.Duration) *rateLog {
-	return &rateLog{log: l, every: every, last: map[string]time.Time{}, supp: map[string]int{}}
-}
-
-func (r *rateLog) warn(key, msg string, fields ...zap.Field) {
-	r.mu.Lock()
-	now := time.Now()
-	if t, ok := r.last[key]; ok && now.Sub(t) < r.every {
-		r.supp[key]++
-		r.mu.Unlock()
-		return
-	}
-	n := r.supp[key]
-	r.last[key] = now
-	r.supp[key] = 0
-	r.mu.Unlock()
-	if n > 0 {
-		fields = append(fields, zap.Int("suppressed", n))
-	}
-	r.log.Warn(msg, fields...)
 }

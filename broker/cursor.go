@@ -342,7 +342,7 @@ func (c *Cursor) seekLocked(off uint64, gen uint64) error {
 	i := sort.Search(len(p.segs), func(i int) bool { return p.segs[i].base > off }) - 1
 	if i < 0 {
 		first := p.segs[0].base
-		p.b.rl.warn("cursor-behind:"+c.name, "cursor is behind the oldest retained record; records were deleted before it read them",
+		p.b.rl.Warn("cursor-behind:"+c.name, "cursor is behind the oldest retained record; records were deleted before it read them",
 			zap.String("cursor", c.name), zap.Int("partition", p.id), zap.Uint64("offset", off), zap.Uint64("oldest", first))
 		c.mu.Lock()
 		if c.gen == gen && c.readOff == off {

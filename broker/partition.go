@@ -574,7 +574,7 @@ func (p *partition) writeBatch(batch []*appendReq) {
 		p.setUnhealthy(err)
 		if isDiskFull(err) {
 			p.b.m.diskFull.Add(1)
-			p.b.rl.warn("disk-full", "filesystem full: appends wait and retry until space frees",
+			p.b.rl.Warn("disk-full", "filesystem full: appends wait and retry until space frees",
 				zap.Int("partition", p.id), zap.Error(err))
 			t := time.NewTimer(backoff)
 			select {
@@ -585,7 +585,7 @@ func (p *partition) writeBatch(batch []*appendReq) {
 			backoff = min(2*backoff, time.Second)
 			continue
 		}
-		p.b.rl.warn("write-error", "buffer write failed; appends get the error",
+		p.b.rl.Warn("write-error", "buffer write failed; appends get the error",
 			zap.Int("partition", p.id), zap.Error(err))
 		for _, r := range batch {
 			p.fail(r, fmt.Errorf("broker: append: %w", err))
@@ -641,7 +641,7 @@ func (p *partition) writeGroup(batch []*appendReq) (int, error) {
 		// cut back a partial write; were that to fail too, the next write
 		// at start overwrites it anyway.
 		if terr := p.wf.Truncate(start); terr != nil {
-			p.b.rl.warn("truncate", "cannot cut back a failed write", zap.Int("partition", p.id), zap.Error(terr))
+			p.b.rl.Warn("truncate", "cannot cut back a failed write", zap.Int("partition", p.id), zap.Error(terr))
 		}
 		return 0, err
 	}
@@ -936,7 +936,7 @@ func (p *partition) syncNow(buf *[]ack) error {
 		}
 	}
 	if err != nil {
-		p.b.rl.warn("fsync", "fdatasync failed; the appends it covered get the error", zap.Int("partition", p.id), zap.Error(err))
+		p.b.rl.Warn("fsync", "fdatasync failed; the appends it covered get the error", zap.Int("partition", p.id), zap.Error(err))
 		p.setUnhealthy(fmt.Errorf("sync: %w", err))
 	} else {
 		p.syncedTo(s, size, target)

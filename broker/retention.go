@@ -57,7 +57,7 @@ func (p *partition) applyRetention() {
 		return
 	}
 	if err := p.flushCursors(); err != nil {
-		p.b.rl.warn("cursor-flush", "persisting cursors failed; segments are deleted later", zap.Error(err))
+		p.b.rl.Warn("cursor-flush", "persisting cursors failed; segments are deleted later", zap.Error(err))
 		return
 	}
 	p.mu.Lock()
@@ -82,7 +82,7 @@ func (p *partition) removeSegments(del []*segment) {
 	var freed int64
 	for _, s := range del {
 		if err := os.Remove(s.path); err != nil && !os.IsNotExist(err) {
-			p.b.rl.warn("remove-segment", "cannot delete segment", zap.String("segment", s.path), zap.Error(err))
+			p.b.rl.Warn("remove-segment", "cannot delete segment", zap.String("segment", s.path), zap.Error(err))
 		}
 		freed += s.size
 	}

@@ -26,14 +26,28 @@ func New(l *zap.Logger, every time.Duration) *Logger {
 
 // Warn logs msg at warn level unless key was logged less than the interval
 // ago; the next line that is written carries "suppressed": the count held
-// back since the previous one.
+// back since the previous one. Keys must come from a bounded set (a
+// condition's name, a component's), never from a peer.
 func (r *Logger) Warn(key, msg string, fields ...zap.Field) {
+	if fields, ok := r.allow(key, fields); ok {
+		r.log.Warn(msg, fields...)
+	}
+}
+
+// Error is Warn at error level.
+func (r *Logger) Error(key, msg string, fields ...zap.Field) {
+	if fields, ok := r.allow(key, fields); ok {
+		r.log.Error(msg, fields...)
+	}
+}
+
+func (r *Logger) allow(key string, fields []zap.Field) ([]zap.Field, bool) {
 	r.mu.Lock()
 	now := time.Now()
 	if t, ok := r.last[key]; ok && now.Sub(t) < r.every {
 		r.supp[key]++
 		r.mu.Unlock()
-		return
+		return nil, false
 	}
 	n := r.supp[key]
 	r.last[key] = now
@@ -42,5 +56,5 @@ func (r *Logger) Warn(key, msg string, fields ...zap.Field) {
 	if n > 0 {
 		fields = append(fields, zap.Int("suppressed", n))
 	}
-	r.log.Warn(msg, fields...)
+	return fields, true
 }

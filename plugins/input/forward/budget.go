@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
-
-	"go.uber.org/zap"
 )
 
 // errMemoryLimit refuses a request that alone needs more than memory_limit.
@@ -113,50 +110,4 @@ func (a *account) set(slot *int64, n int64) error {
 func (a *account) release() {
 	_ = a.set(&a.rec, 0)
 	_ = a.set(&a.dec, 0)
-}
-
-// rateLog logs one message per key at most every interval, with the number
-// of messages suppressed meanwhile: one bad client must not flood the log.
-type rateLog struct {
-	log   *zap.Logger
-	every time.Duration
-	mu    sync.Mutex
-	last  map[string]time.Time
-	supp  map[string]int
-}
-
-func newRateLog(l *zap.Logger, every time.Duration) *rateLog {
-	return &rateLog{log: l, every: every, last: map[string]time.Time{}, supp: map[string]int{}}
-}
-
-func (r *rateLog) allow(key string) (bool, int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	if t, ok := r.last[key]; ok && now.Sub(t) < r.every {
-		r.supp[key]++
-		return false, 0
-	}
-	n := r.supp[key]
-	r.last[key] = now
-	r.supp[key] = 0
-	return true, n
-}
-
-func (r *rateLog) warn(key, msg string, fields ...zap.Field) {
-	if ok, n := r.allow(key); ok {
-		if n > 0 {
-			fields = append(fields, zap.Int("suppressed", n))
-		}
-		r.log.Warn(msg, fields...)
-	}
-}
-
-func (r *rateLog) error(key, msg string, fields ...zap.Field) {
-	if ok, n := r.allow(key); ok {
-		if n > 0 {
-			fields = append(fields, zap.Int("suppressed", n))
-		}
-		r.log.Error(msg, fields...)
-	}
 }

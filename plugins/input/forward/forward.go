@@ -86,6 +86,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/logship/logship/internal/ratelog"
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/forwardproto"
 )
@@ -123,7 +124,7 @@ type Input struct {
 	set pipeline.Settings
 	cfg *Config
 	log *zap.Logger
-	rl  *rateLog
+	rl  *ratelog.Logger
 
 	tlsConf *tls.Config
 	users   map[string]string
@@ -169,7 +170,7 @@ func New(set pipeline.Settings, cfg *Config) (*Input, error) {
 	if in.log == nil {
 		in.log = zap.NewNop()
 	}
-	in.rl = newRateLog(in.log, 10*time.Second)
+	in.rl = ratelog.New(in.log, 10*time.Second)
 	if cfg.TLS.CertFile != "" {
 		tc, err := serverTLS(cfg)
 		if err != nil {
@@ -245,7 +246,7 @@ func (in *Input) Start(_ context.Context, emit pipeline.Emitter) (err error) {
 		}
 		d, derr := openDedup(dir, in.cfg.DedupWindow, func(err error) {
 			in.set.Metrics.Error("dedup_journal")
-			in.rl.error("dedup", "chunk-id journal: write or compaction failed; dedup goes on, compaction is retried", zap.Error(err))
+			in.rl.Error("dedup", "chunk-id journal: write or compaction failed; dedup goes on, compaction is retried", zap.Error(err))
 		})
 		if derr != nil {
 			return fmt.Errorf("dedup window: %w", derr)
@@ -312,7 +313,7 @@ func (in *Input) accept(emit pipeline.Emitter) {
 			if errors.As(err, &ne) && ne.Timeout() || temporaryAcceptError(err) {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				in.set.Metrics.Error("accept")
-				in.rl.warn("accept", "accept failed; retrying", zap.Error(err), zap.Duration("in", delay))
+				in.rl.Warn("accept", "accept failed; retrying", zap.Error(err), zap.Duration("in", delay))
 				select {
 				case <-time.After(delay):
 				case <-in.ctx.Done():
@@ -333,7 +334,7 @@ func (in *Input) accept(emit pipeline.Emitter) {
 			c.Close()
 			in.closed.WithLabelValues("max_connections").Inc()
 			in.set.Metrics.Error("max_connections")
-			in.rl.warn("max_connections", "connection refused: max_connections reached", zap.Int("max_connections", in.cfg.MaxConnections), zap.String("peer", c.RemoteAddr().String()))
+			in.rl.Warn("max_connections", "connection refused: max_connections reached", zap.Int("max_connections", in.cfg.MaxConnections), zap.String("peer", c.RemoteAddr().String()))
 			continue
 		}
 		if in.tlsConf != nil {
@@ -554,7 +555,7 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 					in.closed.WithLabelValues("handshake_timeout").Inc()
 				}
 				m.Error("tls_handshake")
-				in.rl.warn("tls", "TLS handshake failed", zap.String("peer", cn.peer), zap.Error(err))
+				in.rl.Warn("tls", "TLS handshake failed", zap.String("peer", cn.peer), zap.Error(err))
 			}
 			return
 		}
@@ -569,7 +570,7 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 					in.closed.WithLabelValues("handshake_timeout").Inc()
 				}
 				m.Error("auth")
-				in.rl.warn("auth", "forward handshake refused", zap.String("peer", cn.peer), zap.Error(err))
+				in.rl.Warn("auth", "forward handshake refused", zap.String("peer", cn.peer), zap.Error(err))
 			}
 			return
 		}
@@ -604,23 +605,23 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 				in.log.Debug("idle connection closed", zap.String("peer", cn.peer), zap.Duration("idle_timeout", idle))
 			case errors.Is(err, forwardproto.ErrFrameTooLarge):
 				m.Error("frame_too_large")
-				in.rl.error("frame_too_large", "request larger than max_frame_bytes refused; the client will resend it forever unless its chunks get smaller", zap.String("peer", cn.peer), zap.Error(err), zap.Int64("max_frame_bytes", int64(in.cfg.MaxFrameBytes)))
+				in.rl.Error("frame_too_large", "request larger than max_frame_bytes refused; the client will resend it forever unless its chunks get smaller", zap.String("peer", cn.peer), zap.Error(err), zap.Int64("max_frame_bytes", int64(in.cfg.MaxFrameBytes)))
 			case errors.Is(err, forwardproto.ErrDecompressedTooLarge):
 				m.Error("decompressed_too_large")
-				in.rl.error("decompressed_too_large", "request inflates beyond max_decompressed_bytes; connection closed", zap.String("peer", cn.peer), zap.Error(err))
+				in.rl.Error("decompressed_too_large", "request inflates beyond max_decompressed_bytes; connection closed", zap.String("peer", cn.peer), zap.Error(err))
 			case errors.Is(err, forwardproto.ErrTooManyEntries):
 				m.Error("too_many_entries")
-				in.rl.error("too_many_entries", "request carries more than max_entries_per_request events; connection closed, the client will resend it forever unless its chunks get smaller", zap.String("peer", cn.peer), zap.Error(err))
+				in.rl.Error("too_many_entries", "request carries more than max_entries_per_request events; connection closed, the client will resend it forever unless its chunks get smaller", zap.String("peer", cn.peer), zap.Error(err))
 			case errors.Is(err, errMemoryLimit):
 				m.Error("memory_limit")
-				in.rl.error("memory_limit", "request needs more than memory_limit; connection closed", zap.String("peer", cn.peer), zap.Error(err))
+				in.rl.Error("memory_limit", "request needs more than memory_limit; connection closed", zap.String("peer", cn.peer), zap.Error(err))
 			case errors.Is(err, forwardproto.ErrMalformed):
 				m.Error("malformed_frame")
-				in.rl.warn("malformed", "malformed request; connection closed", zap.String("peer", cn.peer), zap.Error(err))
+				in.rl.Warn("malformed", "malformed request; connection closed", zap.String("peer", cn.peer), zap.Error(err))
 			default:
 				if !errors.As(err, &ne) {
 					m.Error("read")
-					in.rl.warn("read", "connection error", zap.String("peer", cn.peer), zap.Error(err))
+					in.rl.Warn("read", "connection error", zap.String("peer", cn.peer), zap.Error(err))
 				}
 			}
 			return
@@ -632,7 +633,7 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 			}
 			if req.TooDeep > 0 {
 				m.Dropped("too_deep", req.TooDeep)
-				in.rl.warn("too_deep", "events nested deeper than max_depth dropped; the rest of their request is stored", zap.String("peer", cn.peer), zap.String("tag", req.Tag), zap.Int("dropped", req.TooDeep), zap.Int("max_depth", in.cfg.MaxDepth))
+				in.rl.Warn("too_deep", "events nested deeper than max_depth dropped; the rest of their request is stored", zap.String("peer", cn.peer), zap.String("tag", req.Tag), zap.Int("dropped", req.TooDeep), zap.Int("max_depth", in.cfg.MaxDepth))
 			}
 		}
 		arrived := time.Now()
@@ -678,7 +679,7 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 			rec, err = addField(rec[:0], entries, in.cfg.SourceAddressKey, cn.ip)
 			if err != nil {
 				m.Error("malformed_frame")
-				in.rl.warn("malformed", "malformed entries; connection closed", zap.String("peer", cn.peer), zap.Error(err))
+				in.rl.Warn("malformed", "malformed entries; connection closed", zap.String("peer", cn.peer), zap.Error(err))
 				cn.send(ackJob{chunk: chunkID, err: err, arrived: arrived, fresh: true})
 				return
 			}
@@ -771,7 +772,7 @@ func (cn *conn) answer(j ackJob, nowait bool) []byte {
 		if j.err != nil {
 			if !errors.Is(j.err, context.Canceled) {
 				cn.in.set.Metrics.Error("not_stored")
-				cn.in.rl.warn("not_stored", "chunk not stored; not acknowledged, the client will resend", zap.String("peer", cn.peer), zap.Error(j.err))
+				cn.in.rl.Warn("not_stored", "chunk not stored; not acknowledged, the client will resend", zap.String("peer", cn.peer), zap.Error(j.err))
 			}
 			return nil
 		}
