@@ -29,9 +29,18 @@ type Batch struct {
 	Epoch     uint64
 }
 
-// AckFunc learns the fate of an emitted chunk: nil once it is durable in the
-// buffer (or was dropped on purpose by a filter), an error if it was not
-// stored and the input must not acknowledge it to its source.
+// AckFunc learns the fate of an emitted chunk. Errors are classified the
+// same way on both sides of the buffer (outputs: see Output.Write):
+//   - nil: the chunk is durable in the buffer (or was dropped on purpose by
+//     a filter, or an event of it that can never be stored was dropped and
+//     counted): the input acknowledges it to its source.
+//   - a Permanent error: the chunk can never be stored (a filter refused it
+//     for good). The input drops it, counts it as
+//     dropped_records_total{reason="permanent_error"}, and acknowledges it
+//     (moves its checkpoint) so that its source does not resend it forever.
+//   - any other error: not stored this time. The input must not
+//     acknowledge it; the source resends it (forward) or it is read again
+//     (tail).
 type AckFunc func(err error)
 
 // Emitter is how an input hands chunks to the pipeline.
@@ -39,7 +48,8 @@ type Emitter interface {
 	// Emit runs the matching filters on c and appends the result to the
 	// buffer. It blocks while the buffer cannot take more (backpressure)
 	// until ctx is done, and then returns ctx's error; ack is not called in
-	// that case. When Emit returns nil the pipeline has copied c: the
+	// that case, nor for any other error Emit returns (classified as for
+	// AckFunc). When Emit returns nil the pipeline has copied c: the
 	// caller may reuse c.Entries at once, and ack is called exactly once,
 	// maybe before Emit returns, maybe from another goroutine. ack must not
 	// block: it runs on the buffer's sync goroutine.
@@ -77,7 +87,9 @@ type Readier interface {
 type Filter interface {
 	// Filter returns the chunk to pass on. It may return c itself, a new
 	// chunk (Count 0 drops the events) or an error, which rejects the chunk
-	// back to its input.
+	// back to its input: a Permanent error for a chunk it will never pass
+	// (the input drops and acknowledges it), any other for one it may pass
+	// later (the input does not acknowledge it).
 	Filter(c Chunk) (Chunk, error)
 }
 

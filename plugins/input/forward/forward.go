@@ -478,6 +478,7 @@ type ackJob struct {
 	arrived time.Time
 	fresh   bool // the chunk was stored (not a duplicate): record its id
 	json    bool // answer in JSON
+	events  int  // events in the chunk
 }
 
 func newConn(in *Input, c net.Conn) *conn {
@@ -687,7 +688,7 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 		}
 		cn.blocked(true)
 		err = emit.Emit(cn.ctx, pipeline.Chunk{Tag: req.Tag, Entries: entries, Count: req.Count}, func(err error) {
-			cn.ack(ackJob{chunk: chunkID, err: err, arrived: arrived, fresh: true, json: isJSON})
+			cn.ack(ackJob{chunk: chunkID, err: err, arrived: arrived, fresh: true, json: isJSON, events: req.Count})
 		})
 		cn.blocked(false)
 		if cap(rec) > forwardproto.IdleBytes {
@@ -766,6 +767,16 @@ func (cn *conn) ack(j ackJob) {
 func (cn *conn) answer(j ackJob, nowait bool) []byte {
 	b := j.rest
 	if b == nil {
+		if j.err != nil && pipeline.IsPermanent(j.err) {
+			// Never storable (refused for good down the pipeline): dropped
+			// on purpose, counted, and acknowledged like a stored chunk so
+			// that the client does not resend it forever (fluentd's
+			// in_forward acks a chunk whose events it dropped, too).
+			cn.in.set.Metrics.Dropped("permanent_error", j.events)
+			cn.in.rl.Warn("permanent", "chunk refused for good; dropped and acknowledged so that it is not resent forever",
+				zap.String("peer", cn.peer), zap.Int("events", j.events), zap.Error(j.err))
+			j.err = nil
+		}
 		if j.fresh && j.chunk != nil && cn.in.dedup != nil {
 			cn.in.dedup.finish(j.chunk, j.err)
 		}

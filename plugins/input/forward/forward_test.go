@@ -10,12 +10,14 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -553,3 +555,58 @@ func readDirNames(dir string) ([]string, error) {
 }
 
 var errEMFILE = syscall.EMFILE
+
+// refusingEmitter refuses every chunk: permanently or not.
+type refusingEmitter struct {
+	err   error
+	calls atomic.Int32
+}
+
+func (e *refusingEmitter) Emit(_ context.Context, _ pipeline.Chunk, ack pipeline.AckFunc) error {
+	e.calls.Add(1)
+	ack(e.err)
+	return nil
+}
+
+// TestAckClassification: a chunk refused for good (a Permanent error from
+// the pipeline) is dropped, counted and acknowledged, so the client does
+// not resend it forever; a retryable refusal is not acknowledged, so the
+// client resends. Before, every error left the chunk unacknowledged.
+func TestAckClassification(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		err   error
+		acked bool
+	}{
+		{"permanent", pipeline.Permanent(errors.New("filter refuses it")), true},
+		{"retryable", errors.New("disk error"), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			em := &refusingEmitter{err: c.err}
+			in := startInput(t, nil, em)
+			conn := dial(t, in)
+			if _, err := conn.Write(mp(t, []any{"app.x", 1, map[string]any{"a": 1}, map[string]any{"chunk": "c1"}})); err != nil {
+				t.Fatal(err)
+			}
+			id, err := readAck(t, conn, time.Second)
+			if c.acked && (err != nil || id != "c1") {
+				t.Fatalf("ack %q, %v; want c1", id, err)
+			}
+			if !c.acked && err == nil {
+				t.Fatalf("acknowledged %q a chunk that was not stored", id)
+			}
+			if c.acked {
+				// the resend is acked from the dedup window, not emitted again
+				if _, err := conn.Write(mp(t, []any{"app.x", 1, map[string]any{"a": 1}, map[string]any{"chunk": "c1"}})); err != nil {
+					t.Fatal(err)
+				}
+				if id, err := readAck(t, conn, time.Second); err != nil || id != "c1" {
+					t.Fatalf("resend: ack %q, %v", id, err)
+				}
+				if n := em.calls.Load(); n != 1 {
+					t.Fatalf("emitted %d times, want 1", n)
+				}
+			}
+		})
+	}
+}
