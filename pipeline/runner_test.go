@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/logship/logship/broker"
+	"github.com/logship/logship/internal/mpack"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -51,10 +52,10 @@ func (g *genInput) Start(ctx context.Context, emit pipeline.Emitter) error {
 		defer close(g.done)
 		for i := range g.n {
 			var rec []byte
-			rec = pipeline.AppendMapHeader(rec, 1)
-			rec = pipeline.AppendString(rec, "i")
-			rec = pipeline.AppendInt(rec, int64(i))
-			entries := pipeline.AppendEntry(nil, pipeline.EventTime{Sec: 1}, rec)
+			rec = mpack.AppendMapHeader(rec, 1)
+			rec = mpack.AppendString(rec, "i")
+			rec = mpack.AppendInt(rec, int64(i))
+			entries := mpack.AppendEntry(nil, mpack.EventTime{Sec: 1}, rec)
 			g.acked.Add(1)
 			err := emit.Emit(ctx, pipeline.Chunk{Tag: g.tags[i%len(g.tags)], Entries: entries, Count: 1}, func(err error) {
 				if err != nil {
@@ -110,7 +111,7 @@ func (o *recOutput) Write(_ context.Context, b pipeline.Batch) error {
 	if b.Tag == o.permanentTag {
 		return pipeline.Permanent(errors.New("never"))
 	}
-	return pipeline.ForEachEntry(b.Entries, func(_ pipeline.EventTime, rec []byte) error {
+	return mpack.ForEachEntry(b.Entries, func(_ mpack.EventTime, rec []byte) error {
 		// {"i": int}
 		v := int64(rec[3])
 		if rec[3] == 0xd1 {

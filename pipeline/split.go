@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/logship/logship/broker"
+	"github.com/logship/logship/internal/mpack"
 )
 
 // A chunk larger than the buffer can store in one record (the frame must
@@ -60,7 +61,7 @@ func (e *emitter) emitTooLarge(ctx context.Context, c Chunk, max int64, ack AckF
 	}
 	entries := c.Entries
 	for pos < len(entries) {
-		n, err := SkipValue(entries[pos:])
+		n, err := mpack.SkipValue(entries[pos:])
 		if err != nil {
 			// Inputs hand over well-formed entries; a chunk that is not is
 			// a bug upstream, and its rest can never be stored.

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/logship/logship/broker"
+	"github.com/logship/logship/internal/mpack"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -24,12 +25,12 @@ func (c *captureInput) Stop(context.Context) error                        { retu
 
 // sizedEntry is one [time, {"i": i, "pad": "xxx..."}] entry of about size bytes.
 func sizedEntry(i, size int) []byte {
-	rec := pipeline.AppendMapHeader(nil, 2)
-	rec = pipeline.AppendString(rec, "i")
-	rec = pipeline.AppendInt(rec, int64(i))
-	rec = pipeline.AppendString(rec, "pad")
-	rec = pipeline.AppendString(rec, strings.Repeat("x", size))
-	return pipeline.AppendEntry(nil, pipeline.EventTime{Sec: 1}, rec)
+	rec := mpack.AppendMapHeader(nil, 2)
+	rec = mpack.AppendString(rec, "i")
+	rec = mpack.AppendInt(rec, int64(i))
+	rec = mpack.AppendString(rec, "pad")
+	rec = mpack.AppendString(rec, strings.Repeat("x", size))
+	return mpack.AppendEntry(nil, mpack.EventTime{Sec: 1}, rec)
 }
 
 // TestEmitSplitsChunkLargerThanARecord: a chunk larger than the buffer can
@@ -150,7 +151,7 @@ func (o *intOutput) Write(_ context.Context, b pipeline.Batch) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.nbat++
-	return pipeline.ForEachEntry(b.Entries, func(_ pipeline.EventTime, rec []byte) error {
+	return mpack.ForEachEntry(b.Entries, func(_ mpack.EventTime, rec []byte) error {
 		// {"i": fixint or int16, ...}
 		v := int64(rec[3])
 		if rec[3] == 0xd1 {

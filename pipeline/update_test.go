@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/logship/logship/internal/mpack"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -38,10 +39,10 @@ func TestRunnerUpdateKeepsUnchanged(t *testing.T) {
 	emitter := in.emit
 	emit := func(i int) {
 		t.Helper()
-		rec := pipeline.AppendMapHeader(nil, 1)
-		rec = pipeline.AppendString(rec, "i")
-		rec = pipeline.AppendInt(rec, int64(i))
-		if err := in.emit.Emit(context.Background(), pipeline.Chunk{Tag: "t", Entries: pipeline.AppendEntry(nil, pipeline.EventTime{Sec: 1}, rec), Count: 1}, func(error) {}); err != nil {
+		rec := mpack.AppendMapHeader(nil, 1)
+		rec = mpack.AppendString(rec, "i")
+		rec = mpack.AppendInt(rec, int64(i))
+		if err := in.emit.Emit(context.Background(), pipeline.Chunk{Tag: "t", Entries: mpack.AppendEntry(nil, mpack.EventTime{Sec: 1}, rec), Count: 1}, func(error) {}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -24,7 +24,7 @@ import (
 	"time"
 
 	"github.com/logship/logship/bench/internal/benchkit"
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 	"github.com/logship/logship/plugins/forwardproto"
 )
 
@@ -114,13 +114,13 @@ pipeline:
 	// PING as Fluent Bit's out_forward sends it without users.
 	salt := forwardproto.NewSalt()
 	hostname := "fbhelo-client"
-	ping := pipeline.AppendArrayHeader(nil, 6)
-	ping = pipeline.AppendString(ping, "PING")
-	ping = pipeline.AppendString(ping, hostname)
-	ping = pipeline.AppendStringBytes(ping, salt)
-	ping = pipeline.AppendString(ping, sha512hex(salt, []byte(hostname), h.Nonce, []byte(*sharedKey)))
-	ping = pipeline.AppendString(ping, "")
-	ping = pipeline.AppendString(ping, sha512hex(h.Auth, nil, nil))
+	ping := mpack.AppendArrayHeader(nil, 6)
+	ping = mpack.AppendString(ping, "PING")
+	ping = mpack.AppendString(ping, hostname)
+	ping = mpack.AppendStringBytes(ping, salt)
+	ping = mpack.AppendString(ping, sha512hex(salt, []byte(hostname), h.Nonce, []byte(*sharedKey)))
+	ping = mpack.AppendString(ping, "")
+	ping = mpack.AppendString(ping, sha512hex(h.Auth, nil, nil))
 	if _, err := c.Write(ping); err != nil {
 		return err
 	}
@@ -144,14 +144,14 @@ func readValue(c net.Conn) ([]byte, error) {
 	tmp := make([]byte, 4096)
 	for {
 		if len(b) > 0 {
-			n, err := pipeline.SkipValue(b)
+			n, err := mpack.SkipValue(b)
 			if err == nil {
 				if n != len(b) {
 					return nil, fmt.Errorf("%d bytes after the first value", len(b)-n)
 				}
 				return b, nil
 			}
-			if !errors.Is(err, pipeline.ErrShortBuffer) {
+			if !errors.Is(err, mpack.ErrShortBuffer) {
 				return nil, err
 			}
 		}

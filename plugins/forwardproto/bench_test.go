@@ -7,7 +7,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 )
 
 // benchRecord is a container-log-like record of about 200 bytes.
@@ -30,7 +30,7 @@ func benchEntries(b testing.TB, n int, tm func(i int) []byte) []byte {
 }
 
 func eventTimeRaw(i int) []byte {
-	return pipeline.EventTime{Sec: 1700000000 + uint32(i), Nsec: 1}.AppendMsgpack(nil)
+	return mpack.EventTime{Sec: 1700000000 + uint32(i), Nsec: 1}.AppendMsgpack(nil)
 }
 
 // benchDecode decodes frame over and over, events events per frame.

@@ -13,15 +13,15 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 )
 
 // timeForm is one way a peer sends an event's time.
 type timeForm struct {
 	name string
-	raw  []byte             // the time as it travels
-	want pipeline.EventTime // as stored (fixedNow for "now")
-	keep bool               // stored as received
+	raw  []byte          // the time as it travels
+	want mpack.EventTime // as stored (fixedNow for "now")
+	keep bool            // stored as received
 }
 
 func eventTimeBytes(sec, nsec uint32) []byte {
@@ -30,7 +30,7 @@ func eventTimeBytes(sec, nsec uint32) []byte {
 
 func timeForms(t testing.TB) []timeForm {
 	e := func(fn func(e *msgpack.Encoder) error) []byte { return enc(t, fn) }
-	et := pipeline.EventTime{Sec: 1700000000, Nsec: 123456789}
+	et := mpack.EventTime{Sec: 1700000000, Nsec: 123456789}
 	fixext8 := e(func(e *msgpack.Encoder) error {
 		if err := e.EncodeExtHeader(0, 8); err != nil {
 			return err
@@ -41,27 +41,27 @@ func timeForms(t testing.TB) []timeForm {
 	ext8 := append([]byte{0xc7, 0x08, 0x00}, eventTimeBytes(et.Sec, et.Nsec)...)
 	meta := marshal(t, map[string]any{"trace_id": "abc", "otlp": map[string]any{"k": 1}})
 	return []timeForm{
-		{"fixint", e(func(e *msgpack.Encoder) error { return e.EncodeUint(100) }), pipeline.EventTime{Sec: 100}, true},
-		{"uint8", e(func(e *msgpack.Encoder) error { return e.EncodeUint8(200) }), pipeline.EventTime{Sec: 200}, true},
-		{"uint16", e(func(e *msgpack.Encoder) error { return e.EncodeUint16(60000) }), pipeline.EventTime{Sec: 60000}, true},
-		{"uint32", e(func(e *msgpack.Encoder) error { return e.EncodeUint32(1700000000) }), pipeline.EventTime{Sec: 1700000000}, true},
-		{"uint64", e(func(e *msgpack.Encoder) error { return e.EncodeUint64(1700000000) }), pipeline.EventTime{Sec: 1700000000}, true},
-		{"int8", e(func(e *msgpack.Encoder) error { return e.EncodeInt8(100) }), pipeline.EventTime{Sec: 100}, true},
-		{"int16", e(func(e *msgpack.Encoder) error { return e.EncodeInt16(30000) }), pipeline.EventTime{Sec: 30000}, true},
-		{"int32", e(func(e *msgpack.Encoder) error { return e.EncodeInt32(1700000000) }), pipeline.EventTime{Sec: 1700000000}, true},
-		{"int64", e(func(e *msgpack.Encoder) error { return e.EncodeInt64(1700000000) }), pipeline.EventTime{Sec: 1700000000}, true},
-		{"float32", e(func(e *msgpack.Encoder) error { return e.EncodeFloat32(1.5) }), pipeline.EventTime{Sec: 1, Nsec: 500000000}, false},
-		{"float32 large", e(func(e *msgpack.Encoder) error { return e.EncodeFloat32(1700000000) }), pipeline.EventTime{Sec: 1700000000}, false},
-		{"float64", e(func(e *msgpack.Encoder) error { return e.EncodeFloat64(1700000000.25) }), pipeline.EventTime{Sec: 1700000000, Nsec: 250000000}, false},
+		{"fixint", e(func(e *msgpack.Encoder) error { return e.EncodeUint(100) }), mpack.EventTime{Sec: 100}, true},
+		{"uint8", e(func(e *msgpack.Encoder) error { return e.EncodeUint8(200) }), mpack.EventTime{Sec: 200}, true},
+		{"uint16", e(func(e *msgpack.Encoder) error { return e.EncodeUint16(60000) }), mpack.EventTime{Sec: 60000}, true},
+		{"uint32", e(func(e *msgpack.Encoder) error { return e.EncodeUint32(1700000000) }), mpack.EventTime{Sec: 1700000000}, true},
+		{"uint64", e(func(e *msgpack.Encoder) error { return e.EncodeUint64(1700000000) }), mpack.EventTime{Sec: 1700000000}, true},
+		{"int8", e(func(e *msgpack.Encoder) error { return e.EncodeInt8(100) }), mpack.EventTime{Sec: 100}, true},
+		{"int16", e(func(e *msgpack.Encoder) error { return e.EncodeInt16(30000) }), mpack.EventTime{Sec: 30000}, true},
+		{"int32", e(func(e *msgpack.Encoder) error { return e.EncodeInt32(1700000000) }), mpack.EventTime{Sec: 1700000000}, true},
+		{"int64", e(func(e *msgpack.Encoder) error { return e.EncodeInt64(1700000000) }), mpack.EventTime{Sec: 1700000000}, true},
+		{"float32", e(func(e *msgpack.Encoder) error { return e.EncodeFloat32(1.5) }), mpack.EventTime{Sec: 1, Nsec: 500000000}, false},
+		{"float32 large", e(func(e *msgpack.Encoder) error { return e.EncodeFloat32(1700000000) }), mpack.EventTime{Sec: 1700000000}, false},
+		{"float64", e(func(e *msgpack.Encoder) error { return e.EncodeFloat64(1700000000.25) }), mpack.EventTime{Sec: 1700000000, Nsec: 250000000}, false},
 		{"EventTime fixext8", fixext8, et, true},
 		{"EventTime ext8", ext8, et, true},
 		{"EventTime via pipeline type", marshal(t, et), et, true},
 		{"[EventTime, metadata]", marshal(t, []msgpack.RawMessage{fixext8, meta}), et, false},
-		{"[int, metadata]", marshal(t, []any{1700000000, map[string]any{}}), pipeline.EventTime{Sec: 1700000000}, false},
+		{"[int, metadata]", marshal(t, []any{1700000000, map[string]any{}}), mpack.EventTime{Sec: 1700000000}, false},
 		{"[nil, metadata]", marshal(t, []any{nil, map[string]any{"a": 1}}), fixedNow, false},
-		{"timestamp ext -1 32-bit", e(func(e *msgpack.Encoder) error { return e.EncodeTime(time.Unix(1700000000, 0)) }), pipeline.EventTime{Sec: 1700000000}, false},
-		{"timestamp ext -1 64-bit", e(func(e *msgpack.Encoder) error { return e.EncodeTime(time.Unix(1700000000, 5)) }), pipeline.EventTime{Sec: 1700000000, Nsec: 5}, false},
-		{"timestamp ext -1 96-bit", e(func(e *msgpack.Encoder) error { return e.EncodeTime(time.Unix(1<<35, 7)) }), pipeline.EventTime{Sec: math.MaxUint32}, false},
+		{"timestamp ext -1 32-bit", e(func(e *msgpack.Encoder) error { return e.EncodeTime(time.Unix(1700000000, 0)) }), mpack.EventTime{Sec: 1700000000}, false},
+		{"timestamp ext -1 64-bit", e(func(e *msgpack.Encoder) error { return e.EncodeTime(time.Unix(1700000000, 5)) }), mpack.EventTime{Sec: 1700000000, Nsec: 5}, false},
+		{"timestamp ext -1 96-bit", e(func(e *msgpack.Encoder) error { return e.EncodeTime(time.Unix(1<<35, 7)) }), mpack.EventTime{Sec: math.MaxUint32}, false},
 		{"nil is now", []byte{0xc0}, fixedNow, false},
 		{"0 is now", []byte{0x00}, fixedNow, false},
 		{"uint32 0 is now", e(func(e *msgpack.Encoder) error { return e.EncodeUint32(0) }), fixedNow, false},
@@ -200,7 +200,7 @@ func TestModesTimeForms(t *testing.T) {
 				if !tf.keep && len(got) == 1 {
 					want := ""
 					for i := range recs {
-						want += string(pipeline.AppendEntry(nil, tf.want, recs[i]))
+						want += string(mpack.AppendEntry(nil, tf.want, recs[i]))
 					}
 					if tf.name == "[int, metadata]" {
 						want = ""
@@ -221,15 +221,15 @@ func TestModesTimeForms(t *testing.T) {
 // mostly need no change, only the others are rewritten.
 func TestMixedEntriesRewriteOnlyWhatNeedsIt(t *testing.T) {
 	recs := testRecords(t)
-	good := rawEntry(t, marshal(t, pipeline.EventTime{Sec: 1700000000, Nsec: 1}), recs[1])
-	fb := rawEntry(t, marshal(t, []any{pipeline.EventTime{Sec: 1700000001}, map[string]any{"m": 1}}), recs[0])
+	good := rawEntry(t, marshal(t, mpack.EventTime{Sec: 1700000000, Nsec: 1}), recs[1])
+	fb := rawEntry(t, marshal(t, []any{mpack.EventTime{Sec: 1700000001}, map[string]any{"m": 1}}), recs[0])
 	fl := rawEntry(t, enc(t, func(e *msgpack.Encoder) error { return e.EncodeFloat64(1700000002.5) }), recs[2])
 	entries := cat(good, fb, good, good, fl, good)
 	got := mustDecodeAll(t, frame(t, "t", binOf(t, entries)))
 	want := cat(good,
-		pipeline.AppendEntry(nil, pipeline.EventTime{Sec: 1700000001}, recs[0]),
+		mpack.AppendEntry(nil, mpack.EventTime{Sec: 1700000001}, recs[0]),
 		good, good,
-		pipeline.AppendEntry(nil, pipeline.EventTime{Sec: 1700000002, Nsec: 500000000}, recs[2]),
+		mpack.AppendEntry(nil, mpack.EventTime{Sec: 1700000002, Nsec: 500000000}, recs[2]),
 		good)
 	if len(got) != 1 || got[0].Entries != string(want) || got[0].Count != 6 {
 		t.Fatalf("got %+v", got)
@@ -240,7 +240,7 @@ func TestMixedEntriesRewriteOnlyWhatNeedsIt(t *testing.T) {
 // returned as a slice of the decoder's read buffer.
 func TestPassThroughIsZeroCopy(t *testing.T) {
 	recs := testRecords(t)
-	entries := cat(rawEntry(t, marshal(t, pipeline.EventTime{Sec: 1700000000}), recs[0]), rawEntry(t, marshal(t, 1700000000), recs[1]))
+	entries := cat(rawEntry(t, marshal(t, mpack.EventTime{Sec: 1700000000}), recs[0]), rawEntry(t, marshal(t, 1700000000), recs[1]))
 	d := newTestDecoder(bytes.NewReader(frame(t, "t", binOf(t, entries), map[string]any{})), Limits{})
 	req, err := d.Next()
 	if err != nil {
@@ -389,14 +389,14 @@ func TestInvalidEventsDropped(t *testing.T) {
 // mistaken for Forward.
 func TestMessageWithTimeArray(t *testing.T) {
 	rec := testRecords(t)[0]
-	tm := marshal(t, []any{pipeline.EventTime{Sec: 1700000000}, map[string]any{"m": 1}})
+	tm := marshal(t, []any{mpack.EventTime{Sec: 1700000000}, map[string]any{"m": 1}})
 	for _, b := range [][]byte{
 		frame(t, "t", msgpack.RawMessage(tm), msgpack.RawMessage(rec)),
 		frame(t, "t", msgpack.RawMessage(tm), msgpack.RawMessage(rec), map[string]any{"chunk": "z"}),
 	} {
 		got := mustDecodeAll(t, b)
 		if len(got) != 1 || got[0].Mode != ModeMessage || got[0].Count != 1 ||
-			got[0].Entries != string(pipeline.AppendEntry(nil, pipeline.EventTime{Sec: 1700000000}, rec)) {
+			got[0].Entries != string(mpack.AppendEntry(nil, mpack.EventTime{Sec: 1700000000}, rec)) {
 			t.Fatalf("got %+v", got)
 		}
 	}

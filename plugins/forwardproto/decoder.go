@@ -9,7 +9,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 )
 
 // Default limits.
@@ -233,15 +233,15 @@ type Decoder struct {
 	stack   []int // skipDepth's stack, Limits.MaxDepth long
 	charged int   // what Limits.Memory was last told
 
-	now     pipeline.EventTime // time of decoding, fetched once per request
+	now     mpack.EventTime // time of decoding, fetched once per request
 	hasNow  bool
-	nowFunc func() pipeline.EventTime
+	nowFunc func() mpack.EventTime
 }
 
 // NewDecoder returns a decoder reading from r (usually a net.Conn; the
 // decoder buffers, so do not wrap it in a bufio.Reader).
 func NewDecoder(r io.Reader, lim Limits) *Decoder {
-	d := &Decoder{nowFunc: pipeline.Now}
+	d := &Decoder{nowFunc: mpack.Now}
 	d.lim = lim.withDefaults()
 	d.r = r
 	d.stack = make([]int, d.lim.MaxDepth)
@@ -488,7 +488,7 @@ func (d *Decoder) tag(b []byte) string {
 	return s
 }
 
-func (d *Decoder) nowTime() pipeline.EventTime {
+func (d *Decoder) nowTime() mpack.EventTime {
 	if !d.hasNow {
 		d.now, d.hasNow = d.nowFunc(), true
 	}

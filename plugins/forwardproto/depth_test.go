@@ -15,7 +15,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 )
 
 // nestedRecord is a map {"k": [[[ ... 1 ... ]]]} nesting depth levels in
@@ -88,13 +88,13 @@ func TestNestingDepthBounded(t *testing.T) {
 }
 
 // TestSkipDepthMatchesSkipValue: skipDepth measures values as
-// pipeline.SkipValue does, and counts levels right.
+// mpack.SkipValue does, and counts levels right.
 func TestSkipDepthMatchesSkipValue(t *testing.T) {
 	stack := make([]int, 64)
 	values := [][]byte{
 		marshal(t, map[string]any{"a": []any{1, "x", 2.5, nil, true, map[string]any{"b": []byte{1, 2}}}}),
 		marshal(t, []any{}), marshal(t, map[string]any{}), marshal(t, "s"),
-		marshal(t, pipeline.EventTime{Sec: 1}), marshal(t, strings.Repeat("x", 70000)),
+		marshal(t, mpack.EventTime{Sec: 1}), marshal(t, strings.Repeat("x", 70000)),
 		marshal(t, make([]any, 70000)), nestedRecord(5),
 	}
 	for _, tf := range timeForms(t) {
@@ -102,7 +102,7 @@ func TestSkipDepthMatchesSkipValue(t *testing.T) {
 	}
 	values = append(values, testRecords(t)...)
 	for i, v := range values {
-		want, err := pipeline.SkipValue(v)
+		want, err := mpack.SkipValue(v)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,7 +117,7 @@ func TestSkipDepthMatchesSkipValue(t *testing.T) {
 				t.Fatalf("value %d, skipRecord(%d): %d %v %v, want %d", i, max, got, deep, err, want)
 			}
 		}
-		if _, _, err := skipDepth(v[:len(v)-1], 64, stack); !errors.Is(err, pipeline.ErrShortBuffer) {
+		if _, _, err := skipDepth(v[:len(v)-1], 64, stack); !errors.Is(err, mpack.ErrShortBuffer) {
 			t.Fatalf("value %d truncated: %v", i, err)
 		}
 	}

@@ -6,7 +6,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 )
 
 // Encoder builds PackedForward requests for the forward output. It keeps its
@@ -35,11 +35,11 @@ func (w *sliceWriter) Write(p []byte) (int, error) {
 // as a single gzip member (fastest level) or a zstd frame when c says so. An
 // empty chunk omits the chunk option: the receiver will not answer.
 func (e *Encoder) AppendPackedForward(dst []byte, tag string, entries []byte, count int, chunk string, c Compression) ([]byte, error) {
-	dst = appendArrayHeader(dst, 3)
-	dst = appendStr(dst, tag)
+	dst = mpack.AppendArrayHeader(dst, 3)
+	dst = mpack.AppendString(dst, tag)
 	switch c {
 	case CompressNone:
-		dst = appendBin(dst, entries)
+		dst = mpack.AppendBin(dst, entries)
 	case CompressGzip:
 		var at int
 		dst, at = reserve5(dst)
@@ -87,13 +87,18 @@ func (e *Encoder) AppendPackedForward(dst []byte, tag string, entries []byte, co
 	if c != CompressNone {
 		nopt++
 	}
-	dst = appendMapHeader(dst, nopt)
+	dst = mpack.AppendMapHeader(dst, nopt)
 	if chunk != "" {
-		dst = appendStr(appendStr(dst, "chunk"), chunk)
+		dst = mpack.AppendString(mpack.AppendString(dst, "chunk"), chunk)
 	}
-	dst = appendInt(appendStr(dst, "size"), int64(count))
+	dst = mpack.AppendString(dst, "size")
+	if count >= 0 {
+		dst = mpack.AppendUint(dst, uint64(count))
+	} else {
+		dst = mpack.AppendInt(dst, int64(count))
+	}
 	if c != CompressNone {
-		dst = appendStr(appendStr(dst, "compressed"), c.String())
+		dst = mpack.AppendString(mpack.AppendString(dst, "compressed"), c.String())
 	}
 	return dst, nil
 }
@@ -104,11 +109,11 @@ func (e *Encoder) AppendPackedForward(dst []byte, tag string, entries []byte, co
 func AppendAck(dst, chunk []byte, json bool) []byte {
 	if json {
 		dst = append(dst, `{"ack":`...)
-		dst = appendJSONString(dst, chunk)
+		dst = mpack.AppendJSONString(dst, chunk)
 		return append(dst, '}')
 	}
 	dst = append(dst, 0x81, 0xa3, 'a', 'c', 'k')
-	return appendStrBytes(dst, chunk)
+	return mpack.AppendStringBytes(dst, chunk)
 }
 
 // NextAck reads the next answer to a request sent with a chunk option and
@@ -119,25 +124,25 @@ func (d *Decoder) NextAck() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	n, p, err := pipeline.ReadMapHeader(f)
+	n, p, err := mpack.ReadMapHeader(f)
 	if err != nil {
 		return "", d.fail(fmt.Errorf("%w: ack is not a map: %w", ErrMalformed, err))
 	}
 	for range n {
-		k, kn, kerr := pipeline.ReadString(f[p:])
+		k, kn, kerr := mpack.ReadString(f[p:])
 		if kerr != nil {
 			k = nil
-			kn, _ = pipeline.SkipValue(f[p:])
+			kn, _ = mpack.SkipValue(f[p:])
 		}
 		p += kn
 		if string(k) == "ack" {
-			v, _, err := pipeline.ReadString(f[p:])
+			v, _, err := mpack.ReadString(f[p:])
 			if err != nil {
 				return "", d.fail(fmt.Errorf("%w: ack is not a string: %w", ErrMalformed, err))
 			}
 			return string(v), nil
 		}
-		vn, _ := pipeline.SkipValue(f[p:])
+		vn, _ := mpack.SkipValue(f[p:])
 		p += vn
 	}
 	return "", d.fail(fmt.Errorf("%w: answer without ack", ErrMalformed))

@@ -9,14 +9,14 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 )
 
 func entriesN(t testing.TB, n int) []byte {
 	recs := testRecords(t)
 	var b []byte
 	for i := range n {
-		b = pipeline.AppendEntry(b, pipeline.EventTime{Sec: 1700000000 + uint32(i), Nsec: uint32(i)}, recs[i%len(recs)])
+		b = mpack.AppendEntry(b, mpack.EventTime{Sec: 1700000000 + uint32(i), Nsec: uint32(i)}, recs[i%len(recs)])
 	}
 	return b
 }

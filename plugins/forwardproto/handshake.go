@@ -8,7 +8,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 )
 
 // Helo is the server's greeting when a shared key is configured:
@@ -38,17 +38,17 @@ func NewHelo(userAuth bool) Helo {
 // AppendHelo appends the HELO message: nonce as a bin, auth as a bin or, when
 // empty, the empty str, as fluentd sends them.
 func AppendHelo(dst []byte, h Helo) []byte {
-	dst = appendArrayHeader(dst, 2)
-	dst = appendStr(dst, "HELO")
-	dst = appendMapHeader(dst, 3)
-	dst = appendBin(appendStr(dst, "nonce"), h.Nonce)
-	dst = appendStr(dst, "auth")
+	dst = mpack.AppendArrayHeader(dst, 2)
+	dst = mpack.AppendString(dst, "HELO")
+	dst = mpack.AppendMapHeader(dst, 3)
+	dst = mpack.AppendBin(mpack.AppendString(dst, "nonce"), h.Nonce)
+	dst = mpack.AppendString(dst, "auth")
 	if len(h.Auth) == 0 {
-		dst = appendStr(dst, "")
+		dst = mpack.AppendString(dst, "")
 	} else {
-		dst = appendBin(dst, h.Auth)
+		dst = mpack.AppendBin(dst, h.Auth)
 	}
-	return appendBool(appendStr(dst, "keepalive"), h.Keepalive)
+	return mpack.AppendBool(mpack.AppendString(dst, "keepalive"), h.Keepalive)
 }
 
 // NextHelo reads the server's HELO (client side). Nonce and auth may be bin
@@ -70,34 +70,34 @@ func parseHelo(f []byte) (Helo, error) {
 	bad := func(what string) (Helo, error) {
 		return Helo{}, fmt.Errorf("%w: HELO: %s", ErrMalformed, what)
 	}
-	n, p, err := pipeline.ReadArrayHeader(f)
+	n, p, err := mpack.ReadArrayHeader(f)
 	if err != nil || n != 2 {
 		return bad("not an array of 2")
 	}
-	s, k, err := pipeline.ReadString(f[p:])
+	s, k, err := mpack.ReadString(f[p:])
 	if err != nil || string(s) != "HELO" {
 		return bad("no HELO")
 	}
 	p += k
-	m, k, err := pipeline.ReadMapHeader(f[p:])
+	m, k, err := mpack.ReadMapHeader(f[p:])
 	if err != nil {
 		return bad("options are not a map")
 	}
 	p += k
 	hasNonce := false
 	for range m {
-		key, k, err := pipeline.ReadString(f[p:])
+		key, k, err := mpack.ReadString(f[p:])
 		if err != nil {
 			key = nil
-			k, _ = pipeline.SkipValue(f[p:])
+			k, _ = mpack.SkipValue(f[p:])
 		}
 		p += k
-		vn, _ := pipeline.SkipValue(f[p:])
+		vn, _ := mpack.SkipValue(f[p:])
 		v := f[p : p+vn]
 		p += vn
 		switch string(key) {
 		case "nonce":
-			b, _, err := pipeline.ReadString(v)
+			b, _, err := mpack.ReadString(v)
 			if err != nil {
 				return bad("nonce is not bytes")
 			}
@@ -106,7 +106,7 @@ func parseHelo(f []byte) (Helo, error) {
 			if v[0] == 0xc0 {
 				continue
 			}
-			b, _, err := pipeline.ReadString(v)
+			b, _, err := mpack.ReadString(v)
 			if err != nil {
 				return bad("auth is not bytes")
 			}
@@ -163,12 +163,12 @@ func (d *Decoder) NextPing() (Ping, error) {
 
 // readStrings reads an array of exactly len(el) strings whose first is kind.
 func readStrings(f []byte, kind string, el [][]byte) error {
-	n, p, err := pipeline.ReadArrayHeader(f)
+	n, p, err := mpack.ReadArrayHeader(f)
 	if err != nil || n != len(el) {
 		return fmt.Errorf("%w: %s: not an array of %d", ErrMalformed, kind, len(el))
 	}
 	for i := range el {
-		s, k, err := pipeline.ReadString(f[p:])
+		s, k, err := mpack.ReadString(f[p:])
 		if err != nil {
 			return fmt.Errorf("%w: %s: element %d is not a string", ErrMalformed, kind, i)
 		}
@@ -223,21 +223,21 @@ func VerifyPing(p Ping, h Helo, sharedKey string, users map[string]string) error
 // with the *AuthError's reason or "invalid ping message", after which the
 // server closes the connection.
 func AppendPong(dst []byte, h Helo, p Ping, hostname, sharedKey string, err error) []byte {
-	dst = appendArrayHeader(dst, 5)
-	dst = appendStr(dst, "PONG")
+	dst = mpack.AppendArrayHeader(dst, 5)
+	dst = mpack.AppendString(dst, "PONG")
 	if err == nil {
-		dst = appendBool(dst, true)
-		dst = appendStr(dst, "")
-		dst = appendStr(dst, hostname)
-		return appendStr(dst, sharedKeyDigest(p.SharedKeySalt, hostname, h.Nonce, sharedKey))
+		dst = mpack.AppendBool(dst, true)
+		dst = mpack.AppendString(dst, "")
+		dst = mpack.AppendString(dst, hostname)
+		return mpack.AppendString(dst, sharedKeyDigest(p.SharedKeySalt, hostname, h.Nonce, sharedKey))
 	}
 	reason := "invalid ping message"
 	if ae := (*AuthError)(nil); errors.As(err, &ae) {
 		reason = ae.Reason
 	}
-	dst = appendBool(dst, false)
-	dst = appendStr(dst, reason)
-	return appendStr(appendStr(dst, ""), "")
+	dst = mpack.AppendBool(dst, false)
+	dst = mpack.AppendString(dst, reason)
+	return mpack.AppendString(mpack.AppendString(dst, ""), "")
 }
 
 // ClientAuth is the client side's credentials.
@@ -273,13 +273,13 @@ func AppendPing(dst []byte, h Helo, a ClientAuth, salt []byte) ([]byte, error) {
 	if len(h.Auth) > 0 {
 		user, pw = a.Username, passwordDigest(h.Auth, a.Username, a.Password)
 	}
-	dst = appendArrayHeader(dst, 6)
-	dst = appendStr(dst, "PING")
-	dst = appendStr(dst, a.Hostname)
-	dst = appendStrBytes(dst, salt)
-	dst = appendStr(dst, sharedKeyDigest(salt, a.Hostname, h.Nonce, a.SharedKey))
-	dst = appendStr(dst, user)
-	return appendStr(dst, pw), nil
+	dst = mpack.AppendArrayHeader(dst, 6)
+	dst = mpack.AppendString(dst, "PING")
+	dst = mpack.AppendString(dst, a.Hostname)
+	dst = mpack.AppendStringBytes(dst, salt)
+	dst = mpack.AppendString(dst, sharedKeyDigest(salt, a.Hostname, h.Nonce, a.SharedKey))
+	dst = mpack.AppendString(dst, user)
+	return mpack.AppendString(dst, pw), nil
 }
 
 // Pong is the server's answer to PING: ["PONG", OK, Reason, Hostname,
@@ -300,7 +300,7 @@ func (d *Decoder) NextPong() (Pong, error) {
 	bad := func(what string) (Pong, error) {
 		return Pong{}, d.fail(fmt.Errorf("%w: PONG: %s", ErrMalformed, what))
 	}
-	n, p, err := pipeline.ReadArrayHeader(f)
+	n, p, err := mpack.ReadArrayHeader(f)
 	if err != nil || n != 5 {
 		return bad("not an array of 5")
 	}
@@ -316,7 +316,7 @@ func (d *Decoder) NextPong() (Pong, error) {
 			}
 			return bad("element 1 is not a bool")
 		}
-		s, k, err := pipeline.ReadString(f[p:])
+		s, k, err := mpack.ReadString(f[p:])
 		if err != nil {
 			return bad(fmt.Sprintf("element %d is not a string", i))
 		}

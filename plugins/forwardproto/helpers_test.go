@@ -10,7 +10,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 )
 
 // Test inputs are built with vmihailenco/msgpack (and fluent-logger-golang),
@@ -18,11 +18,11 @@ import (
 // independent encoder.
 
 // fixedNow is the decoder's "now" in tests.
-var fixedNow = pipeline.EventTime{Sec: 1111111111, Nsec: 42}
+var fixedNow = mpack.EventTime{Sec: 1111111111, Nsec: 42}
 
 func newTestDecoder(r io.Reader, lim Limits) *Decoder {
 	d := NewDecoder(r, lim)
-	d.nowFunc = func() pipeline.EventTime { return fixedNow }
+	d.nowFunc = func() mpack.EventTime { return fixedNow }
 	return d
 }
 
@@ -133,14 +133,14 @@ func mustDecodeAll(t testing.TB, b []byte) []summary {
 
 // entryOut is one decoded stored entry.
 type entryOut struct {
-	T   pipeline.EventTime
+	T   mpack.EventTime
 	Rec string
 }
 
 func entriesOf(t testing.TB, entries []byte) []entryOut {
 	t.Helper()
 	var out []entryOut
-	err := pipeline.ForEachEntry(entries, func(tm pipeline.EventTime, rec []byte) error {
+	err := mpack.ForEachEntry(entries, func(tm mpack.EventTime, rec []byte) error {
 		out = append(out, entryOut{tm, string(rec)})
 		return nil
 	})

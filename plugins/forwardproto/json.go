@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"unicode/utf8"
+
+	"github.com/logship/logship/internal/mpack"
 )
 
 // jsonFrameDepth is how deep a record sits in a JSON frame (a Forward
@@ -71,7 +72,7 @@ func (t *jsonTranscoder) value(dst []byte, depth int) ([]byte, error) {
 				if !ok {
 					return dst, fmt.Errorf("object key %v", key)
 				}
-				dst = appendStr(dst, s)
+				dst = mpack.AppendString(dst, s)
 			}
 			if dst, err = t.value(dst, depth+1); err != nil {
 				return dst, err
@@ -87,56 +88,20 @@ func (t *jsonTranscoder) value(dst []byte, depth int) ([]byte, error) {
 		}
 		return patchHeader(dst, at, fam, n), nil
 	case string:
-		return appendStr(dst, v), nil
+		return mpack.AppendString(dst, v), nil
 	case json.Number:
-		if i, err := strconv.ParseInt(string(v), 10, 64); err == nil {
-			return appendInt(dst, i), nil
-		}
 		if u, err := strconv.ParseUint(string(v), 10, 64); err == nil {
-			return appendUint(dst, u), nil
+			return mpack.AppendUint(dst, u), nil
+		}
+		if i, err := strconv.ParseInt(string(v), 10, 64); err == nil {
+			return mpack.AppendInt(dst, i), nil // negative
 		}
 		f, _ := strconv.ParseFloat(string(v), 64) // ±Inf when out of range
-		return appendFloat64(dst, f), nil
+		return mpack.AppendFloat64(dst, f), nil
 	case bool:
-		return appendBool(dst, v), nil
+		return mpack.AppendBool(dst, v), nil
 	case nil:
 		return append(dst, 0xc0), nil
 	}
 	return dst, fmt.Errorf("unexpected token %v", tok)
-}
-
-// appendJSONString appends s as a JSON string. Bytes that are not UTF-8
-// become U+FFFD, as encoding/json does.
-func appendJSONString(dst, s []byte) []byte {
-	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				dst = append(dst, '\\', c)
-			case c == '\n':
-				dst = append(dst, '\\', 'n')
-			case c == '\r':
-				dst = append(dst, '\\', 'r')
-			case c == '\t':
-				dst = append(dst, '\\', 't')
-			case c < 0x20:
-				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			default:
-				dst = append(dst, c)
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRune(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, `\ufffd`...)
-		} else {
-			dst = append(dst, s[i:i+size]...)
-		}
-		i += size
-	}
-	return append(dst, '"')
 }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 )
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
@@ -43,7 +43,7 @@ func TestJSONFraming(t *testing.T) {
 		t.Fatalf("%+v", g)
 	}
 	e = entriesOf(t, []byte(got[1].Entries))
-	if e[0].T != (pipeline.EventTime{Sec: 1700000000, Nsec: 500000000}) || e[1].T != fixedNow {
+	if e[0].T != (mpack.EventTime{Sec: 1700000000, Nsec: 500000000}) || e[1].T != fixedNow {
 		t.Fatalf("times %v", e)
 	}
 	if g := got[2]; g.Tag != `t"ag]` || g.HasChunk {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 )
 
 // TestMalformedRejected: bytes that are not a request fail with
@@ -194,7 +194,7 @@ func TestDecoderSteadyStateAllocs(t *testing.T) {
 	rec := testRecords(t)[1]
 	var fluentBit []byte
 	for i := range 100 {
-		fluentBit = append(fluentBit, rawEntry(t, marshal(t, []any{pipeline.EventTime{Sec: 1700000000 + uint32(i)}, map[string]any{}}), rec)...)
+		fluentBit = append(fluentBit, rawEntry(t, marshal(t, []any{mpack.EventTime{Sec: 1700000000 + uint32(i)}, map[string]any{}}), rec)...)
 	}
 	for name, f := range map[string][]byte{
 		"kept":      frame(t, "app.log", binOf(t, entriesN(t, 100)), map[string]any{"chunk": "abc", "size": 100}),

@@ -11,7 +11,7 @@ import (
 	"github.com/fluent/fluent-logger-golang/fluent"
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 )
 
 // testServer is a minimal forward input built on the codec: it acks every
@@ -92,11 +92,11 @@ func TestFluentLoggerGolang(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		cfg  fluent.Config
-		want pipeline.EventTime
+		want mpack.EventTime
 	}{
-		{"Message int time", fluent.Config{}, pipeline.EventTime{Sec: 1700000000}},
-		{"Message EventTime", fluent.Config{SubSecondPrecision: true}, pipeline.EventTime{Sec: 1700000000, Nsec: 123456789}},
-		{"JSON", fluent.Config{MarshalAsJSON: true}, pipeline.EventTime{Sec: 1700000000}},
+		{"Message int time", fluent.Config{}, mpack.EventTime{Sec: 1700000000}},
+		{"Message EventTime", fluent.Config{SubSecondPrecision: true}, mpack.EventTime{Sec: 1700000000, Nsec: 123456789}},
+		{"JSON", fluent.Config{MarshalAsJSON: true}, mpack.EventTime{Sec: 1700000000}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := startServer(t)
@@ -184,12 +184,12 @@ func TestFluentLoggerGolangProtoTypes(t *testing.T) {
 		mode  Mode
 		count int
 		chunk string
-		t0    pipeline.EventTime
+		t0    mpack.EventTime
 	}{
-		{"m", ModeMessage, 1, "c1", pipeline.EventTime{Sec: 1700000000}},
-		{"me", ModeMessage, 1, "c2", pipeline.EventTime{Sec: 1700000000, Nsec: 5}},
-		{"fw", ModeForward, 2, "c3", pipeline.EventTime{Sec: 1700000000}},
-		{"fw", ModeForward, 2, "", pipeline.EventTime{Sec: 1700000000}},
+		{"m", ModeMessage, 1, "c1", mpack.EventTime{Sec: 1700000000}},
+		{"me", ModeMessage, 1, "c2", mpack.EventTime{Sec: 1700000000, Nsec: 5}},
+		{"fw", ModeForward, 2, "c3", mpack.EventTime{Sec: 1700000000}},
+		{"fw", ModeForward, 2, "", mpack.EventTime{Sec: 1700000000}},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("%d requests", len(got))

@@ -5,14 +5,14 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 )
 
 // parseRequest decodes one complete msgpack frame into req. The frame is
 // structurally valid msgpack (the framer checked), the entries inside a bin
 // or str are not.
 func (d *Decoder) parseRequest(f []byte, req *Request) error {
-	n, h, err := pipeline.ReadArrayHeader(f)
+	n, h, err := mpack.ReadArrayHeader(f)
 	if err != nil {
 		return fmt.Errorf("%w: a request must be an array: %w", ErrMalformed, err)
 	}
@@ -20,7 +20,7 @@ func (d *Decoder) parseRequest(f []byte, req *Request) error {
 		return fmt.Errorf("%w: a request array of %d elements", ErrMalformed, n)
 	}
 	p := h
-	tag, tn, err := pipeline.ReadString(f[p:])
+	tag, tn, err := mpack.ReadString(f[p:])
 	if err != nil {
 		return fmt.Errorf("%w: tag is not a string: %w", ErrMalformed, err)
 	}
@@ -33,7 +33,7 @@ func (d *Decoder) parseRequest(f []byte, req *Request) error {
 		if n > 3 {
 			return fmt.Errorf("%w: a PackedForward array of %d elements", ErrMalformed, n)
 		}
-		raw, rn, _ := pipeline.ReadString(f[p:])
+		raw, rn, _ := mpack.ReadString(f[p:])
 		p += rn
 		if n == 3 {
 			if o, err = parseOptions(f[p:]); err != nil {
@@ -56,8 +56,8 @@ func (d *Decoder) parseRequest(f []byte, req *Request) error {
 		if n > 3 {
 			return fmt.Errorf("%w: a Forward array of %d elements", ErrMalformed, n)
 		}
-		_, ah, _ := pipeline.ReadArrayHeader(f[p:])
-		an, err := pipeline.SkipValue(f[p:])
+		_, ah, _ := mpack.ReadArrayHeader(f[p:])
+		an, err := mpack.SkipValue(f[p:])
 		if err != nil {
 			return fmt.Errorf("%w: entries: %w", ErrMalformed, err)
 		}
@@ -113,11 +113,11 @@ func messageTimeArray(b []byte, n int) bool {
 	if n < 3 {
 		return false
 	}
-	cnt, h, err := pipeline.ReadArrayHeader(b)
+	cnt, h, err := mpack.ReadArrayHeader(b)
 	if err != nil || cnt != 2 || h >= len(b) || isArrayByte(b[h]) {
 		return false
 	}
-	k, err := pipeline.SkipValue(b)
+	k, err := mpack.SkipValue(b)
 	if err != nil || k >= len(b) {
 		return false
 	}
@@ -138,20 +138,20 @@ func parseOptions(b []byte) (reqOptions, error) {
 	if len(b) > 0 && b[0] == 0xc0 {
 		return o, nil
 	}
-	n, p, err := pipeline.ReadMapHeader(b)
+	n, p, err := mpack.ReadMapHeader(b)
 	if err != nil {
 		return o, fmt.Errorf("%w: option is not a map: %w", ErrMalformed, err)
 	}
 	for range n {
-		k, kn, err := pipeline.ReadString(b[p:])
+		k, kn, err := mpack.ReadString(b[p:])
 		if err != nil { // not a string key: not one of ours
 			k = nil
-			if kn, err = pipeline.SkipValue(b[p:]); err != nil {
+			if kn, err = mpack.SkipValue(b[p:]); err != nil {
 				return o, fmt.Errorf("%w: option: %w", ErrMalformed, err)
 			}
 		}
 		p += kn
-		vn, err := pipeline.SkipValue(b[p:])
+		vn, err := mpack.SkipValue(b[p:])
 		if err != nil {
 			return o, fmt.Errorf("%w: option: %w", ErrMalformed, err)
 		}
@@ -162,7 +162,7 @@ func parseOptions(b []byte) (reqOptions, error) {
 		}
 		switch string(k) {
 		case "chunk":
-			s, _, err := pipeline.ReadString(v)
+			s, _, err := mpack.ReadString(v)
 			if err != nil {
 				return o, fmt.Errorf("%w: option chunk is not a string: %w", ErrMalformed, err)
 			}
@@ -171,7 +171,7 @@ func parseOptions(b []byte) (reqOptions, error) {
 			}
 			o.chunk, o.hasChunk = s, true
 		case "compressed":
-			s, _, err := pipeline.ReadString(v)
+			s, _, err := mpack.ReadString(v)
 			if err != nil {
 				return o, fmt.Errorf("%w: option compressed is not a string: %w", ErrMalformed, err)
 			}
@@ -192,7 +192,7 @@ func parseOptions(b []byte) (reqOptions, error) {
 
 // event is one [time, record] pair.
 type event struct {
-	t   pipeline.EventTime
+	t   mpack.EventTime
 	raw []byte // the time's bytes when they can be kept, else nil
 	rec []byte
 }
@@ -208,13 +208,13 @@ const (
 // both take (-1 if they are truncated: the caller's frame is malformed);
 // status tells a valid event from one to drop.
 func (d *Decoder) parseEvent(b []byte) (ev event, n int, status int) {
-	tn, err := pipeline.SkipValue(b)
+	tn, err := mpack.SkipValue(b)
 	if err != nil {
 		return ev, -1, eventInvalid
 	}
 	rn, deep, err := skipRecord(b[tn:], d.lim.MaxDepth, d.stack)
 	if deep {
-		rn, err = pipeline.SkipValue(b[tn:])
+		rn, err = mpack.SkipValue(b[tn:])
 	}
 	if err != nil {
 		return ev, -1, eventInvalid
@@ -222,7 +222,7 @@ func (d *Decoder) parseEvent(b []byte) (ev event, n int, status int) {
 	n = tn + rn
 	tb := b[:tn]
 	if isArrayByte(tb[0]) { // Fluent Bit 5.x: [time, metadata]
-		cnt, h, err := pipeline.ReadArrayHeader(tb)
+		cnt, h, err := mpack.ReadArrayHeader(tb)
 		if err != nil || cnt != 2 {
 			return ev, n, eventInvalid
 		}
@@ -248,14 +248,14 @@ func (d *Decoder) parseEvent(b []byte) (ev event, n int, status int) {
 
 // keepableTimeByte reports a type byte that may start a time kept as it is:
 // an integer or an EventTime (fixext8, ext8). It spares the fast path the
-// error values pipeline.ReadTime builds for anything else.
+// error values mpack.ReadTime builds for anything else.
 func keepableTimeByte(c byte) bool {
 	return c <= 0x7f || (c >= 0xcc && c <= 0xd3) || c == 0xd7 || c == 0xc7
 }
 
 // parseEntry reads one whole entry, a structurally valid msgpack value.
 func (d *Decoder) parseEntry(e []byte) (event, int) {
-	cnt, h, err := pipeline.ReadArrayHeader(e)
+	cnt, h, err := mpack.ReadArrayHeader(e)
 	if err != nil || cnt != 2 {
 		return event{}, eventInvalid
 	}
@@ -266,35 +266,35 @@ func (d *Decoder) parseEntry(e []byte) (event, int) {
 	return ev, st
 }
 
-// readTime reads a time: whatever pipeline.ReadTime reads, plus the msgpack
+// readTime reads a time: whatever mpack.ReadTime reads, plus the msgpack
 // timestamp extension (-1). n is 0 if b does not start with a time; keep
 // reports a time whose bytes may be stored as they are (a positive integer
 // or a non-zero EventTime).
-func readTime(b []byte) (t pipeline.EventTime, n int, keep bool) {
-	t, n, err := pipeline.ReadTime(b)
+func readTime(b []byte) (t mpack.EventTime, n int, keep bool) {
+	t, n, err := mpack.ReadTime(b)
 	if err == nil {
 		return t, n, !t.IsZero() && b[0] != 0xca && b[0] != 0xcb
 	}
 	switch {
 	case len(b) >= 6 && b[0] == 0xd6 && b[1] == 0xff:
-		return pipeline.EventTime{Sec: binary.BigEndian.Uint32(b[2:])}, 6, false
+		return mpack.EventTime{Sec: binary.BigEndian.Uint32(b[2:])}, 6, false
 	case len(b) >= 10 && b[0] == 0xd7 && b[1] == 0xff:
 		v := binary.BigEndian.Uint64(b[2:])
 		return clampTime(int64(v&(1<<34-1)), uint32(v>>34)), 10, false
 	case len(b) >= 15 && b[0] == 0xc7 && b[1] == 12 && b[2] == 0xff:
 		return clampTime(int64(binary.BigEndian.Uint64(b[7:])), binary.BigEndian.Uint32(b[3:])), 15, false
 	}
-	return pipeline.EventTime{}, 0, false
+	return mpack.EventTime{}, 0, false
 }
 
-func clampTime(sec int64, nsec uint32) pipeline.EventTime {
+func clampTime(sec int64, nsec uint32) mpack.EventTime {
 	switch {
 	case sec < 0:
-		return pipeline.EventTime{}
+		return mpack.EventTime{}
 	case sec > math.MaxUint32:
-		return pipeline.EventTime{Sec: math.MaxUint32}
+		return mpack.EventTime{Sec: math.MaxUint32}
 	}
-	return pipeline.EventTime{Sec: uint32(sec), Nsec: nsec}
+	return mpack.EventTime{Sec: uint32(sec), Nsec: nsec}
 }
 
 // appendEvent appends ev as a stored entry: [time, record], a time of zero
@@ -332,7 +332,7 @@ func (d *Decoder) normalise(body []byte) (out []byte, count, dropped, tooDeep in
 		e := body[off:]
 		// Fast path: fixarray 2, a time kept as it is, a map not too deep.
 		if e[0] == 0x92 && len(e) > 1 && keepableTimeByte(e[1]) {
-			if t, tn, err := pipeline.ReadTime(e[1:]); err == nil && !t.IsZero() && 1+tn < len(e) && isMapByte(e[1+tn]) {
+			if t, tn, err := mpack.ReadTime(e[1:]); err == nil && !t.IsZero() && 1+tn < len(e) && isMapByte(e[1+tn]) {
 				if rn, deep, err := skipRecord(e[1+tn:], maxDepth, d.stack); err == nil && !deep {
 					off += 1 + tn + rn
 					count++
@@ -340,7 +340,7 @@ func (d *Decoder) normalise(body []byte) (out []byte, count, dropped, tooDeep in
 				}
 			}
 		}
-		n, err := pipeline.SkipValue(e)
+		n, err := mpack.SkipValue(e)
 		if err != nil {
 			return nil, 0, 0, 0, fmt.Errorf("%w: entry %d at offset %d: %w", ErrMalformed, count+dropped, off, err)
 		}

@@ -4,14 +4,14 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 )
 
 // The framers find where one top-level value ends in a stream that arrives
 // in pieces. They keep their position between calls, so a frame is scanned
 // once however it is split, and they know a frame's minimum length as soon
 // as its headers arrive, so an oversized frame fails before it is buffered.
-// pipeline.SkipValue, which needs the whole value, parses frames once they
+// mpack.SkipValue, which needs the whole value, parses frames once they
 // are complete.
 
 // msgFramer frames one msgpack value.
@@ -179,13 +179,13 @@ func (s *jsonFramer) scan(b []byte, max int) (n, need int, err error) {
 }
 
 // skipRecord returns the length of the one msgpack value at the start of b,
-// as pipeline.SkipValue does, and reports whether maps and arrays nest in it
+// as mpack.SkipValue does, and reports whether maps and arrays nest in it
 // more than maxDepth levels (see skipDepth). It first counts the maps and
 // arrays while it skips, which costs next to nothing: a value with no more
 // of them than maxDepth cannot nest deeper. Only a value with more is walked
 // again by skipDepth to measure its depth. Both walks are linear.
 func skipRecord(b []byte, maxDepth int, stack []int) (n int, tooDeep bool, err error) {
-	n, containers, err := skipCount(b)
+	n, containers, err := mpack.SkipCount(b)
 	if err != nil || containers <= maxDepth {
 		return n, false, err
 	}
@@ -195,120 +195,21 @@ func skipRecord(b []byte, maxDepth int, stack []int) (n int, tooDeep bool, err e
 	return n, false, nil
 }
 
-// skipCount is pipeline.SkipValue counting the maps and arrays it skips.
-func skipCount(b []byte) (n, containers int, err error) {
-	pos := 0
-	remaining := 1
-	for remaining > 0 {
-		if pos >= len(b) {
-			return 0, 0, pipeline.ErrShortBuffer
-		}
-		remaining--
-		c := b[pos]
-		switch {
-		case c <= 0x7f || c >= 0xe0:
-			pos++
-			continue
-		case c <= 0x8f:
-			pos++
-			remaining += 2 * int(c&0x0f)
-			containers++
-			continue
-		case c <= 0x9f:
-			pos++
-			remaining += int(c & 0x0f)
-			containers++
-			continue
-		case c <= 0xbf:
-			pos += 1 + int(c&0x1f)
-			continue
-		}
-		var hdr, size int
-		switch c {
-		case 0xc0, 0xc2, 0xc3:
-			hdr = 1
-		case 0xc1:
-			return 0, 0, fmt.Errorf("%w: byte 0xc1 at %d", pipeline.ErrMalformed, pos)
-		case 0xcc, 0xd0:
-			hdr, size = 1, 1
-		case 0xcd, 0xd1:
-			hdr, size = 1, 2
-		case 0xca, 0xce, 0xd2:
-			hdr, size = 1, 4
-		case 0xcb, 0xcf, 0xd3:
-			hdr, size = 1, 8
-		case 0xd4:
-			hdr, size = 2, 1
-		case 0xd5:
-			hdr, size = 2, 2
-		case 0xd6:
-			hdr, size = 2, 4
-		case 0xd7:
-			hdr, size = 2, 8
-		case 0xd8:
-			hdr, size = 2, 16
-		default:
-			var lw int
-			switch c {
-			case 0xc4, 0xd9, 0xc7:
-				lw = 1
-			case 0xc5, 0xda, 0xc8, 0xdc, 0xde:
-				lw = 2
-			default: // 0xc6, 0xdb, 0xc9, 0xdd, 0xdf
-				lw = 4
-			}
-			if pos+1+lw > len(b) {
-				return 0, 0, pipeline.ErrShortBuffer
-			}
-			var l int
-			switch lw {
-			case 1:
-				l = int(b[pos+1])
-			case 2:
-				l = int(binary.BigEndian.Uint16(b[pos+1:]))
-			default:
-				l = int(binary.BigEndian.Uint32(b[pos+1:]))
-			}
-			hdr = 1 + lw
-			switch c {
-			case 0xc7, 0xc8, 0xc9:
-				hdr, size = hdr+1, l // ext: a type byte after the length
-			case 0xdc, 0xdd:
-				remaining += l
-				containers++
-			case 0xde, 0xdf:
-				remaining += 2 * l
-				containers++
-			default:
-				size = l
-			}
-		}
-		if size > len(b)-pos-hdr {
-			return 0, 0, pipeline.ErrShortBuffer
-		}
-		pos += hdr + size
-	}
-	if pos > len(b) {
-		return 0, 0, pipeline.ErrShortBuffer
-	}
-	return pos, containers, nil
-}
-
 // skipDepth returns the length of the one msgpack value at the start of b,
-// as pipeline.SkipValue does, and reports whether maps and arrays nest in
+// as mpack.SkipValue does, and reports whether maps and arrays nest in
 // it more than maxDepth levels (the value itself, when it is a map or an
 // array, is level 1). It is iterative and reads every byte at most once, so
 // its time is linear in the value's length whatever the nesting. stack holds,
 // for every open container, the values still to skip in its parent: it must
 // have room for maxDepth entries. On tooDeep n is 0: the caller skips the
-// value with pipeline.SkipValue, which is linear too.
+// value with mpack.SkipValue, which is linear too.
 func skipDepth(b []byte, maxDepth int, stack []int) (n int, tooDeep bool, err error) {
 	pos, remaining, depth := 0, 1, 0
 	for {
 		for remaining == 0 {
 			if depth == 0 {
 				if pos > len(b) {
-					return 0, false, pipeline.ErrShortBuffer
+					return 0, false, mpack.ErrShortBuffer
 				}
 				return pos, false, nil
 			}
@@ -316,7 +217,7 @@ func skipDepth(b []byte, maxDepth int, stack []int) (n int, tooDeep bool, err er
 			remaining = stack[depth]
 		}
 		if pos >= len(b) {
-			return 0, false, pipeline.ErrShortBuffer
+			return 0, false, mpack.ErrShortBuffer
 		}
 		remaining--
 		c := b[pos]
@@ -341,7 +242,7 @@ func skipDepth(b []byte, maxDepth int, stack []int) (n int, tooDeep bool, err er
 			case 0xc0, 0xc2, 0xc3:
 				hdr = 1
 			case 0xc1:
-				return 0, false, fmt.Errorf("%w: byte 0xc1 at %d", pipeline.ErrMalformed, pos)
+				return 0, false, fmt.Errorf("%w: byte 0xc1 at %d", mpack.ErrMalformed, pos)
 			case 0xcc, 0xd0:
 				hdr, size = 1, 1
 			case 0xcd, 0xd1:
@@ -381,7 +282,7 @@ func skipDepth(b []byte, maxDepth int, stack []int) (n int, tooDeep bool, err er
 					hdr, lw, container = 5, 4, true
 				}
 				if pos+1+lw > len(b) {
-					return 0, false, pipeline.ErrShortBuffer
+					return 0, false, mpack.ErrShortBuffer
 				}
 				var l int
 				switch lw {
@@ -404,7 +305,7 @@ func skipDepth(b []byte, maxDepth int, stack []int) (n int, tooDeep bool, err er
 				}
 			}
 			if size > len(b)-pos-hdr {
-				return 0, false, pipeline.ErrShortBuffer
+				return 0, false, mpack.ErrShortBuffer
 			}
 			pos += hdr + size
 			if !container {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 	"github.com/logship/logship/plugins/forwardproto"
 )
 
@@ -84,12 +84,12 @@ func (r *relayPair) send(tag string, from, to, per int) {
 		entries = entries[:0]
 		n := min(per, to-at)
 		for seq := at; seq < at+n; seq++ {
-			rec = pipeline.AppendMapHeader(rec[:0], 2)
-			rec = pipeline.AppendString(rec, "seq")
-			rec = pipeline.AppendInt(rec, int64(seq))
-			rec = pipeline.AppendString(rec, "log")
-			rec = pipeline.AppendString(rec, fmt.Sprintf("event %d of the e2e chunk id test", seq))
-			entries = pipeline.AppendEntry(entries, pipeline.EventTime{Sec: 1_700_000_000 + uint32(seq)}, rec)
+			rec = mpack.AppendMapHeader(rec[:0], 2)
+			rec = mpack.AppendString(rec, "seq")
+			rec = mpack.AppendInt(rec, int64(seq))
+			rec = mpack.AppendString(rec, "log")
+			rec = mpack.AppendString(rec, fmt.Sprintf("event %d of the e2e chunk id test", seq))
+			entries = mpack.AppendEntry(entries, mpack.EventTime{Sec: 1_700_000_000 + uint32(seq)}, rec)
 		}
 		id := fmt.Sprintf("client-%s-%d", tag, at)
 		if frame, err = enc.AppendPackedForward(frame[:0], tag, entries, n, id, forwardproto.CompressNone); err != nil {

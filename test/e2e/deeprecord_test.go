@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/logship/logship/broker"
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 )
 
 // TestDeepRecordInBuffer (issue 14): a record nested 1,000,000 levels that
@@ -28,10 +28,10 @@ func TestDeepRecordInBuffer(t *testing.T) {
 		t.Fatal(err)
 	}
 	record := func(seq, depth int) []byte {
-		rec := pipeline.AppendMapHeader(nil, 2)
-		rec = pipeline.AppendString(rec, "seq")
-		rec = pipeline.AppendInt(rec, int64(seq))
-		rec = pipeline.AppendString(rec, "v")
+		rec := mpack.AppendMapHeader(nil, 2)
+		rec = mpack.AppendString(rec, "seq")
+		rec = mpack.AppendInt(rec, int64(seq))
+		rec = mpack.AppendString(rec, "v")
 		for range depth {
 			rec = append(rec, 0x81, 0xa1, 'k') // {"k": ...
 		}
@@ -45,7 +45,7 @@ func TestDeepRecordInBuffer(t *testing.T) {
 			if chunk == 1 && i == 2 {
 				depth = 1_000_000
 			}
-			entries = pipeline.AppendEntry(entries, pipeline.EventTime{Sec: 1_700_000_000}, record(seq, depth))
+			entries = mpack.AppendEntry(entries, mpack.EventTime{Sec: 1_700_000_000}, record(seq, depth))
 			seq++
 		}
 		if _, err := buf.Append(context.Background(), "app.deep", entries, 5); err != nil {
@@ -78,7 +78,7 @@ outputs:
 			t.Fatalf("line %d: seq %v", i, l["seq"])
 		}
 	}
-	if s := fmt.Sprint(lines[7]["v"]); !strings.Contains(s, pipeline.JSONTooDeep) {
+	if s := fmt.Sprint(lines[7]["v"]); !strings.Contains(s, mpack.JSONTooDeep) {
 		t.Fatalf("deep value written as %.200s", s)
 	}
 	p.signal(syscall.SIGTERM)

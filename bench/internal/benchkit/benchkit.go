@@ -20,6 +20,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/logship/logship/internal/mpack"
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/input/forward"
 )
@@ -90,16 +91,16 @@ func MakeChunk(n, size int) []byte {
 	pad := strings.Repeat("x", max(0, size-120))
 	for i := range n {
 		var rec []byte
-		rec = pipeline.AppendMapHeader(rec, 4)
-		rec = pipeline.AppendString(rec, "log")
-		rec = pipeline.AppendString(rec, "2026-11-22T10:00:00Z INFO request served path=/api/v1/items status=200 "+pad)
-		rec = pipeline.AppendString(rec, "stream")
-		rec = pipeline.AppendString(rec, "stdout")
-		rec = pipeline.AppendString(rec, "seq")
-		rec = pipeline.AppendInt(rec, int64(i))
-		rec = pipeline.AppendString(rec, "host")
-		rec = pipeline.AppendString(rec, "node-1")
-		entries = pipeline.AppendEntry(entries, pipeline.Now(), rec)
+		rec = mpack.AppendMapHeader(rec, 4)
+		rec = mpack.AppendString(rec, "log")
+		rec = mpack.AppendString(rec, "2026-11-22T10:00:00Z INFO request served path=/api/v1/items status=200 "+pad)
+		rec = mpack.AppendString(rec, "stream")
+		rec = mpack.AppendString(rec, "stdout")
+		rec = mpack.AppendString(rec, "seq")
+		rec = mpack.AppendInt(rec, int64(i))
+		rec = mpack.AppendString(rec, "host")
+		rec = mpack.AppendString(rec, "node-1")
+		entries = mpack.AppendEntry(entries, mpack.Now(), rec)
 	}
 	return entries
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"go.uber.org/zap"
 
+	"github.com/logship/logship/internal/mpack"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -145,7 +146,7 @@ func (in *Input) run(ctx context.Context, emit pipeline.Emitter) {
 			n = int(min(int64(n), end-seq))
 		}
 		buf = buf[:0]
-		now := pipeline.Now()
+		now := mpack.Now()
 		for range n {
 			buf = in.appendEvent(buf, now, seq)
 			seq++
@@ -166,18 +167,18 @@ func (in *Input) run(ctx context.Context, emit pipeline.Emitter) {
 	}
 }
 
-func (in *Input) appendEvent(dst []byte, t pipeline.EventTime, seq int64) []byte {
+func (in *Input) appendEvent(dst []byte, t mpack.EventTime, seq int64) []byte {
 	dst = append(dst, 0x92)
 	dst = t.AppendMsgpack(dst)
 	fields := in.fields
 	if in.cfg.SequenceKey != "" {
 		fields++
 	}
-	dst = pipeline.AppendMapHeader(dst, fields)
+	dst = mpack.AppendMapHeader(dst, fields)
 	dst = append(dst, in.prefix...)
 	if in.cfg.SequenceKey != "" {
-		dst = pipeline.AppendString(dst, in.cfg.SequenceKey)
-		dst = pipeline.AppendInt(dst, seq)
+		dst = mpack.AppendString(dst, in.cfg.SequenceKey)
+		dst = mpack.AppendInt(dst, seq)
 	}
 	return dst
 }

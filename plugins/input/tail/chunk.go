@@ -1,6 +1,6 @@
 package tail
 
-import "github.com/logship/logship/pipeline"
+import "github.com/logship/logship/internal/mpack"
 
 // split marks the pieces of a message longer than max_line_bytes.
 const (
@@ -12,15 +12,15 @@ const (
 const splitKey = "split"
 
 var (
-	streamKeyEnc = pipeline.AppendString(nil, "stream")
-	streamValEnc = [numStreams][]byte{nil, pipeline.AppendString(nil, "stdout"), pipeline.AppendString(nil, "stderr")}
-	splitKeyEnc  = pipeline.AppendString(nil, splitKey)
+	streamKeyEnc = mpack.AppendString(nil, "stream")
+	streamValEnc = [numStreams][]byte{nil, mpack.AppendString(nil, "stdout"), mpack.AppendString(nil, "stderr")}
+	splitKeyEnc  = mpack.AppendString(nil, splitKey)
 )
 
 // record appends one [time, record] entry to the chunk. end is the file
 // offset after the message; the chunk's checkpoint becomes the lesser of
 // it and the start of any message still being assembled.
-func (t *tailer) record(s int, content []byte, tm pipeline.EventTime, split int, end int64) {
+func (t *tailer) record(s int, content []byte, tm mpack.EventTime, split int, end int64) {
 	if t.chunk == nil {
 		t.chunk = t.in.chunks.Get().(*[]byte)
 	}
@@ -42,9 +42,9 @@ func (t *tailer) record(s int, content []byte, tm pipeline.EventTime, split int,
 		if split != splitNo {
 			n++
 		}
-		c = pipeline.AppendMapHeader(c, n)
+		c = mpack.AppendMapHeader(c, n)
 		c = append(c, t.in.keyEnc...)
-		c = pipeline.AppendStringBytes(c, content)
+		c = mpack.AppendStringBytes(c, content)
 		if s != streamNone {
 			c = append(c, streamKeyEnc...)
 			c = append(c, streamValEnc[s]...)

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"time"
 
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 )
 
 // Streams: records of none and json files have no stream; cri and docker
@@ -64,7 +64,7 @@ func (t *tailer) line(b []byte, start, end int64) {
 }
 
 // parseCRI reads "TIME STREAM P|F CONTENT" (containerd, CRI-O).
-func parseCRI(b []byte) (tm pipeline.EventTime, stream int, partial bool, content []byte, ok bool) {
+func parseCRI(b []byte) (tm mpack.EventTime, stream int, partial bool, content []byte, ok bool) {
 	sp := bytes.IndexByte(b, ' ')
 	if sp < 0 {
 		return
@@ -100,7 +100,7 @@ type group struct {
 	active bool
 	start  int64 // file offset of its first line
 	end    int64 // file offset after its last line
-	time   pipeline.EventTime
+	time   mpack.EventTime
 	buf    []byte
 	pieces bool // pieces of it were emitted already (it is being split)
 	last   time.Time
@@ -108,7 +108,7 @@ type group struct {
 
 // part adds one part of a cri/docker message: partial parts are merged
 // until the final part of the same stream.
-func (t *tailer) part(s int, content []byte, tm pipeline.EventTime, partial bool, start, end int64) {
+func (t *tailer) part(s int, content []byte, tm mpack.EventTime, partial bool, start, end int64) {
 	g := &t.merge[s]
 	if !g.active {
 		if !partial {

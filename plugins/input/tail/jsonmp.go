@@ -9,7 +9,7 @@ import (
 	"unicode/utf16"
 	"unicode/utf8"
 
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 )
 
 // This file turns JSON text into msgpack without reflection and without an
@@ -296,7 +296,7 @@ func transcodeString(dst, b []byte, i int) ([]byte, int, bool) {
 	}
 	raw := b[i+1 : end-1]
 	if !esc {
-		return pipeline.AppendStringBytes(dst, raw), end, true
+		return mpack.AppendStringBytes(dst, raw), end, true
 	}
 	start := len(dst)
 	dst = placeholder(dst, 0xdb)
@@ -402,7 +402,7 @@ func transcodeNumber(dst, b []byte, i int) ([]byte, int, bool) {
 			if neg {
 				iv = -iv
 			}
-			return pipeline.AppendInt(dst, iv), end, true
+			return mpack.AppendInt(dst, iv), end, true
 		}
 	}
 	if integer && num[0] != '-' {
@@ -582,7 +582,7 @@ func parseDocker(line []byte) (d dockerLine, ok bool) {
 
 // parseRFC3339 reads 2006-01-02T15:04:05[.999999999](Z|±07:00) without
 // allocating.
-func parseRFC3339(b []byte) (pipeline.EventTime, bool) {
+func parseRFC3339(b []byte) (mpack.EventTime, bool) {
 	num := func(s []byte) (int, bool) {
 		v := 0
 		for _, c := range s {
@@ -594,7 +594,7 @@ func parseRFC3339(b []byte) (pipeline.EventTime, bool) {
 		return v, true
 	}
 	if len(b) < 20 || b[4] != '-' || b[7] != '-' || (b[10] != 'T' && b[10] != 't' && b[10] != ' ') || b[13] != ':' || b[16] != ':' {
-		return pipeline.EventTime{}, false
+		return mpack.EventTime{}, false
 	}
 	year, ok1 := num(b[0:4])
 	mon, ok2 := num(b[5:7])
@@ -603,7 +603,7 @@ func parseRFC3339(b []byte) (pipeline.EventTime, bool) {
 	mm, ok5 := num(b[14:16])
 	ss, ok6 := num(b[17:19])
 	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 || mon < 1 || mon > 12 || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60 {
-		return pipeline.EventTime{}, false
+		return mpack.EventTime{}, false
 	}
 	i := 19
 	nsec := 0
@@ -618,7 +618,7 @@ func parseRFC3339(b []byte) (pipeline.EventTime, bool) {
 			i++
 		}
 		if digits == 0 {
-			return pipeline.EventTime{}, false
+			return mpack.EventTime{}, false
 		}
 		for ; digits < 9; digits++ {
 			nsec *= 10
@@ -631,14 +631,14 @@ func parseRFC3339(b []byte) (pipeline.EventTime, bool) {
 		oh, ok1 := num(b[i+1 : i+3])
 		om, ok2 := num(b[len(b)-2:])
 		if !ok1 || !ok2 {
-			return pipeline.EventTime{}, false
+			return mpack.EventTime{}, false
 		}
 		offset = oh*3600 + om*60
 		if b[i] == '-' {
 			offset = -offset
 		}
 	default:
-		return pipeline.EventTime{}, false
+		return mpack.EventTime{}, false
 	}
 	// Days from civil (H. Hinnant's algorithm).
 	y := year
@@ -653,7 +653,7 @@ func parseRFC3339(b []byte) (pipeline.EventTime, bool) {
 	days := era*146097 + doe - 719468
 	secs := int64(days)*86400 + int64(hh*3600+mm*60+ss) - int64(offset)
 	if secs < 0 || secs > math.MaxUint32 {
-		return pipeline.EventTime{}, false
+		return mpack.EventTime{}, false
 	}
-	return pipeline.EventTime{Sec: uint32(secs), Nsec: uint32(nsec)}, true
+	return mpack.EventTime{Sec: uint32(secs), Nsec: uint32(nsec)}, true
 }

@@ -3,11 +3,11 @@ package tail
 import (
 	"time"
 
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 )
 
 // message handles one whole message: multiline joining, then the record.
-func (t *tailer) message(s int, content []byte, tm pipeline.EventTime, start, end int64, split int) {
+func (t *tailer) message(s int, content []byte, tm mpack.EventTime, start, end int64, split int) {
 	re := t.in.startRe
 	if re == nil {
 		t.record(s, content, tm, split, end)

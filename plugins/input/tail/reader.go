@@ -9,7 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 )
 
 // readToEOF reads blocks until the end of the file (or a fairness budget),
@@ -45,7 +45,7 @@ func (t *tailer) readToEOF() {
 			t.hi += n
 			t.readTail = tailSumOf(t.buf[:t.hi])
 			budget -= n
-			t.readTime = pipeline.Now()
+			t.readTime = mpack.Now()
 			t.m.bytes.Add(float64(n))
 			t.scanLines()
 		}
@@ -119,7 +119,7 @@ func cutPoint(b []byte, n int) int {
 func (t *tailer) flushDue(now time.Time, all bool) {
 	pto := t.in.cfg.PartialFlushTimeout.D()
 	if len(t.carry) > 0 && (all || pto > 0 && now.Sub(t.carrySince) >= pto) {
-		t.readTime = pipeline.Now()
+		t.readTime = mpack.Now()
 		start := t.readOff - int64(len(t.carry))
 		line := t.carry
 		if t.splitting {

@@ -11,6 +11,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
 
+	"github.com/logship/logship/internal/mpack"
 	"github.com/logship/logship/internal/ratelog"
 	"github.com/logship/logship/pipeline"
 )
@@ -85,7 +86,7 @@ func New(set pipeline.Settings, cfg *Config) (*Input, error) {
 		cfg:      cfg,
 		log:      set.Logger,
 		maxLine:  int(cfg.MaxLineBytes),
-		keyEnc:   pipeline.AppendString(nil, cfg.Key),
+		keyEnc:   mpack.AppendString(nil, cfg.Key),
 		scanReq:  make(chan struct{}, 1),
 		saveReq:  make(chan struct{}, 1),
 		files:    map[fileKey]*tailer{},
@@ -101,7 +102,7 @@ func New(set pipeline.Settings, cfg *Config) (*Input, error) {
 		in.set.Metrics = pipeline.NopMetrics(pipeline.KindInput, set.Name)
 	}
 	if cfg.PathKey != "" {
-		in.pathKeyEnc = pipeline.AppendString(nil, cfg.PathKey)
+		in.pathKeyEnc = mpack.AppendString(nil, cfg.PathKey)
 	}
 	if cfg.Multiline.StartRegex != "" {
 		in.startRe = regexp.MustCompile(cfg.Multiline.StartRegex)

@@ -8,7 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/internal/mpack"
 )
 
 // tailer follows one file (one device and inode) on its own goroutine.
@@ -32,7 +32,7 @@ type tailer struct {
 	splitting  bool      // pieces of an over-long line were emitted
 	lastSize   int64
 	lastEOF    time.Time
-	readTime   pipeline.EventTime
+	readTime   mpack.EventTime
 	readErr    bool // the last read failed (not at the end of the file)
 	// The chunk being filled (chunk.go, ack.go):
 	chunk    *[]byte
@@ -106,7 +106,7 @@ func newTailer(in *Input, f *os.File, k fileKey, m openMode, fp fingerprint, siz
 		t.copySize = size
 	}
 	if in.pathKeyEnc != nil {
-		t.extra = pipeline.AppendString(append([]byte(nil), in.pathKeyEnc...), t.path)
+		t.extra = mpack.AppendString(append([]byte(nil), in.pathKeyEnc...), t.path)
 		t.extraN = 1
 	}
 	t.timer = time.NewTimer(time.Hour)

@@ -18,15 +18,16 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/logship/logship/broker"
+	"github.com/logship/logship/internal/mpack"
 	"github.com/logship/logship/pipeline"
 )
 
 // deepRecord is {"seq": seq, "deep": [[[...]]]} with depth nested arrays.
 func deepRecord(seq, depth int) []byte {
-	rec := pipeline.AppendMapHeader(nil, 2)
-	rec = pipeline.AppendString(rec, "seq")
-	rec = pipeline.AppendInt(rec, int64(seq))
-	rec = pipeline.AppendString(rec, "deep")
+	rec := mpack.AppendMapHeader(nil, 2)
+	rec = mpack.AppendString(rec, "seq")
+	rec = mpack.AppendInt(rec, int64(seq))
+	rec = mpack.AppendString(rec, "deep")
 	for range depth {
 		rec = append(rec, 0x91)
 	}
@@ -34,17 +35,17 @@ func deepRecord(seq, depth int) []byte {
 }
 
 func plainRecord(seq int) []byte {
-	rec := pipeline.AppendMapHeader(nil, 2)
-	rec = pipeline.AppendString(rec, "seq")
-	rec = pipeline.AppendInt(rec, int64(seq))
-	rec = pipeline.AppendString(rec, "log")
-	return pipeline.AppendString(rec, "hello")
+	rec := mpack.AppendMapHeader(nil, 2)
+	rec = mpack.AppendString(rec, "seq")
+	rec = mpack.AppendInt(rec, int64(seq))
+	rec = mpack.AppendString(rec, "log")
+	return mpack.AppendString(rec, "hello")
 }
 
 func entries(recs ...[]byte) []byte {
 	var e []byte
 	for _, r := range recs {
-		e = pipeline.AppendEntry(e, pipeline.EventTime{Sec: 1_700_000_000}, r)
+		e = mpack.AppendEntry(e, mpack.EventTime{Sec: 1_700_000_000}, r)
 	}
 	return e
 }
@@ -149,7 +150,7 @@ func TestMillionDeepRecord(t *testing.T) {
 		}
 	}
 	enc, _ := json.Marshal(lines[1]["deep"])
-	if !strings.Contains(string(enc), pipeline.JSONTooDeep) || len(enc) > 1000 {
+	if !strings.Contains(string(enc), mpack.JSONTooDeep) || len(enc) > 1000 {
 		t.Fatalf("deep value written as %.300s", enc)
 	}
 	if n := errorsTotal(t, reg, "record_too_deep"); n != 1 {

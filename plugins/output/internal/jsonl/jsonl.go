@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/logship/logship/internal/mpack"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -24,24 +25,24 @@ const rfc3339Nano = "2006-01-02T15:04:05.000000000Z07:00"
 
 // Append appends one JSON line per event of b to dst. A record that is not
 // valid msgpack is an error: the caller treats it as permanent. Maps and
-// arrays nested deeper than pipeline.MaxJSONDepth are written as the string
-// pipeline.JSONTooDeep; cut is how many records had such a value (count
+// arrays nested deeper than mpack.MaxJSONDepth are written as the string
+// mpack.JSONTooDeep; cut is how many records had such a value (count
 // them with CountCut).
 func (f Format) Append(dst []byte, b pipeline.Batch) (out []byte, cut int, err error) {
-	var extra [2]pipeline.JSONField
+	var extra [2]mpack.JSONField
 	var tbuf [40]byte
-	err = pipeline.ForEachEntry(b.Entries, func(t pipeline.EventTime, rec []byte) error {
+	err = mpack.ForEachEntry(b.Entries, func(t mpack.EventTime, rec []byte) error {
 		fields := extra[:0]
 		if f.TagKey != "" {
-			fields = append(fields, pipeline.JSONField{Key: f.TagKey, Value: b.Tag})
+			fields = append(fields, mpack.JSONField{Key: f.TagKey, Value: b.Tag})
 		}
 		if f.TimeKey != "" {
 			ts := t.Time().In(time.UTC).AppendFormat(tbuf[:0], rfc3339Nano)
-			fields = append(fields, pipeline.JSONField{Key: f.TimeKey, Value: string(ts)})
+			fields = append(fields, mpack.JSONField{Key: f.TimeKey, Value: string(ts)})
 		}
 		var err error
 		var n int
-		dst, n, err = pipeline.AppendRecordJSONCut(dst, rec, fields...)
+		dst, n, err = mpack.AppendRecordJSONCut(dst, rec, fields...)
 		if n > 0 {
 			cut++
 		}
@@ -52,7 +53,7 @@ func (f Format) Append(dst []byte, b pipeline.Batch) (out []byte, cut int, err e
 }
 
 // ReasonTooDeep is the errors_total reason under which CountCut counts
-// records written with a value cut at pipeline.MaxJSONDepth.
+// records written with a value cut at mpack.MaxJSONDepth.
 const ReasonTooDeep = "record_too_deep"
 
 // CountCut counts cut records (see Append) on the output's errors_total
@@ -67,6 +68,6 @@ func CountCut(set pipeline.Settings, last *time.Time, cut int) {
 	if now := time.Now(); set.Logger != nil && now.Sub(*last) >= time.Minute {
 		*last = now
 		set.Logger.Warn("records nested deeper than the JSON limit: the deeper part is written as a placeholder string",
-			zap.Int("records", cut), zap.Int("max_depth", pipeline.MaxJSONDepth), zap.String("placeholder", pipeline.JSONTooDeep))
+			zap.Int("records", cut), zap.Int("max_depth", mpack.MaxJSONDepth), zap.String("placeholder", mpack.JSONTooDeep))
 	}
 }

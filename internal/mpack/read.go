@@ -1,4 +1,4 @@
-package pipeline
+package mpack
 
 import (
 	"encoding/binary"
@@ -20,98 +20,124 @@ var ErrMalformed = errors.New("msgpack: malformed value")
 // start of b, without decoding it and without allocating. It is iterative,
 // so deeply nested input cannot exhaust the stack.
 func SkipValue(b []byte) (int, error) {
+	n, _, err := SkipCount(b)
+	return n, err
+}
+
+// SkipCount is SkipValue that also returns how many maps and arrays the
+// value holds, itself included: a value with no more of them than d cannot
+// nest deeper than d levels, which a caller bounding depth learns for next
+// to nothing (see the forward protocol's decoder).
+func SkipCount(b []byte) (n, containers int, err error) {
 	pos := 0
 	remaining := 1 // values still to skip
 	for remaining > 0 {
 		if pos >= len(b) {
-			return 0, ErrShortBuffer
+			return 0, 0, ErrShortBuffer
 		}
 		remaining--
 		c := b[pos]
-		var size, children int // bytes after the type byte(s), child values
-		hdr := 1
+		// The one-byte headers, most of any record, first.
 		switch {
-		case c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3:
-		case c >= 0x80 && c <= 0x8f:
-			children = 2 * int(c&0x0f)
-		case c >= 0x90 && c <= 0x9f:
-			children = int(c & 0x0f)
-		case c >= 0xa0 && c <= 0xbf:
-			size = int(c & 0x1f)
+		case c <= 0x7f || c >= 0xe0:
+			pos++
+			continue
+		case c <= 0x8f:
+			pos++
+			remaining += 2 * int(c&0x0f)
+			containers++
+			continue
+		case c <= 0x9f:
+			pos++
+			remaining += int(c & 0x0f)
+			containers++
+			continue
+		case c <= 0xbf:
+			pos += 1 + int(c&0x1f)
+			continue
+		}
+		var hdr, size int // header length, payload bytes after it
+		switch c {
+		case 0xc0, 0xc2, 0xc3:
+			hdr = 1
+		case 0xc1:
+			return 0, 0, fmt.Errorf("%w: byte 0xc1 at %d", ErrMalformed, pos)
+		case 0xcc, 0xd0:
+			hdr, size = 1, 1
+		case 0xcd, 0xd1:
+			hdr, size = 1, 2
+		case 0xca, 0xce, 0xd2:
+			hdr, size = 1, 4
+		case 0xcb, 0xcf, 0xd3:
+			hdr, size = 1, 8
+		case 0xd4:
+			hdr, size = 2, 1
+		case 0xd5:
+			hdr, size = 2, 2
+		case 0xd6:
+			hdr, size = 2, 4
+		case 0xd7:
+			hdr, size = 2, 8
+		case 0xd8:
+			hdr, size = 2, 16
 		default:
-			var n int
-			var err error
+			var lw int // width of the length field
 			switch c {
-			case 0xc1:
-				return 0, fmt.Errorf("%w: byte 0xc1 at %d", ErrMalformed, pos)
-			case 0xc4, 0xd9: // bin8, str8
-				n, err = lenAt(b, pos+1, 1)
-				hdr, size = 2, n
-			case 0xc5, 0xda:
-				n, err = lenAt(b, pos+1, 2)
-				hdr, size = 3, n
-			case 0xc6, 0xdb:
-				n, err = lenAt(b, pos+1, 4)
-				hdr, size = 5, n
-			case 0xc7: // ext8
-				n, err = lenAt(b, pos+1, 1)
-				hdr, size = 3, n
-			case 0xc8:
-				n, err = lenAt(b, pos+1, 2)
-				hdr, size = 4, n
-			case 0xc9:
-				n, err = lenAt(b, pos+1, 4)
-				hdr, size = 6, n
-			case 0xca, 0xce, 0xd2:
-				size = 4
-			case 0xcb, 0xcf, 0xd3:
-				size = 8
-			case 0xcc, 0xd0:
-				size = 1
-			case 0xcd, 0xd1:
-				size = 2
-			case 0xd4:
-				hdr, size = 2, 1
-			case 0xd5:
-				hdr, size = 2, 2
-			case 0xd6:
-				hdr, size = 2, 4
-			case 0xd7:
-				hdr, size = 2, 8
-			case 0xd8:
-				hdr, size = 2, 16
-			case 0xdc:
-				children, err = lenAt(b, pos+1, 2)
-				hdr = 3
-			case 0xdd:
-				children, err = lenAt(b, pos+1, 4)
-				hdr = 5
-			case 0xde:
-				n, err = lenAt(b, pos+1, 2)
-				hdr, children = 3, 2*n
-			case 0xdf:
-				n, err = lenAt(b, pos+1, 4)
-				hdr, children = 5, 2*n
+			case 0xc4, 0xd9, 0xc7:
+				lw = 1
+			case 0xc5, 0xda, 0xc8, 0xdc, 0xde:
+				lw = 2
+			default: // 0xc6, 0xdb, 0xc9, 0xdd, 0xdf
+				lw = 4
 			}
-			if err != nil {
-				return 0, err
+			if pos+1+lw > len(b) {
+				return 0, 0, ErrShortBuffer
+			}
+			var l int
+			switch lw {
+			case 1:
+				l = int(b[pos+1])
+			case 2:
+				l = int(binary.BigEndian.Uint16(b[pos+1:]))
+			default:
+				v := binary.BigEndian.Uint32(b[pos+1:])
+				if v > math.MaxInt32 {
+					return 0, 0, fmt.Errorf("%w: length %d", ErrMalformed, v)
+				}
+				l = int(v)
+			}
+			hdr = 1 + lw
+			switch c {
+			case 0xc7, 0xc8, 0xc9:
+				hdr, size = hdr+1, l // ext: a type byte after the length
+			case 0xdc, 0xdd:
+				remaining += l
+				containers++
+			case 0xde, 0xdf:
+				remaining += 2 * l
+				containers++
+			default:
+				size = l
+			}
+			// Every value takes at least one byte, so a container
+			// claiming more children than there can be bytes left is
+			// only truncated if the stream goes on; callers bound frame
+			// sizes, so it is short, unless no int could count it.
+			if remaining < 0 || remaining > math.MaxInt32 {
+				return 0, 0, fmt.Errorf("%w: container too large", ErrMalformed)
 			}
 		}
 		// Compared before adding, so a huge declared length cannot wrap
 		// pos around on 32-bit platforms.
-		if hdr+size > len(b)-pos {
-			return 0, ErrShortBuffer
+		if size > len(b)-pos-hdr {
+			return 0, 0, ErrShortBuffer
 		}
 		pos += hdr + size
-		// Every value takes at least one byte, so a container claiming more
-		// children than there can be bytes left is only truncated if the
-		// stream goes on; callers bound frame sizes, so treat it as short.
-		remaining += children
-		if remaining < 0 || remaining > math.MaxInt32 {
-			return 0, fmt.Errorf("%w: container too large", ErrMalformed)
-		}
 	}
-	return pos, nil
+	if pos > len(b) { // a fixstr ran past the end
+		return 0, 0, ErrShortBuffer
+	}
+	return pos, containers, nil
 }
 
 func lenAt(b []byte, at, width int) (int, error) {
@@ -368,72 +394,4 @@ func ForEachEntry(entries []byte, fn func(t EventTime, record []byte) error) err
 		entries = entries[n:]
 	}
 	return nil
-}
-
-// AppendEntry appends one [time, record] entry with the time as EventTime;
-// record must be the msgpack encoding of a map.
-func AppendEntry(dst []byte, t EventTime, record []byte) []byte {
-	dst = append(dst, 0x92)
-	dst = t.AppendMsgpack(dst)
-	return append(dst, record...)
-}
-
-// AppendMapHeader appends a msgpack map header for n pairs.
-func AppendMapHeader(dst []byte, n int) []byte {
-	switch {
-	case n < 16:
-		return append(dst, 0x80|byte(n))
-	case n <= math.MaxUint16:
-		return append(dst, 0xde, byte(n>>8), byte(n))
-	}
-	return binary.BigEndian.AppendUint32(append(dst, 0xdf), uint32(n))
-}
-
-// AppendArrayHeader appends a msgpack array header for n elements.
-func AppendArrayHeader(dst []byte, n int) []byte {
-	switch {
-	case n < 16:
-		return append(dst, 0x90|byte(n))
-	case n <= math.MaxUint16:
-		return append(dst, 0xdc, byte(n>>8), byte(n))
-	}
-	return binary.BigEndian.AppendUint32(append(dst, 0xdd), uint32(n))
-}
-
-// AppendString appends s as a msgpack str.
-func AppendString(dst []byte, s string) []byte { return appendStr(dst, s) }
-
-// AppendStringBytes is AppendString for a byte slice, without a copy to a
-// string.
-func AppendStringBytes(dst, s []byte) []byte { return appendStr(dst, s) }
-
-func appendStr[T string | []byte](dst []byte, s T) []byte {
-	switch n := len(s); {
-	case n < 32:
-		dst = append(dst, 0xa0|byte(n))
-	case n <= math.MaxUint8:
-		dst = append(dst, 0xd9, byte(n))
-	case n <= math.MaxUint16:
-		dst = append(dst, 0xda, byte(n>>8), byte(n))
-	default:
-		dst = binary.BigEndian.AppendUint32(append(dst, 0xdb), uint32(n))
-	}
-	return append(dst, s...)
-}
-
-// AppendInt appends v in its shortest msgpack form.
-func AppendInt(dst []byte, v int64) []byte {
-	switch {
-	case v >= 0 && v <= 0x7f:
-		return append(dst, byte(v))
-	case v < 0 && v >= -32:
-		return append(dst, byte(v))
-	case v >= math.MinInt8 && v <= math.MaxInt8:
-		return append(dst, 0xd0, byte(v))
-	case v >= math.MinInt16 && v <= math.MaxInt16:
-		return binary.BigEndian.AppendUint16(append(dst, 0xd1), uint16(v))
-	case v >= math.MinInt32 && v <= math.MaxInt32:
-		return binary.BigEndian.AppendUint32(append(dst, 0xd2), uint32(v))
-	}
-	return binary.BigEndian.AppendUint64(append(dst, 0xd3), uint64(v))
 }

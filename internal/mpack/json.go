@@ -1,4 +1,4 @@
-package pipeline
+package mpack
 
 import (
 	"encoding/base64"
@@ -92,7 +92,7 @@ func appendJSON(dst, b []byte, depth int, extra []JSONField, inKey bool, cut *in
 				}
 				pos += n
 				*cut++
-				dst = appendJSONString(dst, JSONTooDeep)
+				dst = appendJSONStr(dst, JSONTooDeep)
 				break
 			}
 			var n, hdr int
@@ -116,9 +116,9 @@ func appendJSON(dst, b []byte, depth int, extra []JSONField, inKey bool, cut *in
 						dst = append(dst, ',')
 					}
 					f.first = false
-					dst = appendJSONString(dst, x.Key)
+					dst = appendJSONStr(dst, x.Key)
 					dst = append(dst, ':')
-					dst = appendJSONString(dst, x.Value)
+					dst = appendJSONStr(dst, x.Value)
 				}
 			}
 			stack = append(stack, f)
@@ -174,21 +174,21 @@ func appendJSON(dst, b []byte, depth int, extra []JSONField, inKey bool, cut *in
 				f.first = false
 				switch {
 				case kerr == nil:
-					dst = appendJSONBytes(dst, ks)
+					dst = AppendJSONString(dst, ks)
 				case inKey && isContainer(b[pos]):
 					n, err := SkipValue(b[pos:])
 					if err != nil {
 						return dst, pos, err
 					}
 					kn = n
-					dst = appendJSONString(dst, jsonNestedKey)
+					dst = appendJSONStr(dst, jsonNestedKey)
 				default:
 					text, n, err := appendJSON(nil, b[pos:], depth+len(stack), nil, true, cut)
 					if err != nil {
 						return dst, pos, err
 					}
 					kn = n
-					dst = appendJSONBytes(dst, text)
+					dst = AppendJSONString(dst, text)
 				}
 				pos += kn
 				dst = append(dst, ':')
@@ -232,7 +232,7 @@ func appendJSONScalar(dst, b []byte) ([]byte, int, error) {
 		if err != nil {
 			return dst, 0, err
 		}
-		return appendJSONBytes(dst, s), n, nil
+		return AppendJSONString(dst, s), n, nil
 	}
 	switch c {
 	case 0xc0:
@@ -247,7 +247,7 @@ func appendJSONScalar(dst, b []byte) ([]byte, int, error) {
 			return dst, 0, err
 		}
 		if utf8.Valid(s) {
-			return appendJSONBytes(dst, s), n, nil
+			return AppendJSONString(dst, s), n, nil
 		}
 		dst = append(dst, '"')
 		dst = base64.StdEncoding.AppendEncode(dst, s)
@@ -338,12 +338,13 @@ func appendFloat(dst []byte, f float64, bits int) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-func appendJSONString(dst []byte, s string) []byte {
-	return appendJSONBytes(dst, []byte(s))
+func appendJSONStr(dst []byte, s string) []byte {
+	return AppendJSONString(dst, []byte(s))
 }
 
-// appendJSONBytes writes s as a JSON string; invalid UTF-8 becomes U+FFFD.
-func appendJSONBytes(dst, s []byte) []byte {
+// AppendJSONString appends s as a JSON string: bytes that are not UTF-8
+// become U+FFFD, as encoding/json does, and U+2028 and U+2029 are escaped.
+func AppendJSONString(dst, s []byte) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
