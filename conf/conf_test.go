@@ -10,6 +10,7 @@ import (
 	"github.com/logship/logship/aggregator"
 	"github.com/logship/logship/broker"
 	"github.com/logship/logship/conf"
+	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/input/dummy"
 	"github.com/logship/logship/plugins/output/file"
@@ -297,14 +298,14 @@ outputs: [{type: stdout}]
 }
 
 func TestSizes(t *testing.T) {
-	for in, want := range map[string]conf.Size{"512KiB": 512 << 10, "64MiB": 64 << 20, "1GiB": 1 << 30, "1048576": 1 << 20, "10KB": 10000} {
-		got, err := conf.ParseSize(in)
+	for in, want := range map[string]conftypes.Size{"512KiB": 512 << 10, "64MiB": 64 << 20, "1GiB": 1 << 30, "1048576": 1 << 20, "10KB": 10000} {
+		got, err := conftypes.ParseSize(in)
 		if err != nil || got != want {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
 	for _, in := range []string{"", "-1", "1.5GiB", "ten", "99999999999999GiB"} {
-		if _, err := conf.ParseSize(in); err == nil {
+		if _, err := conftypes.ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) succeeded", in)
 		}
 	}

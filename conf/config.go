@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/logship/logship/broker"
+	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -66,7 +67,7 @@ type Service struct {
 	HTTPListen string `yaml:"http_listen"`
 	// ShutdownTimeout bounds how long a stop waits for in-flight
 	// deliveries; what is not delivered stays buffered.
-	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	ShutdownTimeout conftypes.Duration `yaml:"shutdown_timeout"`
 }
 
 // Buffer configures the durable partitioned buffer.
@@ -77,10 +78,10 @@ type Buffer struct {
 	// MaxBytes bounds the whole buffer on disk: at least twice
 	// segment_bytes and 8KiB per partition, at most 1024TiB. Segments are
 	// capped at max_bytes/(2*partitions).
-	MaxBytes Size `yaml:"max_bytes"`
+	MaxBytes conftypes.Size `yaml:"max_bytes"`
 	// SegmentBytes is the size at which a partition starts a new segment
 	// file (4KiB to 1GiB); it also bounds the largest chunk stored.
-	SegmentBytes Size `yaml:"segment_bytes"`
+	SegmentBytes conftypes.Size `yaml:"segment_bytes"`
 	// Sync says when a chunk is acknowledged. always (the default):
 	// after an fdatasync that covers it; an fdatasync starts as soon as a
 	// chunk waits and none is running, and every chunk written meanwhile
@@ -94,7 +95,7 @@ type Buffer struct {
 	Sync broker.SyncMode `yaml:"sync"`
 	// SyncInterval is the fdatasync period of sync: interval, and so the
 	// longest an acknowledgement waits in that mode (1ms to 1m).
-	SyncInterval Duration `yaml:"sync_interval"`
+	SyncInterval conftypes.Duration `yaml:"sync_interval"`
 	// WhenFull is block (inputs wait: backpressure) or drop_oldest (the
 	// oldest segment is deleted and the loss counted).
 	WhenFull broker.FullPolicy `yaml:"when_full"`
@@ -121,14 +122,14 @@ func CommonDefaults() *Config {
 			LogLevel:        "info",
 			LogFormat:       "console",
 			HTTPListen:      "127.0.0.1:2020",
-			ShutdownTimeout: Duration(30e9),
+			ShutdownTimeout: conftypes.Duration(30e9),
 		},
 		Buffer: Buffer{
 			Partitions:   4,
 			MaxBytes:     1 << 30,
 			SegmentBytes: 64 << 20,
 			Sync:         broker.SyncAlways,
-			SyncInterval: Duration(200e6),
+			SyncInterval: conftypes.Duration(200e6),
 			WhenFull:     broker.Block,
 		},
 	}
@@ -159,13 +160,13 @@ func (s *Service) Validate() error {
 
 // Bounds of the service and buffer settings.
 const (
-	maxShutdownTimeout = Duration(time.Hour)
+	maxShutdownTimeout = conftypes.Duration(time.Hour)
 	maxPartitions      = 1024
-	minSegmentBytes    = Size(4 << 10)
-	maxSegmentBytes    = Size(1 << 30)
-	maxBufferBytes     = Size(1 << 50) // 1 PiB
-	minSyncInterval    = Duration(time.Millisecond)
-	maxSyncInterval    = Duration(time.Minute)
+	minSegmentBytes    = conftypes.Size(4 << 10)
+	maxSegmentBytes    = conftypes.Size(1 << 30)
+	maxBufferBytes     = conftypes.Size(1 << 50) // 1 PiB
+	minSyncInterval    = conftypes.Duration(time.Millisecond)
+	maxSyncInterval    = conftypes.Duration(time.Minute)
 )
 
 // Validate bounds every number of the buffer block. The enums (sync,
@@ -194,10 +195,10 @@ func (b *Buffer) Validate() error {
 		add("max_bytes", "%s is above the maximum %s", b.MaxBytes, maxBufferBytes)
 	case segOK && b.MaxBytes < b.SegmentBytes*2:
 		add("max_bytes", "%s must be at least twice segment_bytes (%s)", b.MaxBytes, b.SegmentBytes)
-	case partsOK && b.MaxBytes < Size(b.Partitions)*2*minSegmentBytes:
+	case partsOK && b.MaxBytes < conftypes.Size(b.Partitions)*2*minSegmentBytes:
 		// segments are capped at max_bytes/(2*partitions)
 		add("max_bytes", "%s must be at least %s for %d partitions (two %s segments each)",
-			b.MaxBytes, Size(b.Partitions)*2*minSegmentBytes, b.Partitions, minSegmentBytes)
+			b.MaxBytes, conftypes.Size(b.Partitions)*2*minSegmentBytes, b.Partitions, minSegmentBytes)
 	}
 	// checked in every mode: the broker refuses a zero interval whatever
 	// the mode

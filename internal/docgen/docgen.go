@@ -20,7 +20,7 @@ import (
 
 	"github.com/logship/logship/agent"
 	"github.com/logship/logship/aggregator"
-	"github.com/logship/logship/conf"
+	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -78,8 +78,8 @@ func fieldDocs(pkgPath string) map[string]string {
 }
 
 var (
-	sizeType     = reflect.TypeFor[conf.Size]()
-	durationType = reflect.TypeFor[conf.Duration]()
+	sizeType     = reflect.TypeFor[conftypes.Size]()
+	durationType = reflect.TypeFor[conftypes.Duration]()
 )
 
 var textMarshalerType = reflect.TypeFor[encoding.TextMarshaler]()

@@ -6,7 +6,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/logship/logship/conf"
+	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/forwardproto"
 )
@@ -34,7 +34,7 @@ type Config struct {
 	Users []User `yaml:"users"`
 	// TLS makes the listener speak TLS; ca_file requires client
 	// certificates signed by it.
-	TLS conf.TLS `yaml:"tls"`
+	TLS conftypes.TLS `yaml:"tls"`
 	// SourceAddressKey, when set, adds the client's IP address to every
 	// record under this key (as fluentd's source_address_key does).
 	SourceAddressKey string `yaml:"source_address_key"`
@@ -44,11 +44,11 @@ type Config struct {
 	// MaxFrameBytes is the largest request accepted, as it travels on the
 	// wire (1KiB to 1GiB); a larger one closes the connection and is
 	// counted (the client resends it forever, so it is logged loudly).
-	MaxFrameBytes conf.Size `yaml:"max_frame_bytes"`
+	MaxFrameBytes conftypes.Size `yaml:"max_frame_bytes"`
 	// MaxDecompressedBytes bounds what the events of one request may take
 	// once decompressed or rewritten (max_frame_bytes to 4GiB); a
 	// compression bomb is refused, not inflated.
-	MaxDecompressedBytes conf.Size `yaml:"max_decompressed_bytes"`
+	MaxDecompressedBytes conftypes.Size `yaml:"max_decompressed_bytes"`
 	// MaxEntriesPerRequest is the most events one request may carry (1 to
 	// 100000000); a request with more closes the connection, is logged and
 	// counted (reason too_many_entries).
@@ -64,19 +64,19 @@ type Config struct {
 	// until other requests finish; a single request needing more than all
 	// of it is refused. At least max_frame_bytes + 2 * max_decompressed_bytes
 	// + 8.25MiB (a zstd window), at most 64GiB.
-	MemoryLimit conf.Size `yaml:"memory_limit"`
+	MemoryLimit conftypes.Size `yaml:"memory_limit"`
 	// MaxConnections is the most connections open at once (1 to 65536);
 	// one more is closed as soon as it is accepted, logged and counted.
 	MaxConnections int `yaml:"max_connections"`
 	// IdleTimeout closes a connection that sent no complete request for
 	// this long while it waits for nothing from the input (1s to 24h).
-	IdleTimeout conf.Duration `yaml:"idle_timeout"`
+	IdleTimeout conftypes.Duration `yaml:"idle_timeout"`
 	// HandshakeTimeout bounds the TLS handshake and, with shared_key, the
 	// HELO/PING/PONG exchange (100ms to 5m).
-	HandshakeTimeout conf.Duration `yaml:"handshake_timeout"`
+	HandshakeTimeout conftypes.Duration `yaml:"handshake_timeout"`
 	// MaxHandshakeBytes is the largest PING accepted before the client is
 	// authenticated (512 to 65536 bytes); a larger one closes the connection.
-	MaxHandshakeBytes conf.Size `yaml:"max_handshake_bytes"`
+	MaxHandshakeBytes conftypes.Size `yaml:"max_handshake_bytes"`
 	// MaxPendingAcks is how many chunks of one connection may wait for the
 	// buffer's acknowledgement before the connection stops being read
 	// (TCP backpressure), 1 to 10000.
@@ -99,8 +99,8 @@ func defaultConfig() *Config {
 		MaxDepth:             forwardproto.DefaultMaxDepth,
 		MemoryLimit:          256 << 20,
 		MaxConnections:       1024,
-		IdleTimeout:          conf.Duration(5 * time.Minute),
-		HandshakeTimeout:     conf.Duration(10 * time.Second),
+		IdleTimeout:          conftypes.Duration(5 * time.Minute),
+		HandshakeTimeout:     conftypes.Duration(10 * time.Second),
 		MaxHandshakeBytes:    forwardproto.DefaultMaxHandshakeBytes,
 		MaxPendingAcks:       64,
 		Dedup:                true,
@@ -134,7 +134,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	num := func(v int64) string { return fmt.Sprint(v) }
-	size := func(v int64) string { return conf.Size(v).String() }
+	size := func(v int64) string { return conftypes.Size(v).String() }
 	dur := func(v int64) string { return time.Duration(v).String() }
 	between("max_frame_bytes", int64(c.MaxFrameBytes), 1<<10, 1<<30, size)
 	between("max_decompressed_bytes", int64(c.MaxDecompressedBytes), int64(c.MaxFrameBytes), 4<<30, size)

@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/logship/logship/conf"
+	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/plugins/forwardproto"
 )
 
@@ -245,7 +245,7 @@ func TestCompressionBombBounded(t *testing.T) {
 	in, reg := startInputReg(t, func(c *Config) {
 		c.MaxFrameBytes = 1 << 20
 		c.MaxDecompressedBytes = decomp
-		c.MemoryLimit = conf.Size(c.limits().RequestBytes())
+		c.MemoryLimit = conftypes.Size(c.limits().RequestBytes())
 	}, em)
 	bomb := mp(t, []any{"bomb", tinyBomb(t, 10_000_000), map[string]any{"compressed": "gzip", "chunk": "bomb"}})
 	if len(bomb) > 40<<10 {
@@ -360,7 +360,7 @@ func TestBudget(t *testing.T) {
 // whose chunk waits for the buffer is not.
 func TestIdleTimeout(t *testing.T) {
 	em := &testEmitter{hold: true}
-	in, reg := startInputReg(t, func(c *Config) { c.IdleTimeout = conf.Duration(time.Second) }, em)
+	in, reg := startInputReg(t, func(c *Config) { c.IdleTimeout = conftypes.Duration(time.Second) }, em)
 	silent := dial(t, in)
 	waiting := dial(t, in)
 	good := goodClient(t, in, "good", 300)
@@ -389,7 +389,7 @@ func TestIdleTimeout(t *testing.T) {
 // long before idle_timeout.
 func TestHandshakeTimeout(t *testing.T) {
 	em := &testEmitter{}
-	in := startInput(t, func(c *Config) { c.SharedKey = "k"; c.HandshakeTimeout = conf.Duration(200 * time.Millisecond) }, em)
+	in := startInput(t, func(c *Config) { c.SharedKey = "k"; c.HandshakeTimeout = conftypes.Duration(200 * time.Millisecond) }, em)
 	good := goodClientKey(t, in, "good", 300, "k")
 	c := dial(t, in)
 	if _, err := forwardproto.NewDecoder(c, forwardproto.Limits{}).NextHelo(); err != nil {
@@ -401,7 +401,7 @@ func TestHandshakeTimeout(t *testing.T) {
 	certFile, keyFile, _, _ := makeCerts(t, t.TempDir())
 	in, reg := startInputReg(t, func(c *Config) {
 		c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile
-		c.HandshakeTimeout = conf.Duration(200 * time.Millisecond)
+		c.HandshakeTimeout = conftypes.Duration(200 * time.Millisecond)
 	}, &testEmitter{})
 	// The connection metrics are shared by every input named fwd.
 	before := metricValue(t, reg, "logship_forward_in_connections_closed_total", map[string]string{"reason": "handshake_timeout"})
@@ -579,8 +579,8 @@ func TestMemoryBackpressure(t *testing.T) {
 	em := &testEmitter{}
 	in := startInput(t, func(c *Config) {
 		c.MaxFrameBytes, c.MaxDecompressedBytes = 1<<20, 1<<20
-		c.MemoryLimit = conf.Size(c.limits().RequestBytes())
-		c.IdleTimeout = conf.Duration(time.Second)
+		c.MemoryLimit = conftypes.Size(c.limits().RequestBytes())
+		c.IdleTimeout = conftypes.Duration(time.Second)
 	}, em)
 	hog := &account{b: in.mem, ctx: context.Background()}
 	if err := hog.Resize(int(in.cfg.MemoryLimit)); err != nil {
@@ -616,7 +616,7 @@ func TestStalledHeadersHoldNoMemory(t *testing.T) {
 	em := &testEmitter{}
 	in := startInput(t, func(c *Config) {
 		c.MaxFrameBytes, c.MaxDecompressedBytes = 4<<20, 4<<20
-		c.MemoryLimit = conf.Size(c.limits().RequestBytes())
+		c.MemoryLimit = conftypes.Size(c.limits().RequestBytes())
 	}, em)
 	for range 10 {
 		c := dial(t, in)
@@ -663,9 +663,9 @@ func TestConfigBounds(t *testing.T) {
 		{"max_connections", func(c *Config) { c.MaxConnections = 0 }},
 		{"max_connections", func(c *Config) { c.MaxConnections = 2000000000 }},
 		{"idle_timeout", func(c *Config) { c.IdleTimeout = 0 }},
-		{"idle_timeout", func(c *Config) { c.IdleTimeout = conf.Duration(48 * time.Hour) }},
+		{"idle_timeout", func(c *Config) { c.IdleTimeout = conftypes.Duration(48 * time.Hour) }},
 		{"handshake_timeout", func(c *Config) { c.HandshakeTimeout = 0 }},
-		{"handshake_timeout", func(c *Config) { c.HandshakeTimeout = conf.Duration(time.Hour) }},
+		{"handshake_timeout", func(c *Config) { c.HandshakeTimeout = conftypes.Duration(time.Hour) }},
 		{"max_handshake_bytes", func(c *Config) { c.MaxHandshakeBytes = 10 }},
 		{"max_handshake_bytes", func(c *Config) { c.MaxHandshakeBytes = 1 << 20 }},
 		{"max_pending_acks", func(c *Config) { c.MaxPendingAcks = 0 }},

@@ -5,13 +5,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/logship/logship/conf"
+	"github.com/logship/logship/conftypes"
 )
 
 // TestConfigBounds: every number of the config is checked against both
 // of its bounds; the edges themselves are accepted.
 func TestConfigBounds(t *testing.T) {
-	d := func(v time.Duration) conf.Duration { return conf.Duration(v) }
+	d := func(v time.Duration) conftypes.Duration { return conftypes.Duration(v) }
 	for _, c := range []struct {
 		name string
 		mod  func(*Config)

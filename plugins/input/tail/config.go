@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/logship/logship/conf"
+	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -56,33 +56,33 @@ type Config struct {
 	// rotated and deleted files, and how often every open file is checked
 	// even when no file-system notification arrived (the safety net under
 	// inotify). Between 10ms and 1h.
-	RefreshInterval conf.Duration `yaml:"refresh_interval"`
+	RefreshInterval conftypes.Duration `yaml:"refresh_interval"`
 	// IgnoreOlder skips files not modified for this long and closes open
 	// ones that have been idle (fully read) for this long; a file written
 	// again is picked up where its checkpoint left off. A file whose
 	// checkpoint says it was not read to its end is never skipped. 0 turns
 	// it off; otherwise between 1s and 87600h (ten years).
-	IgnoreOlder conf.Duration `yaml:"ignore_older"`
+	IgnoreOlder conftypes.Duration `yaml:"ignore_older"`
 	// RotateWait is how long a file that was renamed away or deleted is
 	// still followed after it has been read to its end, for writers that
 	// have not reopened their log yet. It is read to its end once more
 	// before it is closed. At most 1h.
-	RotateWait conf.Duration `yaml:"rotate_wait"`
+	RotateWait conftypes.Duration `yaml:"rotate_wait"`
 	// MaxLineBytes is the longest line (and the longest merged cri/docker
 	// message) kept in one record. A longer one is cut into records of at
 	// most this size that carry the field split: true, except the last
 	// piece, which carries split: false; reading never stops on a long
 	// line. A multiline group that would grow past it is emitted and the
 	// line starts the next group. Between 64 bytes and 16MiB.
-	MaxLineBytes conf.Size `yaml:"max_line_bytes"`
+	MaxLineBytes conftypes.Size `yaml:"max_line_bytes"`
 	// ReadBufferBytes is the size of the blocks files are read in. Buffers
 	// are shared: only the files being read at a moment hold one. Between
 	// 4KiB and 64MiB, and larger than max_line_bytes.
-	ReadBufferBytes conf.Size `yaml:"read_buffer_bytes"`
+	ReadBufferBytes conftypes.Size `yaml:"read_buffer_bytes"`
 	// PartialFlushTimeout is how long a last line without its newline (or
 	// a cri/docker message whose final part has not come) waits before it
 	// is emitted as it is. 0 waits forever; at most 1h.
-	PartialFlushTimeout conf.Duration `yaml:"partial_flush_timeout"`
+	PartialFlushTimeout conftypes.Duration `yaml:"partial_flush_timeout"`
 	// Multiline joins lines into one record: a line matching start_regex
 	// begins a record, the lines that follow and do not match are added to
 	// it (joined with "\n").
@@ -98,7 +98,7 @@ type Multiline struct {
 	StartRegex string `yaml:"start_regex"`
 	// FlushTimeout emits a record when no line has been added to it for
 	// this long. Between 1ms and 1h.
-	FlushTimeout conf.Duration `yaml:"flush_timeout"`
+	FlushTimeout conftypes.Duration `yaml:"flush_timeout"`
 }
 
 // Batch bounds the chunks the input emits. A chunk holds lines of one file
@@ -112,12 +112,12 @@ type Batch struct {
 	// own. Keep it well below what the buffer stores in one record
 	// (about buffer.segment_bytes); a larger chunk is split by the
 	// pipeline. Between 1KiB and 16MiB.
-	MaxBytes conf.Size `yaml:"max_bytes"`
+	MaxBytes conftypes.Size `yaml:"max_bytes"`
 	// FlushInterval is how often a file that has been read to its end is
 	// read again when it grows, so a file written a line at a time ships
 	// chunks of many lines rather than one chunk per line. It is the most
 	// latency it adds; 0 reads on every change. At most 1m.
-	FlushInterval conf.Duration `yaml:"flush_interval"`
+	FlushInterval conftypes.Duration `yaml:"flush_interval"`
 }
 
 func defaultConfig() *Config {
@@ -125,16 +125,16 @@ func defaultConfig() *Config {
 		Tag:                 "tail.*",
 		Format:              FormatNone,
 		Key:                 "log",
-		RefreshInterval:     conf.Duration(time.Second),
-		RotateWait:          conf.Duration(5 * time.Second),
+		RefreshInterval:     conftypes.Duration(time.Second),
+		RotateWait:          conftypes.Duration(5 * time.Second),
 		MaxLineBytes:        64 << 10,
 		ReadBufferBytes:     256 << 10,
-		PartialFlushTimeout: conf.Duration(5 * time.Second),
-		Multiline:           Multiline{FlushTimeout: conf.Duration(time.Second)},
+		PartialFlushTimeout: conftypes.Duration(5 * time.Second),
+		Multiline:           Multiline{FlushTimeout: conftypes.Duration(time.Second)},
 		Batch: Batch{
 			MaxEvents:     1000,
 			MaxBytes:      256 << 10,
-			FlushInterval: conf.Duration(100 * time.Millisecond),
+			FlushInterval: conftypes.Duration(100 * time.Millisecond),
 		},
 	}
 }
@@ -215,7 +215,7 @@ const (
 )
 
 // durationIn checks lo <= d <= hi and reports whether it holds.
-func durationIn(errs *[]error, field string, d conf.Duration, lo, hi time.Duration) bool {
+func durationIn(errs *[]error, field string, d conftypes.Duration, lo, hi time.Duration) bool {
 	switch {
 	case d.D() < lo && lo == 0:
 		*errs = append(*errs, pipeline.FieldErr(field, "must not be negative"))
@@ -230,7 +230,7 @@ func durationIn(errs *[]error, field string, d conf.Duration, lo, hi time.Durati
 }
 
 // sizeIn checks lo <= n <= hi and reports whether it holds.
-func sizeIn(errs *[]error, field string, n, lo, hi conf.Size) bool {
+func sizeIn(errs *[]error, field string, n, lo, hi conftypes.Size) bool {
 	switch {
 	case n < lo:
 		*errs = append(*errs, pipeline.FieldErr(field, "must be at least %v", lo))

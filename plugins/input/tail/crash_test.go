@@ -19,7 +19,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"go.uber.org/zap"
 
-	"github.com/logship/logship/conf"
+	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -71,8 +71,8 @@ func crashChild() int {
 	}
 	cfg := defaultConfig()
 	cfg.Paths = []string{filepath.Join(os.Getenv("TAIL_LOGS"), "*.log")}
-	cfg.RefreshInterval = conf.Duration(50 * time.Millisecond)
-	cfg.RotateWait = conf.Duration(300 * time.Millisecond)
+	cfg.RefreshInterval = conftypes.Duration(50 * time.Millisecond)
+	cfg.RotateWait = conftypes.Duration(300 * time.Millisecond)
 	cfg.ReadFromHead = true
 	cfg.Batch.MaxEvents = 50
 	cfg.Batch.FlushInterval = 0

@@ -12,7 +12,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/logship/logship/conf"
+	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -301,7 +301,7 @@ func TestCRIPartialSplitAtMax(t *testing.T) {
 func TestMultiline(t *testing.T) {
 	h := newHarness(t, func(c *Config) {
 		c.Multiline.StartRegex = `^\d{4}-`
-		c.Multiline.FlushTimeout = conf.Duration(150 * time.Millisecond)
+		c.Multiline.FlushTimeout = conftypes.Duration(150 * time.Millisecond)
 	})
 	appendFile(t, h.path("a.log"), "orphan continuation\n2024-01-01 first\n  at a\n  at b\n2024-01-01 second\n")
 	h.start()

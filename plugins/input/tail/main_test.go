@@ -16,7 +16,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/logship/logship/conf"
+	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -242,8 +242,8 @@ type harness struct {
 func testConfig(dir string) *Config {
 	c := defaultConfig()
 	c.Paths = []string{filepath.Join(dir, "*.log")}
-	c.RefreshInterval = conf.Duration(50 * time.Millisecond)
-	c.RotateWait = conf.Duration(200 * time.Millisecond)
+	c.RefreshInterval = conftypes.Duration(50 * time.Millisecond)
+	c.RotateWait = conftypes.Duration(200 * time.Millisecond)
 	c.Batch.FlushInterval = 0
 	c.ReadFromHead = true
 	return c

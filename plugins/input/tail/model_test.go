@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/logship/logship/conf"
+	"github.com/logship/logship/conftypes"
 )
 
 // TestModelRandomized drives the input with random writes, renames,
@@ -37,7 +37,7 @@ func TestModelRandomized(t *testing.T) {
 	ackRng := rand.New(rand.NewPCG(seed, 2)) // used under the emitter's lock only
 
 	h := newHarness(t, func(c *Config) {
-		c.RotateWait = conf.Duration(150 * time.Millisecond)
+		c.RotateWait = conftypes.Duration(150 * time.Millisecond)
 		c.Batch.MaxEvents = 1 + rng.IntN(20)
 		c.PartialFlushTimeout = 0
 	})

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/logship/logship/conf"
+	"github.com/logship/logship/conftypes"
 )
 
 func copyFile(t testing.TB, from, to string) {
@@ -65,7 +65,7 @@ func TestRotateRenameCreate(t *testing.T) {
 	for _, matched := range []bool{false, true} {
 		t.Run(fmt.Sprintf("rotated_name_matched=%v", matched), func(t *testing.T) {
 			h := newHarness(t, func(c *Config) {
-				c.RotateWait = conf.Duration(time.Second)
+				c.RotateWait = conftypes.Duration(time.Second)
 				if matched {
 					c.Paths = []string{filepath.Join(filepath.Dir(c.Paths[0]), "*.log*")}
 				}
@@ -177,7 +177,7 @@ func TestCopyTruncate(t *testing.T) {
 func TestTruncateThenAppend(t *testing.T) {
 	for _, longer := range []bool{false, true} {
 		t.Run(fmt.Sprintf("longer=%v", longer), func(t *testing.T) {
-			h := newHarness(t, func(c *Config) { c.RefreshInterval = conf.Duration(300 * time.Millisecond) })
+			h := newHarness(t, func(c *Config) { c.RefreshInterval = conftypes.Duration(300 * time.Millisecond) })
 			appendFile(t, h.path("a.log"), lines("a", 0, 20))
 			h.start()
 			checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 20)) })
@@ -202,7 +202,7 @@ func TestTruncateThenAppend(t *testing.T) {
 // TestDeleteWhileOpen: a deleted file is read to its end through the open
 // descriptor (and followed for rotate_wait) before it is closed.
 func TestDeleteWhileOpen(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.RotateWait = conf.Duration(500 * time.Millisecond) })
+	h := newHarness(t, func(c *Config) { c.RotateWait = conftypes.Duration(500 * time.Millisecond) })
 	w, err := os.OpenFile(h.path("a.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
@@ -339,7 +339,7 @@ func TestSymlinkedContainerLogs(t *testing.T) {
 // TestNotifiedQuickly: with inotify, a write is read long before the next
 // poll.
 func TestNotifiedQuickly(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.RefreshInterval = conf.Duration(time.Hour) })
+	h := newHarness(t, func(c *Config) { c.RefreshInterval = conftypes.Duration(time.Hour) })
 	appendFile(t, h.path("a.log"), lines("a", 0, 1))
 	h.start()
 	if h.in.watcher == nil {
@@ -359,7 +359,7 @@ func TestNotifiedQuickly(t *testing.T) {
 func TestCopyFoundBeforeTruncation(t *testing.T) {
 	h := newHarness(t, func(c *Config) {
 		c.Paths = []string{filepath.Join(filepath.Dir(c.Paths[0]), "*.log*")}
-		c.RefreshInterval = conf.Duration(200 * time.Millisecond) // a copy waits 3 scans at most
+		c.RefreshInterval = conftypes.Duration(200 * time.Millisecond) // a copy waits 3 scans at most
 	})
 	appendFile(t, h.path("a.log"), lines("a", 0, 40))
 	h.start()
@@ -384,7 +384,7 @@ func TestCopyFoundBeforeTruncation(t *testing.T) {
 func TestPlainCopyIsRead(t *testing.T) {
 	h := newHarness(t, func(c *Config) {
 		c.Paths = []string{filepath.Join(filepath.Dir(c.Paths[0]), "*")}
-		c.RefreshInterval = conf.Duration(100 * time.Millisecond)
+		c.RefreshInterval = conftypes.Duration(100 * time.Millisecond)
 	})
 	appendFile(t, h.path("a.log"), lines("a", 0, 40))
 	h.start()

@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/logship/logship/conf"
+	"github.com/logship/logship/conftypes"
 )
 
 func TestReadsAndFollows(t *testing.T) {
@@ -39,7 +39,7 @@ func TestReadsAndFollows(t *testing.T) {
 // TestPartialLineWaitsThenFlushes: a line without its newline is held,
 // completed if the rest comes, emitted as is after partial_flush_timeout.
 func TestPartialLineWaitsThenFlushes(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.PartialFlushTimeout = conf.Duration(400 * time.Millisecond) })
+	h := newHarness(t, func(c *Config) { c.PartialFlushTimeout = conftypes.Duration(400 * time.Millisecond) })
 	appendFile(t, h.path("a.log"), "whole\nhal")
 	h.start()
 	checkFor(t, 5*time.Second, func() error {
@@ -116,7 +116,7 @@ func TestExcludePaths(t *testing.T) {
 }
 
 func TestIgnoreOlder(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.IgnoreOlder = conf.Duration(time.Hour) })
+	h := newHarness(t, func(c *Config) { c.IgnoreOlder = conftypes.Duration(time.Hour) })
 	appendFile(t, h.path("old.log"), lines("old", 0, 3))
 	past := time.Now().Add(-2 * time.Hour)
 	if err := os.Chtimes(h.path("old.log"), past, past); err != nil {

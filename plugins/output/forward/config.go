@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/logship/logship/conf"
+	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -25,7 +25,7 @@ type Config struct {
 	// a write may wait for a receiver that does not read; past it the
 	// connection is closed and every chunk waiting on it is sent again
 	// (with the same id, so a logship receiver stores it once).
-	AckTimeout conf.Duration `yaml:"ack_timeout"`
+	AckTimeout conftypes.Duration `yaml:"ack_timeout"`
 	// Compress is none (PackedForward, the default), gzip
 	// (CompressedPackedForward) or zstd (fluentd 1.19+ and logship
 	// receivers). Compression trades CPU for bytes on the wire. Measured on
@@ -61,20 +61,20 @@ type Config struct {
 	// server (the system's roots without it), cert_file and key_file
 	// present a client certificate, server_name overrides the host name
 	// verified (the host of each server by default).
-	TLS conf.TLS `yaml:"tls"`
+	TLS conftypes.TLS `yaml:"tls"`
 	// ConnectTimeout bounds one connection attempt: TCP connect, TLS and
 	// shared-key handshakes.
-	ConnectTimeout conf.Duration `yaml:"connect_timeout"`
+	ConnectTimeout conftypes.Duration `yaml:"connect_timeout"`
 	// TCPKeepalive is the interval of TCP keepalive probes on idle
 	// connections (connections are kept open and reused); 0 turns them off.
-	TCPKeepalive conf.Duration `yaml:"tcp_keepalive"`
+	TCPKeepalive conftypes.Duration `yaml:"tcp_keepalive"`
 	// RetryMin is the wait after a server's first failure before it is
 	// tried again; the wait doubles with every further failure in a row,
 	// with jitter, up to retry_max. Meanwhile its chunks go to the other
 	// servers, or wait when none is healthy.
-	RetryMin conf.Duration `yaml:"retry_min"`
+	RetryMin conftypes.Duration `yaml:"retry_min"`
 	// RetryMax caps the wait between attempts on a failing server.
-	RetryMax conf.Duration `yaml:"retry_max"`
+	RetryMax conftypes.Duration `yaml:"retry_max"`
 	// MaxInFlight is how many chunks of one partition may be sent and
 	// waiting for their acks at once.
 	MaxInFlight int `yaml:"max_in_flight"`
@@ -83,12 +83,12 @@ type Config struct {
 func defaultConfig() *Config {
 	return &Config{
 		RequireAck:     true,
-		AckTimeout:     conf.Duration(30 * time.Second),
+		AckTimeout:     conftypes.Duration(30 * time.Second),
 		Compress:       "none",
-		ConnectTimeout: conf.Duration(10 * time.Second),
-		TCPKeepalive:   conf.Duration(30 * time.Second),
-		RetryMin:       conf.Duration(500 * time.Millisecond),
-		RetryMax:       conf.Duration(30 * time.Second),
+		ConnectTimeout: conftypes.Duration(10 * time.Second),
+		TCPKeepalive:   conftypes.Duration(30 * time.Second),
+		RetryMin:       conftypes.Duration(500 * time.Millisecond),
+		RetryMax:       conftypes.Duration(30 * time.Second),
 		MaxInFlight:    16,
 	}
 }

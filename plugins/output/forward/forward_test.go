@@ -21,7 +21,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/logship/logship/conf"
+	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/forwardproto"
 	fwdin "github.com/logship/logship/plugins/input/forward"
@@ -197,7 +197,7 @@ func TestSharedKey(t *testing.T) {
 		addr := in.Addr().String()
 		o := newOutput(t, t.TempDir(), nil, func(c *Config) {
 			c.Servers, c.SharedKey = []string{addr}, "k"
-			c.ConnectTimeout = conf.Duration(100 * time.Millisecond)
+			c.ConnectTimeout = conftypes.Duration(100 * time.Millisecond)
 		})
 		ctx, cancel := context.WithCancel(context.Background())
 		res := drive(ctx, o, batches(1, 1, 1))
@@ -241,13 +241,13 @@ func TestTLS(t *testing.T) {
 	cert, key := writeCert(t, dir)
 	rec := newRecorder()
 	in := receiver(t, "127.0.0.1:0", func(c *fwdin.Config) {
-		c.TLS = conf.TLS{CertFile: cert, KeyFile: key, CAFile: cert} // client certificates required
+		c.TLS = conftypes.TLS{CertFile: cert, KeyFile: key, CAFile: cert} // client certificates required
 		c.SharedKey = "k"
 	}, rec)
 	addr := in.Addr().String()
 	o := newOutput(t, t.TempDir(), nil, func(c *Config) {
 		c.Servers = []string{addr}
-		c.TLS = conf.TLS{CAFile: cert, CertFile: cert, KeyFile: key}
+		c.TLS = conftypes.TLS{CAFile: cert, CertFile: cert, KeyFile: key}
 		c.SharedKey = "k"
 	})
 	bs := batches(2, 4, 20)
@@ -258,7 +258,7 @@ func TestTLS(t *testing.T) {
 	other, _ := writeCert(t, t.TempDir())
 	bad := newOutput(t, t.TempDir(), nil, func(c *Config) {
 		c.Servers = []string{addr}
-		c.TLS = conf.TLS{CAFile: other, CertFile: cert, KeyFile: key}
+		c.TLS = conftypes.TLS{CAFile: other, CertFile: cert, KeyFile: key}
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	res := drive(ctx, bad, batches(1, 1, 1))
@@ -381,7 +381,7 @@ func TestFailedServerDoesNotStallItsPartition(t *testing.T) {
 	o := newOutput(t, t.TempDir(), nil, func(c *Config) {
 		c.Servers = []string{hang.addr(), good.Addr().String()}
 		c.SharedKey = "k"
-		c.ConnectTimeout = conf.Duration(20 * time.Second)
+		c.ConnectTimeout = conftypes.Duration(20 * time.Second)
 	})
 	deliverAll(t, o, []pipeline.Batch{batch(0, 0, 1)}, 5*time.Second) // fails over after the first, refused, connection
 	checkFor(t, 5*time.Second, func() error {
@@ -459,7 +459,7 @@ func TestAckTimeout(t *testing.T) {
 	f := newFakeServer(t, ackNever)
 	o := newOutput(t, t.TempDir(), nil, func(c *Config) {
 		c.Servers = []string{f.addr()}
-		c.AckTimeout = conf.Duration(100 * time.Millisecond)
+		c.AckTimeout = conftypes.Duration(100 * time.Millisecond)
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -595,7 +595,7 @@ func TestConfigValidate(t *testing.T) {
 		{"compress", func(c *Config) { c.Compress = "lz4" }, []string{"compress"}},
 		{"timeouts", func(c *Config) { c.AckTimeout, c.ConnectTimeout, c.TCPKeepalive = 0, -1, -1 }, []string{"ack_timeout", "connect_timeout", "tcp_keepalive"}},
 		{"retries", func(c *Config) { c.RetryMin, c.RetryMax = 0, -1 }, []string{"retry_min", "retry_max"}},
-		{"retry_max below retry_min", func(c *Config) { c.RetryMax = conf.Duration(time.Millisecond) }, []string{"retry_max"}},
+		{"retry_max below retry_min", func(c *Config) { c.RetryMax = conftypes.Duration(time.Millisecond) }, []string{"retry_max"}},
 		{"max_in_flight", func(c *Config) { c.MaxInFlight = 0 }, []string{"max_in_flight"}},
 		{"user without key", func(c *Config) { c.Username, c.Password = "u", "p" }, []string{"username"}},
 		{"password without user", func(c *Config) { c.SharedKey, c.Password = "k", "p" }, []string{"password"}},
@@ -603,7 +603,7 @@ func TestConfigValidate(t *testing.T) {
 		{"everything set", func(c *Config) {
 			c.Servers = []string{"a:1", "[::1]:24224"}
 			c.SharedKey, c.Username, c.Password, c.Compress = "k", "u", "p", "none"
-			c.TLS = conf.TLS{CAFile: "ca", CertFile: "c", KeyFile: "k"}
+			c.TLS = conftypes.TLS{CAFile: "ca", CertFile: "c", KeyFile: "k"}
 		}, nil},
 	}
 	for _, tc := range cases {

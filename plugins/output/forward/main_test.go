@@ -15,7 +15,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
-	"github.com/logship/logship/conf"
+	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/forwardproto"
 	fwdin "github.com/logship/logship/plugins/input/forward"
@@ -152,8 +152,8 @@ func receiver(t *testing.T, listen string, mod func(*fwdin.Config), em pipeline.
 func newOutput(t testing.TB, dataDir string, log *zap.Logger, mod func(*Config)) *Output {
 	t.Helper()
 	cfg := defaultConfig()
-	cfg.RetryMin, cfg.RetryMax = conf.Duration(10*time.Millisecond), conf.Duration(100*time.Millisecond)
-	cfg.ConnectTimeout = conf.Duration(2 * time.Second)
+	cfg.RetryMin, cfg.RetryMax = conftypes.Duration(10*time.Millisecond), conftypes.Duration(100*time.Millisecond)
+	cfg.ConnectTimeout = conftypes.Duration(2 * time.Second)
 	cfg.SelfHostname = "sender"
 	if mod != nil {
 		mod(cfg)

@@ -12,7 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/logship/logship/broker"
-	"github.com/logship/logship/conf"
+	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -55,7 +55,7 @@ func runPipeline(t *testing.T, dataDir, addr string, in pipeline.Input, until fu
 	defer buf.Close()
 	cfg := defaultConfig()
 	cfg.Servers = []string{addr}
-	cfg.RetryMin, cfg.RetryMax, cfg.SelfHostname = conf.Duration(10*time.Millisecond), conf.Duration(100*time.Millisecond), "sender"
+	cfg.RetryMin, cfg.RetryMax, cfg.SelfHostname = conftypes.Duration(10*time.Millisecond), conftypes.Duration(100*time.Millisecond), "sender"
 	set := pipeline.Settings{Name: "fwd", Type: "forward", DataDir: dataDir, Logger: zap.NewNop(), Metrics: pipeline.NopMetrics(pipeline.KindOutput, "fwd")}
 	o, err := New(set, cfg)
 	if err != nil {

@@ -1,12 +1,14 @@
-package conf
+// Package conftypes holds the value types config structs share: sizes,
+// durations and the tls block. Plugins import it for their config structs
+// without depending on the config loader (package conf), which decodes
+// these types through encoding.TextUnmarshaler like any other value.
+package conftypes
 
 import (
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 )
 
 // Size is a byte count written as a plain number or with a binary unit:
@@ -46,12 +48,9 @@ func ParseSize(s string) (Size, error) {
 	return Size(n * mult), nil
 }
 
-// UnmarshalYAML implements yaml.Unmarshaler.
-func (s *Size) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("want a size such as 64MiB")
-	}
-	v, err := ParseSize(n.Value)
+// UnmarshalText parses a size (config files decode through it).
+func (s *Size) UnmarshalText(b []byte) error {
+	v, err := ParseSize(string(b))
 	if err != nil {
 		return err
 	}
@@ -75,17 +74,14 @@ func (s Size) String() string {
 // Duration is a Go duration string: "200ms", "30s", "1h".
 type Duration time.Duration
 
-// UnmarshalYAML implements yaml.Unmarshaler.
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("want a duration such as 200ms or 30s")
-	}
-	v, err := time.ParseDuration(strings.TrimSpace(n.Value))
+// UnmarshalText parses a Go duration (config files decode through it).
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(strings.TrimSpace(string(b)))
 	if err != nil {
-		return fmt.Errorf("invalid duration %q (want a Go duration such as 200ms, 30s)", n.Value)
+		return fmt.Errorf("invalid duration %q (want a Go duration such as 200ms, 30s)", b)
 	}
 	if v < 0 {
-		return fmt.Errorf("negative duration %q", n.Value)
+		return fmt.Errorf("negative duration %q", b)
 	}
 	*d = Duration(v)
 	return nil
