@@ -86,6 +86,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/logship/logship/internal/mpack"
 	"github.com/logship/logship/internal/ratelog"
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/forwardproto"
@@ -860,17 +861,17 @@ func (cn *conn) handshake(dec *forwardproto.Decoder) error {
 // addField appends entries to dst with key: value added to every record.
 func addField(dst, entries []byte, key, value string) ([]byte, error) {
 	for len(entries) > 0 {
-		t, rec, n, err := pipeline.NextEntry(entries)
+		t, rec, n, err := mpack.NextEntry(entries)
 		if err != nil {
 			return dst, err
 		}
-		cnt, hdr, _ := pipeline.ReadMapHeader(rec)
+		cnt, hdr, _ := mpack.ReadMapHeader(rec)
 		dst = append(dst, 0x92)
 		dst = t.AppendMsgpack(dst)
-		dst = pipeline.AppendMapHeader(dst, cnt+1)
+		dst = mpack.AppendMapHeader(dst, cnt+1)
 		dst = append(dst, rec[hdr:]...)
-		dst = pipeline.AppendString(dst, key)
-		dst = pipeline.AppendString(dst, value)
+		dst = mpack.AppendString(dst, key)
+		dst = mpack.AppendString(dst, value)
 		entries = entries[n:]
 	}
 	return dst, nil

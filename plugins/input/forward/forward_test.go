@@ -28,6 +28,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
+	"github.com/logship/logship/internal/mpack"
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/forwardproto"
 )
@@ -88,7 +89,7 @@ func (e *testEmitter) records(t *testing.T) []map[string]any {
 	defer e.mu.Unlock()
 	var out []map[string]any
 	for _, c := range e.chunks {
-		err := pipeline.ForEachEntry(c.Entries, func(_ pipeline.EventTime, rec []byte) error {
+		err := mpack.ForEachEntry(c.Entries, func(_ mpack.EventTime, rec []byte) error {
 			var m map[string]any
 			if err := msgpack.Unmarshal(rec, &m); err != nil {
 				return err

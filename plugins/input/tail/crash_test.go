@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/logship/logship/conftypes"
+	"github.com/logship/logship/internal/mpack"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -44,7 +45,7 @@ func (e *fileEmitter) Emit(_ context.Context, c pipeline.Chunk, ack pipeline.Ack
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.buf = e.buf[:0]
-	err := pipeline.ForEachEntry(c.Entries, func(_ pipeline.EventTime, record []byte) error {
+	err := mpack.ForEachEntry(c.Entries, func(_ mpack.EventTime, record []byte) error {
 		var m map[string]any
 		if err := msgpack.Unmarshal(record, &m); err != nil {
 			return err

@@ -13,6 +13,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/logship/logship/conftypes"
+	"github.com/logship/logship/internal/mpack"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -96,7 +97,7 @@ func TestJSONToMsgpack(t *testing.T) {
 		}
 	}
 	// Extra pairs (path_key) land in the same map.
-	extra := pipeline.AppendString(pipeline.AppendString(nil, "file"), "/x.log")
+	extra := mpack.AppendString(mpack.AppendString(nil, "file"), "/x.log")
 	out, ok := appendJSONRecord(nil, []byte(`{"a":1}`), extra, 1)
 	var got map[string]any
 	if !ok || msgpack.Unmarshal(out, &got) != nil || got["file"] != "/x.log" || len(got) != 2 {
@@ -143,7 +144,7 @@ func TestParseRFC3339(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if !ok || got != pipeline.EventTimeOf(want) {
+		if !ok || got != mpack.EventTimeOf(want) {
 			t.Errorf("%s: got %v %v, want %v", s, got, ok, want)
 		}
 	}
@@ -161,7 +162,7 @@ func TestFormats(t *testing.T) {
 	tm, _ := parseRFC3339([]byte(ts))
 	type want struct {
 		m    map[string]any
-		time pipeline.EventTime // zero: not checked
+		time mpack.EventTime // zero: not checked
 	}
 	cases := []struct {
 		name   string
@@ -453,7 +454,7 @@ func TestGolden(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					if r.time != pipeline.EventTimeOf(wt) {
+					if r.time != mpack.EventTimeOf(wt) {
 						t.Errorf("record %d: time %v, want %v", i, r.time, wt)
 					}
 				}

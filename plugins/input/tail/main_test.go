@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/logship/logship/conftypes"
+	"github.com/logship/logship/internal/mpack"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -30,7 +31,7 @@ func TestMain(m *testing.M) {
 // rec is one emitted event, decoded.
 type rec struct {
 	tag   string
-	time  pipeline.EventTime
+	time  mpack.EventTime
 	m     map[string]any
 	chunk int // the emit index of its chunk
 }
@@ -39,7 +40,7 @@ func (r rec) log() string { s, _ := r.m["log"].(string); return s }
 
 func decodeChunk(t testing.TB, c pipeline.Chunk) []rec {
 	var out []rec
-	err := pipeline.ForEachEntry(c.Entries, func(tm pipeline.EventTime, record []byte) error {
+	err := mpack.ForEachEntry(c.Entries, func(tm mpack.EventTime, record []byte) error {
 		var m map[string]any
 		if err := msgpack.Unmarshal(record, &m); err != nil {
 			return err

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/logship/logship/internal/mpack"
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/forwardproto"
 	fwdin "github.com/logship/logship/plugins/input/forward"
@@ -34,14 +35,14 @@ func benchEntries(n int) []byte {
 		x ^= x << 17
 		line := fmt.Sprintf("2026-11-22T23:50:%02d.%06dZ INFO http request handled method=%s path=/api/v1/items/%d status=%d bytes=%d duration_ms=%d trace=%016x",
 			i%60, (i*7919)%1000000, methods[x%4], x%100000, 200+int(x%5), x%65536, x%2000, x)
-		rec = pipeline.AppendMapHeader(rec[:0], 3)
-		rec = pipeline.AppendString(rec, "log")
-		rec = pipeline.AppendString(rec, line)
-		rec = pipeline.AppendString(rec, "stream")
-		rec = pipeline.AppendString(rec, "stdout")
-		rec = pipeline.AppendString(rec, "pod")
-		rec = pipeline.AppendString(rec, "checkout-7d9f8c6b5-x2x4q")
-		e = pipeline.AppendEntry(e, pipeline.EventTime{Sec: 1_700_000_000 + uint32(i), Nsec: uint32(i)}, rec)
+		rec = mpack.AppendMapHeader(rec[:0], 3)
+		rec = mpack.AppendString(rec, "log")
+		rec = mpack.AppendString(rec, line)
+		rec = mpack.AppendString(rec, "stream")
+		rec = mpack.AppendString(rec, "stdout")
+		rec = mpack.AppendString(rec, "pod")
+		rec = mpack.AppendString(rec, "checkout-7d9f8c6b5-x2x4q")
+		e = mpack.AppendEntry(e, mpack.EventTime{Sec: 1_700_000_000 + uint32(i), Nsec: uint32(i)}, rec)
 	}
 	return e
 }
@@ -119,18 +120,18 @@ func k8sEntries(n int) []byte {
 		line := fmt.Sprintf(`{"level":"%s","ts":%d.%03d,"msg":"order processed","order_id":"%08x","items":%d,"latency_ms":%d}`,
 			levels[x%6], 1_700_000_000+i/100, x%1000, uint32(x>>8), x%17, x%900)
 		pod := fmt.Sprintf("checkout-7d9f8c6b5-%05x", (x>>20)%8)
-		rec = pipeline.AppendMapHeader(rec[:0], 3)
-		rec = pipeline.AppendString(rec, "log")
-		rec = pipeline.AppendString(rec, line)
-		rec = pipeline.AppendString(rec, "stream")
-		rec = pipeline.AppendString(rec, "stdout")
-		rec = pipeline.AppendString(rec, "kubernetes")
-		rec = pipeline.AppendMapHeader(rec, 5)
+		rec = mpack.AppendMapHeader(rec[:0], 3)
+		rec = mpack.AppendString(rec, "log")
+		rec = mpack.AppendString(rec, line)
+		rec = mpack.AppendString(rec, "stream")
+		rec = mpack.AppendString(rec, "stdout")
+		rec = mpack.AppendString(rec, "kubernetes")
+		rec = mpack.AppendMapHeader(rec, 5)
 		for _, kv := range [][2]string{{"namespace_name", "shop"}, {"pod_name", pod}, {"container_name", "checkout"}, {"host", "ip-10-0-12-34.eu-west-1.compute.internal"}, {"container_image", "registry.example.com/shop/checkout:1.42.0"}} {
-			rec = pipeline.AppendString(rec, kv[0])
-			rec = pipeline.AppendString(rec, kv[1])
+			rec = mpack.AppendString(rec, kv[0])
+			rec = mpack.AppendString(rec, kv[1])
 		}
-		e = pipeline.AppendEntry(e, pipeline.EventTime{Sec: 1_700_000_000 + uint32(i/100), Nsec: uint32(i)}, rec)
+		e = mpack.AppendEntry(e, mpack.EventTime{Sec: 1_700_000_000 + uint32(i/100), Nsec: uint32(i)}, rec)
 	}
 	return e
 }

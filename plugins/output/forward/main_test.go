@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/logship/logship/conftypes"
+	"github.com/logship/logship/internal/mpack"
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/forwardproto"
 	fwdin "github.com/logship/logship/plugins/input/forward"
@@ -186,12 +187,12 @@ func makeEntries(n, size int) []byte {
 	}
 	var e, rec []byte
 	for i := range n {
-		rec = pipeline.AppendMapHeader(rec[:0], 2)
-		rec = pipeline.AppendString(rec, "seq")
-		rec = pipeline.AppendInt(rec, int64(i))
-		rec = pipeline.AppendString(rec, "log")
-		rec = pipeline.AppendStringBytes(rec, pad)
-		e = pipeline.AppendEntry(e, pipeline.EventTime{Sec: 1_700_000_000 + uint32(i), Nsec: 5}, rec)
+		rec = mpack.AppendMapHeader(rec[:0], 2)
+		rec = mpack.AppendString(rec, "seq")
+		rec = mpack.AppendInt(rec, int64(i))
+		rec = mpack.AppendString(rec, "log")
+		rec = mpack.AppendStringBytes(rec, pad)
+		e = mpack.AppendEntry(e, mpack.EventTime{Sec: 1_700_000_000 + uint32(i), Nsec: 5}, rec)
 	}
 	return e
 }
