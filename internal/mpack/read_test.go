@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -246,4 +247,39 @@ func refSkip(b []byte) (n, containers int, err error) {
 		}
 	}
 	return pos, containers, nil
+}
+
+// BenchmarkSkipCount skips container-log-like entries, [time, record] with
+// an EventTime and a record of about 200 bytes, as the forward decoder does
+// for every event.
+func BenchmarkSkipCount(b *testing.B) {
+	rec := benchRec(b)
+	var entries []byte
+	for i := range 100 {
+		entries = AppendEntry(entries, EventTime{Sec: 1700000000 + uint32(i)}, rec)
+	}
+	b.SetBytes(int64(len(entries)))
+	b.ReportAllocs()
+	for b.Loop() {
+		for p := 0; p < len(entries); {
+			n, _, err := SkipCount(entries[p:])
+			if err != nil {
+				b.Fatal(err)
+			}
+			p += n
+		}
+	}
+}
+
+// benchRec is a container-log-like record of about 200 bytes.
+func benchRec(b *testing.B) []byte {
+	rec, err := msgpack.Marshal(map[string]any{
+		"log":        "2024-05-01T12:00:00.000Z INFO request 000042 served GET /api/v1/items?page=3 status=200 bytes=5123 " + strings.Repeat("x", 40),
+		"stream":     "stdout",
+		"kubernetes": map[string]any{"pod": "web-7d9f8c6b5-abcde", "namespace": "prod", "container": "app"},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return rec
 }
