@@ -51,6 +51,8 @@ type Broker struct {
 	incarnation uint32
 	epoch       uint32
 	meta        meta // META as this Open writes it
+	// metaMu: a leaf (lock order: "Locks" in doc.go), taken under p.wmu;
+	// held across the META write.
 	metaMu      sync.Mutex
 	metaDurable atomic.Bool // meta is on disk: segments may be written
 
@@ -60,12 +62,16 @@ type Broker struct {
 	closeErr  error
 	wg        sync.WaitGroup
 
+	// spaceMu: a leaf (lock order: "Locks" in doc.go), taken under p.wmu and
+	// dropMu.
 	spaceMu      sync.Mutex
 	used         int64 // sum of segment file sizes
 	reserved     int64 // frames admitted, not yet written
 	spaceCh      chan struct{}
 	spaceWaiters int
-	dropMu       sync.Mutex
+	// dropMu: after p.wmu and p.cmu, before p.mu, c.mu, s.fmu and spaceMu
+	// (lock order: "Locks" in doc.go); held across I/O.
+	dropMu sync.Mutex
 
 	retainKick chan struct{}
 }

@@ -23,6 +23,8 @@ type Cursor struct {
 	name string
 	path string
 
+	// mu: a leaf (lock order: "Locks" in doc.go), taken under p.wmu, p.cmu,
+	// b.dropMu, nextMu and p.mu.
 	mu        sync.Mutex
 	committed uint64 // next offset to consume after a restart
 	readOff   uint64 // next offset Next returns
@@ -32,6 +34,8 @@ type Cursor struct {
 	retain    bool // opened in this process: holds retention
 	closeCh   chan struct{}
 
+	// nextMu: before p.mu, mu and s.fmu (lock order: "Locks" in doc.go); held
+	// across segment reads and waits for records.
 	nextMu sync.Mutex // held by Next; Close waits for it
 	// owned by Next
 	seg     *segment

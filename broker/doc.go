@@ -255,4 +255,58 @@
 // A partition keeps its last segment open; a sealed segment is open only
 // while a cursor is reading it. The number of open descriptors is bounded by
 // partitions * (2 + open cursors).
+//
+// # Locks
+//
+// Where locks nest, they are taken in this order (b is the Broker, p a
+// partition, c a Cursor, s a segment):
+//
+//	p.wmu -> p.cmu -> b.dropMu -> c.nextMu -> p.mu -> c.mu -> s.fmu
+//	      -> p.qmu -> b.metaMu -> b.spaceMu -> p.smu -> p.hmu
+//
+// A lock may only be taken while holding locks to its left. The pairs that
+// actually nest are: p.wmu over p.qmu, b.metaMu, p.mu, s.fmu, b.spaceMu,
+// p.smu and p.hmu (the write path), and over p.cmu, p.mu and c.mu in Close;
+// p.cmu over p.mu and c.mu (flushCursors, RemoveCursor); b.dropMu over p.mu,
+// c.mu, s.fmu and b.spaceMu (dropOldest); c.nextMu over c.mu, p.mu and
+// s.fmu (Next, Cursor.Close); p.mu over c.mu and s.fmu. Locks of one kind
+// are held for one partition or cursor at a time, except in Close, which
+// holds every p.qmu, then every p.wmu, in partition order.
+//
+//   - p.wmu: the right to write the partition's segments (active, wf and
+//     the writer's buffers); held by the writer goroutine or an inline
+//     appender, and by Close for good once the writers stopped.
+//   - p.cmu: serialises writing and removing the partition's cursor files.
+//   - b.dropMu: one drop_oldest at a time across the broker.
+//   - c.nextMu: the reading state of one cursor (seg, pos, buf), held for
+//     the whole of Next; Close takes it to release that state.
+//   - p.mu: the partition's segment list and the fields of its segments
+//     (size, next, sealed, index, bad), next and the durable read limit,
+//     the cursor map, dataCh, unsyncedSegs and dirDirty.
+//   - c.mu: the cursor's committed and read positions, gen, dirty, open,
+//     retain and closeCh.
+//   - s.fmu: the segment's open file and its reference count.
+//   - p.qmu: the queue of appends waiting for the writer.
+//   - b.metaMu: one write of META at a time (ensureMeta).
+//   - b.spaceMu: the space accounting (used, reserved) and its waiters.
+//   - p.smu: the appends waiting for an fdatasync (acks, unsynced, synced).
+//   - p.hmu: the partition's health error (herr, hseq).
+//
+// c.mu, s.fmu, p.qmu, b.metaMu, b.spaceMu, p.smu and p.hmu are leaves: no
+// other broker lock is taken while one is held. p.mu, c.mu, p.qmu,
+// b.spaceMu, p.smu and p.hmu are never held across a read, write or sync
+// of a file, a blocking channel operation or a callback (p.mu covers at
+// most the open(2) or close(2) of a segment in s.acquire and s.release).
+// Only p.wmu (segment writes, META, the disk-full backoff), p.cmu (cursor
+// files), b.dropMu (scanning and deleting the victim), c.nextMu (segment
+// reads, and waiting for records: Cursor.Close signals closeCh before it
+// takes c.nextMu), b.metaMu (META) and s.fmu (opening and closing the
+// file) are held across I/O.
+//
+// An AppendAsync done func runs on the sync goroutine with no lock held,
+// except at Close (every p.wmu held); under SyncNone it runs with p.wmu
+// held. So it must not Append, AppendAsync (under SyncNone an AppendAsync
+// to the same partition deadlocks: it waits for the writer, which waits
+// for p.wmu) or Close. Log messages are written under p.mu and c.mu
+// (Cursor, Next), b.spaceMu (a full buffer) and p.wmu.
 package broker

@@ -35,10 +35,13 @@ type partition struct {
 
 	// health: the error of the last failed write or fdatasync, until an
 	// append succeeds (Broker.Healthy); hseq counts the errors set
+	// hmu: a leaf, last in the lock order ("Locks" in doc.go).
 	hmu  sync.Mutex
 	herr error
 	hseq uint64
 
+	// mu: after wmu, cmu, b.dropMu and c.nextMu, before c.mu and s.fmu
+	// (lock order: "Locks" in doc.go).
 	mu      sync.Mutex
 	segs    []*segment
 	next    uint64 // records below next are completely written
@@ -59,6 +62,8 @@ type partition struct {
 	unsyncedSegs []*segment
 	dirDirty     bool
 
+	// qmu: a leaf (lock order: "Locks" in doc.go), taken under wmu; Close holds
+	// every partition's at once, in partition order.
 	qmu   sync.Mutex
 	queue []*appendReq
 	qkick chan struct{}
@@ -66,6 +71,8 @@ type partition struct {
 	// wmu is held by whoever writes: the writer goroutine, or an appender
 	// that found the writer idle and the queue empty and writes its own
 	// chunk (see enqueue). Close takes it for good once the writer ended.
+	// First in the lock order ("Locks" in doc.go); Close takes every partition's,
+	// in partition order.
 	wmu sync.Mutex
 	one [1]*appendReq // an appender's own batch
 
@@ -77,6 +84,7 @@ type partition struct {
 	hdrs   []byte
 	iovs   [][]byte
 
+	// smu: a leaf (lock order: "Locks" in doc.go), taken under wmu.
 	smu      sync.Mutex
 	acks     []ack
 	unsynced int64
@@ -84,6 +92,8 @@ type partition struct {
 	skick    chan struct{}
 	sAcks    []ack // syncer's delivery buffer
 
+	// cmu: after wmu, before mu and c.mu (lock order: "Locks" in doc.go); held
+	// across cursor file I/O.
 	cmu sync.Mutex // serialises cursor file writes
 }
 

@@ -26,6 +26,8 @@ type segment struct {
 	index    []indexEntry
 	bad      []badSpan // known bad spans (counted once)
 
+	// fmu: a leaf (lock order: "Locks" in doc.go), taken under p.wmu, b.dropMu,
+	// c.nextMu and p.mu; held across open(2) and close(2) of f.
 	fmu  sync.Mutex
 	f    segFile
 	refs int
