@@ -149,104 +149,39 @@ func FuzzSkipValue(f *testing.F) {
 	})
 }
 
-// refSkip is the plain form of SkipCount, one switch per value, that the
-// fuzz target checks it against.
+// refSkip is SkipCount done another way: the length and the validity as
+// vmihailenco/msgpack's Decoder.Skip finds them, the maps and arrays
+// counted by walking their headers recursively.
 func refSkip(b []byte) (n, containers int, err error) {
-	pos := 0
-	remaining := 1 // values still to skip
-	for remaining > 0 {
-		if pos >= len(b) {
-			return 0, 0, ErrShortBuffer
-		}
-		remaining--
-		c := b[pos]
-		var size, children int // bytes after the type byte(s), child values
-		hdr := 1
-		switch {
-		case c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3:
-		case c >= 0x80 && c <= 0x8f:
-			children = 2 * int(c&0x0f)
-		case c >= 0x90 && c <= 0x9f:
-			children = int(c & 0x0f)
-		case c >= 0xa0 && c <= 0xbf:
-			size = int(c & 0x1f)
-		default:
-			var n int
-			var err error
-			switch c {
-			case 0xc1:
-				return 0, 0, fmt.Errorf("%w: byte 0xc1 at %d", ErrMalformed, pos)
-			case 0xc4, 0xd9: // bin8, str8
-				n, err = lenAt(b, pos+1, 1)
-				hdr, size = 2, n
-			case 0xc5, 0xda:
-				n, err = lenAt(b, pos+1, 2)
-				hdr, size = 3, n
-			case 0xc6, 0xdb:
-				n, err = lenAt(b, pos+1, 4)
-				hdr, size = 5, n
-			case 0xc7: // ext8
-				n, err = lenAt(b, pos+1, 1)
-				hdr, size = 3, n
-			case 0xc8:
-				n, err = lenAt(b, pos+1, 2)
-				hdr, size = 4, n
-			case 0xc9:
-				n, err = lenAt(b, pos+1, 4)
-				hdr, size = 6, n
-			case 0xca, 0xce, 0xd2:
-				size = 4
-			case 0xcb, 0xcf, 0xd3:
-				size = 8
-			case 0xcc, 0xd0:
-				size = 1
-			case 0xcd, 0xd1:
-				size = 2
-			case 0xd4:
-				hdr, size = 2, 1
-			case 0xd5:
-				hdr, size = 2, 2
-			case 0xd6:
-				hdr, size = 2, 4
-			case 0xd7:
-				hdr, size = 2, 8
-			case 0xd8:
-				hdr, size = 2, 16
-			case 0xdc:
-				children, err = lenAt(b, pos+1, 2)
-				hdr = 3
-			case 0xdd:
-				children, err = lenAt(b, pos+1, 4)
-				hdr = 5
-			case 0xde:
-				n, err = lenAt(b, pos+1, 2)
-				hdr, children = 3, 2*n
-			case 0xdf:
-				n, err = lenAt(b, pos+1, 4)
-				hdr, children = 5, 2*n
-			}
-			if err != nil {
-				return 0, 0, err
-			}
-		}
-		// Compared before adding, so a huge declared length cannot wrap
-		// pos around on 32-bit platforms.
-		if hdr+size > len(b)-pos {
-			return 0, 0, ErrShortBuffer
-		}
-		pos += hdr + size
-		// Every value takes at least one byte, so a container claiming more
-		// children than there can be bytes left is only truncated if the
-		// stream goes on; callers bound frame sizes, so treat it as short.
-		remaining += children
-		if c >= 0x80 && c <= 0x9f || c >= 0xdc && c <= 0xdf {
-			containers++
-		}
-		if remaining < 0 || remaining > math.MaxInt32 {
-			return 0, 0, fmt.Errorf("%w: container too large", ErrMalformed)
+	r := bytes.NewReader(b)
+	if err := msgpack.NewDecoder(r).Skip(); err != nil {
+		return 0, 0, err
+	}
+	n = len(b) - r.Len()
+	if _, containers, err = countContainers(b[:n]); err != nil {
+		return 0, 0, fmt.Errorf("msgpack skipped %d bytes, the headers do not: %w", n, err)
+	}
+	return n, containers, nil
+}
+
+func countContainers(b []byte) (n, containers int, err error) {
+	cnt, hdr, err := ReadMapHeader(b)
+	cnt *= 2
+	if err != nil {
+		if cnt, hdr, err = ReadArrayHeader(b); err != nil {
+			n, err = SkipValue(b) // not a container
+			return n, 0, err
 		}
 	}
-	return pos, containers, nil
+	n, containers = hdr, 1
+	for range cnt {
+		vn, vc, err := countContainers(b[n:])
+		if err != nil {
+			return 0, 0, err
+		}
+		n, containers = n+vn, containers+vc
+	}
+	return n, containers, nil
 }
 
 // BenchmarkSkipCount skips container-log-like entries, [time, record] with
