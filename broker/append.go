@@ -101,7 +101,9 @@ func (b *Broker) Append(ctx context.Context, tag string, entries []byte, count i
 // error, done is never called and nothing was stored. done may run before
 // AppendAsync returns; it runs on the partition's sync goroutine (under
 // SyncNone: on the goroutine that wrote the chunk, the caller's own when
-// no other append was being written) and must not block for long.
+// no other append was being written, with the partition's write lock
+// held) and must not block for long, nor call Append, AppendAsync or Close
+// (see Locks in doc.go).
 // AppendAsync still blocks for backpressure. entries is not retained after
 // AppendAsync returns.
 func (b *Broker) AppendAsync(ctx context.Context, tag string, entries []byte, count int, done func(Pos, error)) error {
