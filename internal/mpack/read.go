@@ -102,7 +102,7 @@ func SkipCount(b []byte) (n, containers int, err error) {
 			default:
 				v := binary.BigEndian.Uint32(b[pos+1:])
 				if v > math.MaxInt32 {
-					return 0, 0, fmt.Errorf("%w: length %d", ErrMalformed, v)
+					return 0, 0, errLength
 				}
 				l = int(v)
 			}
@@ -110,21 +110,24 @@ func SkipCount(b []byte) (n, containers int, err error) {
 			switch c {
 			case 0xc7, 0xc8, 0xc9:
 				hdr, size = hdr+1, l // ext: a type byte after the length
-			case 0xdc, 0xdd:
-				remaining += l
-				containers++
-			case 0xde, 0xdf:
-				remaining += 2 * l
+			case 0xdc, 0xdd, 0xde, 0xdf:
+				if c >= 0xde { // pairs
+					if l > math.MaxInt32/2 {
+						return 0, 0, errTooLarge
+					}
+					l *= 2
+				}
+				// Every value takes at least one byte, so a container
+				// claiming more children than there can be bytes left
+				// is only truncated if the stream goes on; callers
+				// bound frame sizes, so it is short, unless no int32
+				// could count it.
+				if remaining += l; remaining < 0 || remaining > math.MaxInt32 {
+					return 0, 0, errTooLarge
+				}
 				containers++
 			default:
 				size = l
-			}
-			// Every value takes at least one byte, so a container
-			// claiming more children than there can be bytes left is
-			// only truncated if the stream goes on; callers bound frame
-			// sizes, so it is short, unless no int could count it.
-			if remaining < 0 || remaining > math.MaxInt32 {
-				return 0, 0, fmt.Errorf("%w: container too large", ErrMalformed)
 			}
 		}
 		// Compared before adding, so a huge declared length cannot wrap
@@ -139,6 +142,13 @@ func SkipCount(b []byte) (n, containers int, err error) {
 	}
 	return pos, containers, nil
 }
+
+// SkipCount's errors for lengths beyond int32, preallocated: formatting
+// them in the loop costs the common path.
+var (
+	errLength   = fmt.Errorf("%w: a length beyond 2^31-1", ErrMalformed)
+	errTooLarge = fmt.Errorf("%w: container too large", ErrMalformed)
+)
 
 func lenAt(b []byte, at, width int) (int, error) {
 	if at+width > len(b) {
