@@ -1,0 +1,204 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/logship/logship/agent"
+	"github.com/logship/logship/plugins/all"
+)
+
+// config writes an agent config with a dummy input and one file output per
+// path, and extra appended verbatim to the inputs.
+func config(t *testing.T, dir, extraInputs string, outs ...string) string {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "service:\n  data_dir: %s\n  http_listen: \"\"\n  shutdown_timeout: 5s\n", filepath.Join(dir, "data"))
+	b.WriteString("inputs:\n  - type: dummy\n    name: gen\n    rate: 2000\n    chunk_events: 10\n" + extraInputs)
+	b.WriteString("outputs:\n")
+	for i, p := range outs {
+		fmt.Fprintf(&b, "  - type: file\n    name: out%d\n    path: %s\n", i, p)
+	}
+	path := filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// running starts s.Run and returns a stop function that ends it and
+// checks its error.
+func running(t *testing.T, s *Service) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, nil) }()
+	waitFor(t, func() error { return s.readiness() })
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+}
+
+func waitFor(t *testing.T, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = fn(); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("after 10s: %v", err)
+}
+
+func lines(path string) int {
+	b, _ := os.ReadFile(path)
+	return bytes.Count(b, []byte{'\n'})
+}
+
+func growing(t *testing.T, path string) {
+	t.Helper()
+	n := lines(path)
+	waitFor(t, func() error {
+		if m := lines(path); m < n+50 {
+			return fmt.Errorf("%s: %d lines, was %d", path, m, n)
+		}
+		return nil
+	})
+}
+
+func (s *Service) gauge() float64 {
+	var m dto.Metric
+	_ = s.reloadOK.Write(&m)
+	return m.GetGauge().GetValue()
+}
+
+// TestReloadKeepsUnchangedComponents: a reload that adds an output keeps
+// the input and the first output as they run (the same instances), starts
+// the new one, and both receive events.
+func TestReloadKeepsUnchangedComponents(t *testing.T) {
+	dir := t.TempDir()
+	one, two := filepath.Join(dir, "one.log"), filepath.Join(dir, "two.log")
+	path := config(t, dir, "", one)
+	s, err := New(agent.Role, path, all.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := running(t, s)
+	defer stop()
+	growing(t, one)
+	before := s.comps
+	config(t, dir, "", one, two)
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if s.gauge() != 1 {
+		t.Fatal("config_last_reload_successful is not 1")
+	}
+	for _, k := range []string{"input/gen", "output/out0"} {
+		if s.comps[k].comp.Instance != before[k].comp.Instance {
+			t.Errorf("%s was created again although its block did not change", k)
+		}
+	}
+	if _, ok := s.comps["output/out1"]; !ok {
+		t.Fatal("the new output is not running")
+	}
+	growing(t, two)
+	growing(t, one)
+}
+
+// TestReloadInvalidKeepsRunning: an invalid file changes nothing.
+func TestReloadInvalidKeepsRunning(t *testing.T) {
+	dir := t.TempDir()
+	one := filepath.Join(dir, "one.log")
+	path := config(t, dir, "", one)
+	s, err := New(agent.Role, path, all.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := running(t, s)
+	defer stop()
+	before := s.comps
+	if err := os.WriteFile(path, []byte("inputs: [{type: nope}]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if s.gauge() != 0 {
+		t.Fatal("config_last_reload_successful is not 0 after an invalid file")
+	}
+	if len(s.comps) != len(before) || s.comps["input/gen"].comp.Instance != before["input/gen"].comp.Instance {
+		t.Fatal("an invalid config changed the running components")
+	}
+	growing(t, one)
+}
+
+// TestReloadFailedStartGoesBack: a new component that cannot start (a
+// forward input on a port already taken) puts the old config back; the
+// components both configs share keep running throughout.
+func TestReloadFailedStartGoesBack(t *testing.T) {
+	dir := t.TempDir()
+	one, two := filepath.Join(dir, "one.log"), filepath.Join(dir, "two.log")
+	path := config(t, dir, "", one)
+	s, err := New(agent.Role, path, all.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := running(t, s)
+	defer stop()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	before := s.comps
+	config(t, dir, fmt.Sprintf("  - type: forward\n    listen: %s\n", taken.Addr()), one, two)
+	if err := s.Reload(); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if s.gauge() != 0 {
+		t.Fatal("config_last_reload_successful is not 0 after a failed start")
+	}
+	if fmt.Sprint(keys(s.comps)) != fmt.Sprint(keys(before)) {
+		t.Fatalf("components %v after going back, want the old ones %v", keys(s.comps), keys(before))
+	}
+	if s.comps["input/gen"].comp.Instance != before["input/gen"].comp.Instance {
+		t.Fatal("the input both configs share was restarted")
+	}
+	if err := s.readiness(); err != nil {
+		t.Fatalf("not ready after going back: %v", err)
+	}
+	growing(t, one)
+	if n := lines(two); n != 0 {
+		// the new output may have delivered before going back; it must be
+		// stopped now
+		time.Sleep(200 * time.Millisecond)
+		if m := lines(two); m != n {
+			t.Fatalf("the new config's output still writes: %d then %d lines", n, m)
+		}
+	}
+}
+
+func keys(m map[string]built) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
