@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/logship/logship/internal/testutil"
 )
 
 func TestParseSyncMode(t *testing.T) {
@@ -292,7 +294,7 @@ func TestCloseWakesReadersAndFailsAppends(t *testing.T) {
 		_, err := c2.Next(context.Background())
 		nextErr <- err
 	}()
-	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if b.Stats().FullWaits < 2 {
 			return errors.New("append not waiting yet")
 		}

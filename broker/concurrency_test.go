@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/logship/logship/internal/testutil"
 )
 
 // TestManyAppendersAndReaders runs appenders (sync and async) and two
@@ -101,7 +103,7 @@ func TestManyAppendersAndReaders(t *testing.T) {
 			}
 			wg.Wait()
 			// wait until both outputs have committed everything, then stop them
-			checkFor(t, 30*time.Second, 5*time.Millisecond, func() error {
+			testutil.CheckFor(t, 30*time.Second, func() error {
 				for _, cs := range b.Stats().Cursors {
 					if cs.Lag != 0 {
 						return fmt.Errorf("%s p%d lags %d", cs.Name, cs.Partition, cs.Lag)

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/logship/logship/internal/testutil"
 )
 
 func TestCursorSurvivesRestart(t *testing.T) {
@@ -71,7 +73,7 @@ func TestBackgroundFlushPersistsCommits(t *testing.T) {
 	if err := c.Commit(0); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		data, err := os.ReadFile(filepath.Join(dir, partDirName(0), cursorsDir, "out"+curSuffix))
 		if err != nil {
 			return err

@@ -12,6 +12,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/logship/logship/internal/testutil"
 )
 
 // damagedLog writes n records of 333 bytes into partition 0 in 4 KiB
@@ -274,7 +276,7 @@ func TestHealthy(t *testing.T) {
 		_, err := b.Append(context.Background(), "t", []byte("x"), 1)
 		done <- err
 	}()
-	checkFor(t, 5*time.Second, time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if err := b.Healthy(); !errors.Is(err, syscall.ENOSPC) {
 			return errors.New("not unhealthy")
 		}

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/logship/logship/internal/testutil"
 )
 
 // TestReadersSeeOnlySyncedRecords checks that under SyncAlways and
@@ -39,7 +41,7 @@ func TestReadersSeeOnlySyncedRecords(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			checkFor(t, 5*time.Second, time.Millisecond, func() error {
+			testutil.CheckFor(t, 5*time.Second, func() error {
 				if b.Stats().Partitions[0].NextOffset != n+1 {
 					return errors.New("not written yet")
 				}
@@ -51,7 +53,7 @@ func TestReadersSeeOnlySyncedRecords(t *testing.T) {
 				}
 				return
 			}
-			checkFor(t, 5*time.Second, time.Millisecond, func() error {
+			testutil.CheckFor(t, 5*time.Second, func() error {
 				if fs.started.Load() == fs.done.Load() {
 					return errors.New("no fdatasync running")
 				}

@@ -12,6 +12,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/logship/logship/internal/testutil"
 )
 
 // faultFS injects a full filesystem (ENOSPC after a partial write) and
@@ -83,7 +85,7 @@ func TestAppendOnNoSpaceLeft(t *testing.T) {
 			acked.Add(1)
 		}()
 	}
-	checkFor(t, 5*time.Second, time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if fs.partial.Load() < 5 || b.Stats().DiskFullErrors < 5 {
 			return errors.New("not retrying yet")
 		}
@@ -143,7 +145,7 @@ func TestAppendOnNoSpaceLeftCancelled(t *testing.T) {
 		t.Fatalf("append on a full disk: %v", err)
 	}
 	// the partial write is cut back once the writer gave up on it
-	checkFor(t, 5*time.Second, time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if got := fileSize(t, seg); got != size {
 			return errors.New("partial write still there")
 		}

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/logship/logship/internal/testutil"
 )
 
 // copyDir copies a buffer directory as it is: what a process killed with
@@ -393,7 +395,7 @@ func TestEpochWaitsForMeta(t *testing.T) {
 		_, err := b.Append(context.Background(), "t", []byte("b"), 1)
 		done <- err
 	}()
-	checkFor(t, 5*time.Second, time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if b.Stats().DiskFullErrors < 3 || !errors.Is(b.Healthy(), syscall.ENOSPC) {
 			return errors.New("not waiting for META")
 		}

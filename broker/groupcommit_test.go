@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/logship/logship/internal/testutil"
 )
 
 // gateFS counts fdatasyncs of segment files and can hold them: while held,
@@ -99,7 +101,7 @@ func TestGroupCommitSharesNextSync(t *testing.T) {
 		_, err := b.Append(context.Background(), "t", payload("t", 1, 100), 1)
 		first <- err
 	}()
-	checkFor(t, 5*time.Second, time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if fs.started.Load() != base+1 {
 			return errors.New("held fdatasync not started")
 		}
@@ -114,7 +116,7 @@ func TestGroupCommitSharesNextSync(t *testing.T) {
 		}()
 	}
 	// every one of them is written while the fdatasync is held
-	checkFor(t, 5*time.Second, time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if got := b.Stats().Partitions[0].NextOffset; got != 2+n {
 			return fmt.Errorf("%d records written", got)
 		}

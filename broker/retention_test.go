@@ -9,6 +9,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/logship/logship/internal/testutil"
 )
 
 func TestRetentionRemovesOnlyConsumedSegments(t *testing.T) {
@@ -33,7 +35,7 @@ func TestRetentionRemovesOnlyConsumedSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 	// every segment whose records are all < 50 goes, no other
-	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		st := b.Stats().Partitions[0]
 		if st.FirstOffset == 0 {
 			return errors.New("nothing deleted yet")
@@ -49,7 +51,7 @@ func TestRetentionRemovesOnlyConsumedSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The file goes first, then the accounting: poll for both.
-	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		files := segFiles(t, dir, 0)
 		if n := len(files); n != 1 {
 			return fmt.Errorf("%d segments left of %d", n, nseg)

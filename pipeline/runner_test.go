@@ -12,6 +12,7 @@ import (
 
 	"github.com/logship/logship/broker"
 	"github.com/logship/logship/internal/mpack"
+	"github.com/logship/logship/internal/testutil"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -92,6 +93,7 @@ type recOutput struct {
 	// permanentTag makes writes of that tag fail permanently.
 	permanentTag string
 	writes       int
+	refused      int // events refused with a permanent error
 }
 
 func newRecOutput(name string, ev *events) *recOutput {
@@ -109,6 +111,7 @@ func (o *recOutput) Write(_ context.Context, b pipeline.Batch) error {
 		return errors.New("transient")
 	}
 	if b.Tag == o.permanentTag {
+		o.refused += b.Count
 		return pipeline.Permanent(errors.New("never"))
 	}
 	return mpack.ForEachEntry(b.Entries, func(_ mpack.EventTime, rec []byte) error {
@@ -147,19 +150,6 @@ func comp(name string, kind pipeline.Kind, match string, inst any) pipeline.Comp
 		c.Matcher = pipeline.MustCompileMatch(match)
 	}
 	return c
-}
-
-func checkFor(t *testing.T, d time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = fn(); err == nil {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatal(err)
 }
 
 // TestRunnerOrderAndDrain: outputs start before inputs, inputs stop before
@@ -216,9 +206,14 @@ func TestRunnerRetryAndPermanent(t *testing.T) {
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 5*time.Second, func() error {
-		if n := out.total(); n != 10 {
-			return fmt.Errorf("delivered %d", n)
+	// Wait for the refusals too: Stop gives up on a batch whose write
+	// fails while it drains, so stopping while a "bad" batch is still
+	// in its transient-failure backoff would leave it buffered.
+	testutil.CheckFor(t, 5*time.Second, func() error {
+		out.mu.Lock()
+		defer out.mu.Unlock()
+		if n := len(out.got["ok"]); n != 10 || out.refused != 10 {
+			return fmt.Errorf("delivered %d, refused %d", n, out.refused)
 		}
 		return nil
 	})
@@ -280,7 +275,7 @@ func TestRunnerPipelinedCommitsInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	var fns []pend
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		for {
 			select {
 			case f := <-out.pending:

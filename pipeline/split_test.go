@@ -14,6 +14,7 @@ import (
 
 	"github.com/logship/logship/broker"
 	"github.com/logship/logship/internal/mpack"
+	"github.com/logship/logship/internal/testutil"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -81,7 +82,7 @@ func TestEmitSplitsChunkLargerThanARecord(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("Emit: %v", err)
 	}
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if n := len(out.values()); n != len(want) {
 			return fmt.Errorf("delivered %d events, want %d", n, len(want))
 		}

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/logship/logship/internal/mpack"
+	"github.com/logship/logship/internal/testutil"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -49,7 +50,7 @@ func TestRunnerUpdateKeepsUnchanged(t *testing.T) {
 	for i := range 10 {
 		emit(i)
 	}
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if a.total() != 10 || b.total() != 10 {
 			return fmt.Errorf("a %d b %d", a.total(), b.total())
 		}
@@ -68,7 +69,7 @@ func TestRunnerUpdateKeepsUnchanged(t *testing.T) {
 	for i := 10; i < 20; i++ {
 		emit(i)
 	}
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if a.total() != 20 || c.total() != 20 {
 			return fmt.Errorf("a %d c %d", a.total(), c.total())
 		}
@@ -90,7 +91,7 @@ func TestRunnerUpdateKeepsUnchanged(t *testing.T) {
 		t.Fatal("Update with an output that cannot start succeeded")
 	}
 	emit(20)
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if a.total() != 21 || c.total() != 21 {
 			return fmt.Errorf("a %d c %d", a.total(), c.total())
 		}

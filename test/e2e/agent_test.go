@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/logship/logship/internal/testutil"
 )
 
 func agentConfig(dataDir, httpAddr, input, outPath string) string {
@@ -54,7 +56,7 @@ func seqs(t *testing.T, lines []map[string]any) map[int]bool {
 func TestAgentDummyToFileSIGTERM(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out", "events.log")
-	httpAddr := freePort(t)
+	httpAddr := testutil.FreeAddr(t)
 	cfg := filepath.Join(dir, "agent.yaml")
 	const n = 5000
 	writeFile(t, cfg, agentConfig(filepath.Join(dir, "data"), httpAddr, `
@@ -66,14 +68,14 @@ func TestAgentDummyToFileSIGTERM(t *testing.T) {
     record: {message: hello}
 `, out))
 	p := start(t, "agent", "-c", cfg)
-	checkFor(t, 10*time.Second, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		code, _, err := httpGet("http://" + httpAddr + "/readyz")
 		if err != nil || code != 200 {
 			return fmt.Errorf("readyz: %d %v", code, err)
 		}
 		return nil
 	})
-	checkFor(t, 20*time.Second, func() error {
+	testutil.CheckFor(t, 20*time.Second, func() error {
 		if c := countLines(out); c < n {
 			return fmt.Errorf("%d of %d lines", c, n)
 		}
@@ -126,7 +128,7 @@ func TestAgentSIGTERMMidStreamThenRestart(t *testing.T) {
     rate: 20000
 `, out))
 	p := start(t, "agent", "-c", cfg)
-	checkFor(t, 10*time.Second, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		if c := countLines(out); c < 2000 {
 			return fmt.Errorf("%d lines", c)
 		}
@@ -162,7 +164,7 @@ func TestSIGHUPBrokenConfigKeepsFlowing(t *testing.T) {
 `
 	writeFile(t, cfg, agentConfig(filepath.Join(dir, "data"), "", input, out1))
 	p := start(t, "agent", "-c", cfg)
-	checkFor(t, 10*time.Second, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		if c := countLines(out1); c < 20 {
 			return fmt.Errorf("%d lines", c)
 		}
@@ -170,14 +172,14 @@ func TestSIGHUPBrokenConfigKeepsFlowing(t *testing.T) {
 	})
 	writeFile(t, cfg, agentConfig(filepath.Join(dir, "data"), "", input, out1)+"    bogus_key: 1\n")
 	p.signal(syscall.SIGHUP)
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if !strings.Contains(p.Log(), "bogus_key: unknown key") {
 			return fmt.Errorf("no config error logged yet")
 		}
 		return nil
 	})
 	before := countLines(out1)
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if c := countLines(out1); c < before+50 {
 			return fmt.Errorf("events stopped flowing after a broken reload: %d -> %d", before, c)
 		}
@@ -186,7 +188,7 @@ func TestSIGHUPBrokenConfigKeepsFlowing(t *testing.T) {
 	// The new dummy counts from 1,000,000 so both runs can be told apart.
 	writeFile(t, cfg, agentConfig(filepath.Join(dir, "data"), "", input+"    start_sequence: 1000000\n", out2))
 	p.signal(syscall.SIGHUP)
-	checkFor(t, 10*time.Second, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		if c := countLines(out2); c < 50 {
 			return fmt.Errorf("%d lines in the new file", c)
 		}

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/logship/logship/internal/testutil"
 )
 
 // TestBufferCheckAndInspect: the offline tools see what a stopped agent
@@ -28,7 +30,7 @@ outputs:
   - {type: file, name: idle, match: "nothing.*", path: %s}
 `, data, filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")))
 	p := start(t, "agent", "-c", cfg)
-	checkFor(t, 10*time.Second, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		if n := countLines(filepath.Join(dir, "a.log")); n < 3000 {
 			return fmt.Errorf("%d lines", n)
 		}

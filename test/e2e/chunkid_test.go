@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/logship/logship/internal/mpack"
+	"github.com/logship/logship/internal/testutil"
 	"github.com/logship/logship/plugins/forwardproto"
 )
 
@@ -34,7 +35,7 @@ type relayPair struct {
 func newRelayPair(t *testing.T, agentSync string) *relayPair {
 	t.Helper()
 	dir := t.TempDir()
-	r := &relayPair{t: t, dir: dir, agentData: filepath.Join(dir, "agent-data"), agentAddr: freePort(t), aggAddr: freePort(t),
+	r := &relayPair{t: t, dir: dir, agentData: filepath.Join(dir, "agent-data"), agentAddr: testutil.FreeAddr(t), aggAddr: testutil.FreeAddr(t),
 		agentCfg: filepath.Join(dir, "agent.yaml"), aggOut: filepath.Join(dir, "agg.log")}
 	aggCfg := filepath.Join(dir, "aggregator.yaml")
 	writeFile(t, aggCfg, fmt.Sprintf(`

@@ -11,6 +11,7 @@ import (
 
 	"github.com/logship/logship/broker"
 	"github.com/logship/logship/internal/mpack"
+	"github.com/logship/logship/internal/testutil"
 )
 
 // TestDeepRecordInBuffer (issue 14): a record nested 1,000,000 levels that
@@ -64,10 +65,10 @@ inputs:
   - {type: forward, listen: %s}
 outputs:
   - {type: file, name: out, path: %s}
-`, data, freePort(t), out))
+`, data, testutil.FreeAddr(t), out))
 	p := start(t, "agent", "-c", cfg)
 	var lines []map[string]any
-	checkFor(t, 30*time.Second, func() error {
+	testutil.CheckFor(t, 30*time.Second, func() error {
 		if lines = readJSONLines(t, out); len(lines) < seq {
 			return fmt.Errorf("%d of %d events written", len(lines), seq)
 		}

@@ -10,39 +10,18 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/logship/logship/internal/testutil"
 )
-
-// fluentBit finds Fluent Bit: $FLUENT_BIT, fluent-bit on PATH, or the
-// build directory of FLUENT-BIT.md's recipe on the dev machines.
-func fluentBit() string {
-	if p := os.Getenv("FLUENT_BIT"); p != "" {
-		return p
-	}
-	if p, err := exec.LookPath("fluent-bit"); err == nil {
-		return p
-	}
-	if p := "/work/fb/build/bin/fluent-bit"; fileExists(p) {
-		return p
-	}
-	return ""
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
-}
 
 // TestAgentToFluentBitSharedKey (issue 14): an agent's forward output with
 // a shared key and no user delivers to a real Fluent Bit in_forward with
 // that shared key, which sends an auth salt in its HELO although it has no
 // users. Every event arrives.
 func TestAgentToFluentBitSharedKey(t *testing.T) {
-	bin := fluentBit()
-	if bin == "" {
-		t.Skip("SKIP: fluent-bit not found (set FLUENT_BIT or put it on PATH; FLUENT-BIT.md says how to build it)")
-	}
+	bin := testutil.FluentBit(t)
 	dir := t.TempDir()
-	fbAddr := freePort(t)
+	fbAddr := testutil.FreeAddr(t)
 	host, port, _ := net.SplitHostPort(fbAddr)
 	fbOut := filepath.Join(dir, "fb-out")
 	if err := os.MkdirAll(fbOut, 0o755); err != nil {
@@ -99,7 +78,7 @@ outputs:
 	agent := start(t, "agent", "-c", agentCfg)
 	out := filepath.Join(fbOut, "out.log")
 	var lines []map[string]any
-	checkFor(t, 30*time.Second, func() error {
+	testutil.CheckFor(t, 30*time.Second, func() error {
 		lines = readJSONLines(t, out)
 		if len(lines) < n {
 			return fmt.Errorf("fluent-bit wrote %d of %d events", len(lines), n)

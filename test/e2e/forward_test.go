@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/fluent/fluent-logger-golang/fluent"
+
+	"github.com/logship/logship/internal/testutil"
 )
 
 func forwardAgentConfig(dataDir, listen, extra, outPath string) string {
@@ -57,7 +59,7 @@ func runPeer(t *testing.T, name string, args ...string) {
 func startForwardAgent(t *testing.T, extra string) (addr, out string, p *proc) {
 	t.Helper()
 	dir := t.TempDir()
-	addr = freePort(t)
+	addr = testutil.FreeAddr(t)
 	out = filepath.Join(dir, "out.log")
 	cfg := filepath.Join(dir, "agent.yaml")
 	writeFile(t, cfg, forwardAgentConfig(filepath.Join(dir, "data"), addr, extra, out))
@@ -68,7 +70,7 @@ func startForwardAgent(t *testing.T, extra string) (addr, out string, p *proc) {
 
 func waitListening(t *testing.T, addr string) {
 	t.Helper()
-	checkFor(t, 10*time.Second, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			return err
@@ -91,7 +93,7 @@ func byTag(t *testing.T, path string) map[string][]map[string]any {
 func waitTagCount(t *testing.T, path, tag string, n int) []map[string]any {
 	t.Helper()
 	var got []map[string]any
-	checkFor(t, 20*time.Second, func() error {
+	testutil.CheckFor(t, 20*time.Second, func() error {
 		got = byTag(t, path)[tag]
 		if len(got) < n {
 			return fmt.Errorf("%s: %d of %d events", tag, len(got), n)
@@ -181,7 +183,7 @@ func TestForwardPythonFluentLogger(t *testing.T) {
 // restarted on the same data_dir.
 func TestForwardSIGKILLNoAckedLoss(t *testing.T) {
 	dir := t.TempDir()
-	addr := freePort(t)
+	addr := testutil.FreeAddr(t)
 	out := filepath.Join(dir, "out.log")
 	cfg := filepath.Join(dir, "agent.yaml")
 	writeFile(t, cfg, forwardAgentConfig(filepath.Join(dir, "data"), addr, "", out))
@@ -233,7 +235,7 @@ func TestForwardSIGKILLNoAckedLoss(t *testing.T) {
 		waitListening(t, addr)
 		t.Logf("round %d: listening at %s", round, time.Now().Format("15:04:05.000"))
 		before := ackedCount()
-		checkFor(t, 20*time.Second, func() error {
+		testutil.CheckFor(t, 20*time.Second, func() error {
 			if n := ackedCount(); n < before+300 {
 				return fmt.Errorf("round %d: %d acked", round, n-before)
 			}
@@ -250,7 +252,7 @@ func TestForwardSIGKILLNoAckedLoss(t *testing.T) {
 	mu.Lock()
 	want := len(acked)
 	mu.Unlock()
-	checkFor(t, 20*time.Second, func() error {
+	testutil.CheckFor(t, 20*time.Second, func() error {
 		seen := map[int]bool{}
 		for _, l := range readJSONLines(t, out) {
 			seen[int(l["i"].(float64))] = true

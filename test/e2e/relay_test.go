@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/logship/logship/internal/testutil"
 )
 
 // TestAgentToAggregatorWithKills: dummy -> agent buffer -> forward with
@@ -15,7 +17,7 @@ import (
 // those are new events, not delivery duplicates.)
 func TestAgentToAggregatorWithKills(t *testing.T) {
 	dir := t.TempDir()
-	aggAddr := freePort(t)
+	aggAddr := testutil.FreeAddr(t)
 	out := filepath.Join(dir, "agg.log")
 	aggCfg := filepath.Join(dir, "aggregator.yaml")
 	writeFile(t, aggCfg, fmt.Sprintf(`
@@ -50,7 +52,7 @@ outputs:
 	agent := start(t, "agent", "-c", agentCfg)
 	progress := func(min int) {
 		t.Helper()
-		checkFor(t, 30*time.Second, func() error {
+		testutil.CheckFor(t, 30*time.Second, func() error {
 			if c := countLines(out); c < min {
 				return fmt.Errorf("%d lines", c)
 			}
@@ -67,7 +69,7 @@ outputs:
 	agent.wait(5 * time.Second)
 	agent = start(t, "agent", "-c", agentCfg) // the dummy starts over: its events are 0..n-1 again
 	var lines []map[string]any
-	checkFor(t, 60*time.Second, func() error {
+	testutil.CheckFor(t, 60*time.Second, func() error {
 		lines = readJSONLines(t, out)
 		seen := map[int]bool{}
 		for _, l := range lines {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/logship/logship/internal/testutil"
 )
 
 // ackClient speaks the forward protocol on one TCP connection and waits
@@ -58,7 +60,7 @@ func (c *ackClient) send(tag string, i int) error {
 // pipeline, closing every client connection.
 func TestSIGHUPKeepsUnchangedInputRunning(t *testing.T) {
 	dir := t.TempDir()
-	addr := freePort(t)
+	addr := testutil.FreeAddr(t)
 	out1 := filepath.Join(dir, "one.log")
 	out2 := filepath.Join(dir, "two.log")
 	cfg := filepath.Join(dir, "agent.yaml")
@@ -91,7 +93,7 @@ func TestSIGHUPKeepsUnchangedInputRunning(t *testing.T) {
 			t.Fatalf("the reload broke the client's connection: %v", err)
 		}
 		if sent == 200 { // reload applied by now: the second output gets data
-			checkFor(t, 10*time.Second, func() error {
+			testutil.CheckFor(t, 10*time.Second, func() error {
 				if !strings.Contains(p.Log(), "config reloaded") {
 					return fmt.Errorf("reload not applied yet")
 				}

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/logship/logship/internal/testutil"
 )
 
 // TestTailRotationWithSIGKILL: a writer appends numbered lines and rotates
@@ -77,7 +79,7 @@ func TestTailRotationWithSIGKILL(t *testing.T) {
 	written.Wait()
 	p := start(t, "agent", "-c", cfg)
 	var missing []int
-	checkFor(t, 30*time.Second, func() error {
+	testutil.CheckFor(t, 30*time.Second, func() error {
 		seen := make([]bool, total)
 		for _, l := range readJSONLines(t, out) {
 			f := strings.Fields(l["log"].(string))

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/logship/logship/internal/testutil"
 )
 
 func commit(t *testing.T, d *dedup, id string) {
@@ -82,7 +84,7 @@ func TestDedupCompactionFailureRetried(t *testing.T) {
 	bmu.Unlock()
 	// Retried once the delay (doubled at every failure) has passed.
 	i := 30
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		commit(t, d, fmt.Sprint("id-", i))
 		i++
 		d.bg.Wait()

@@ -29,6 +29,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/logship/logship/internal/mpack"
+	"github.com/logship/logship/internal/testutil"
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/forwardproto"
 )
@@ -103,19 +104,6 @@ func (e *testEmitter) records(t *testing.T) []map[string]any {
 		}
 	}
 	return out
-}
-
-func checkFor(t *testing.T, d time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = fn(); err == nil {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatal(err)
 }
 
 func startInput(t *testing.T, mod func(*Config), emit pipeline.Emitter) *Input {
@@ -200,7 +188,7 @@ func TestFluentLoggerGolangRequestAck(t *testing.T) {
 		}
 		lg.Close()
 	}
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if n := em.count(); n != 400 {
 			return fmt.Errorf("%d events", n)
 		}
@@ -222,7 +210,7 @@ func TestAckOnlyAfterDurable(t *testing.T) {
 	if _, err := c.Write(msg); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 2*time.Second, func() error {
+	testutil.CheckFor(t, 2*time.Second, func() error {
 		if em.count() != 1 {
 			return fmt.Errorf("not emitted yet")
 		}
@@ -247,7 +235,7 @@ func TestNoChunkNoAnswer(t *testing.T) {
 	if _, err := c.Write(mp(t, []any{"app.x", 1, map[string]any{"a": 1}})); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 2*time.Second, func() error {
+	testutil.CheckFor(t, 2*time.Second, func() error {
 		if em.count() != 1 {
 			return fmt.Errorf("not emitted")
 		}
@@ -491,7 +479,7 @@ func TestBackpressureLosesNothing(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if n := em.count(); n != 5000 {
 			return fmt.Errorf("%d events", n)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/logship/logship/conftypes"
+	"github.com/logship/logship/internal/testutil"
 	"github.com/logship/logship/plugins/forwardproto"
 )
 
@@ -289,7 +290,7 @@ func TestCompressionBombBounded(t *testing.T) {
 	if em.tagCount("bomb") != 0 {
 		t.Fatal("a bomb was stored")
 	}
-	checkFor(t, 2*time.Second, func() error {
+	testutil.CheckFor(t, 2*time.Second, func() error {
 		if u := in.mem.inUse(); u != 0 {
 			return fmt.Errorf("%d bytes still accounted", u)
 		}
@@ -406,7 +407,7 @@ func TestHandshakeTimeout(t *testing.T) {
 	// The connection metrics are shared by every input named fwd.
 	before := metricValue(t, reg, "logship_forward_in_connections_closed_total", map[string]string{"reason": "handshake_timeout"})
 	closedSoon(t, dial(t, in), 2*time.Second)
-	checkFor(t, time.Second, func() error {
+	testutil.CheckFor(t, time.Second, func() error {
 		if v := metricValue(t, reg, "logship_forward_in_connections_closed_total", map[string]string{"reason": "handshake_timeout"}); v != before+1 {
 			return fmt.Errorf("handshake_timeout closes %v", v)
 		}
@@ -432,7 +433,7 @@ func TestPreAuthLimit(t *testing.T) {
 	_, _ = c.Write(make([]byte, 8<<10))
 	closedSoon(t, c, 2*time.Second)
 	waitGood(t, em, good, "good", 300)
-	checkFor(t, time.Second, func() error {
+	testutil.CheckFor(t, time.Second, func() error {
 		if v := metricValue(t, reg, "logship_errors_total", map[string]string{"reason": "auth"}); v != 1 {
 			return fmt.Errorf("auth errors %v", v)
 		}
@@ -452,7 +453,7 @@ func TestMaxConnections(t *testing.T) {
 		open = append(open, dial(t, in))
 	}
 	good := goodClient(t, in, "good", 200)
-	checkFor(t, 2*time.Second, func() error {
+	testutil.CheckFor(t, 2*time.Second, func() error {
 		if n := in.connCount(); n != 4 {
 			return fmt.Errorf("%d connections", n)
 		}
@@ -466,7 +467,7 @@ func TestMaxConnections(t *testing.T) {
 		t.Fatalf("refused %v", v-before)
 	}
 	open[0].Close()
-	checkFor(t, 2*time.Second, func() error {
+	testutil.CheckFor(t, 2*time.Second, func() error {
 		if n := in.connCount(); n != 3 {
 			return fmt.Errorf("%d connections", n)
 		}
@@ -508,7 +509,7 @@ func TestClosedWhileBlocked(t *testing.T) {
 			c.Close() // RST
 		}
 	}
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if n := in.connCount(); n != 1 {
 			return fmt.Errorf("%d connections open", n)
 		}
@@ -540,7 +541,7 @@ func TestClosedWhileAcksPending(t *testing.T) {
 		if _, err := c.Write(mp(t, []any{"p", 1, map[string]any{"i": i}, map[string]any{"chunk": fmt.Sprint("p-", i)}})); err != nil {
 			t.Fatal(err)
 		}
-		checkFor(t, 2*time.Second, func() error {
+		testutil.CheckFor(t, 2*time.Second, func() error {
 			if em.count() != i+1 {
 				return errors.New("not emitted")
 			}
@@ -549,7 +550,7 @@ func TestClosedWhileAcksPending(t *testing.T) {
 		c.Close()
 	}
 	// Both ends of every connection are closed: no descriptor is left.
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if n := openFDs(t); n > before {
 			return fmt.Errorf("%d descriptors open, %d before", n, before)
 		}
@@ -566,7 +567,7 @@ func TestClosedWhileAcksPending(t *testing.T) {
 	if n := em.count(); n != 20 {
 		t.Fatalf("%d events stored, want 20", n)
 	}
-	checkFor(t, 2*time.Second, func() error {
+	testutil.CheckFor(t, 2*time.Second, func() error {
 		if n := in.connCount(); n != 1 {
 			return fmt.Errorf("%d connections", n)
 		}
@@ -736,7 +737,7 @@ func TestAcceptErrors(t *testing.T) {
 		t.Fatalf("not ready after temporary errors: %v", err)
 	}
 	fl.Listener.Close() // the listener breaks under the input
-	checkFor(t, 2*time.Second, func() error {
+	testutil.CheckFor(t, 2*time.Second, func() error {
 		if in.Ready() == nil {
 			return errors.New("still ready")
 		}
@@ -777,7 +778,7 @@ func TestListenFailureLeaksNothing(t *testing.T) {
 func openFDs(t *testing.T) int {
 	t.Helper()
 	var n int
-	checkFor(t, time.Second, func() error {
+	testutil.CheckFor(t, time.Second, func() error {
 		ents, err := readDirNames("/proc/self/fd")
 		if err != nil {
 			t.Skip("no /proc/self/fd:", err)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/logship/logship/internal/testutil"
 )
 
 func (h *harness) checkpointPath() string {
@@ -33,7 +35,7 @@ func TestCorruptCheckpointsResume(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.ReadFromHead = false })
 	h.start()
 	appendFile(t, h.path("a.log"), lines("a", 0, 100))
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 100)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 100)) })
 	h.stop()
 	// Meanwhile: a grows, b appears, and the checkpoint file is damaged.
 	appendFile(t, h.path("a.log"), lines("a", 100, 150))
@@ -41,17 +43,17 @@ func TestCorruptCheckpointsResume(t *testing.T) {
 	if err := os.WriteFile(h.checkpointPath(), []byte("{\"version\":1,\"files\":[{garbage"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	corrupt0 := counterValue(corruptVec.WithLabelValues("tail.test"))
+	corrupt0 := testutil.Value(corruptVec.WithLabelValues("tail.test"))
 	h.start()
 	wantLogs := append(want("a", 0, 150), want("b", 0, 20)...)
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs()[100:], wantLogs) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs()[100:], wantLogs) })
 	stays(t, 200*time.Millisecond, func() error {
 		if n := h.e.count(); n != 270 {
 			return fmt.Errorf("%d lines delivered in all, want 100+170", n)
 		}
 		return nil
 	})
-	if d := counterValue(corruptVec.WithLabelValues("tail.test")) - corrupt0; d != 1 {
+	if d := testutil.Value(corruptVec.WithLabelValues("tail.test")) - corrupt0; d != 1 {
 		t.Errorf("checkpoint_corrupt_total went up by %v", d)
 	}
 	if n, _ := h.metricValue("logship_errors_total", map[string]string{"reason": "checkpoint_corrupt"}); n != 1 {
@@ -66,7 +68,7 @@ func TestCorruptCheckpointsResume(t *testing.T) {
 	// A good file was written: the next start resumes exactly.
 	appendFile(t, h.path("a.log"), lines("a", 150, 160))
 	h.start()
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs()[270:], want("a", 150, 160)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs()[270:], want("a", 150, 160)) })
 	stays(t, 200*time.Millisecond, func() error {
 		if n := h.e.count(); n != 280 {
 			return fmt.Errorf("%d lines", n)
@@ -144,7 +146,7 @@ func TestCorruptCheckpointKinds(t *testing.T) {
 			appendFile(t, h.path("a.log"), lines("a", 0, 100))
 			appendFile(t, h.path("b.log"), lines("b", 0, 1000))
 			all := append(want("a", 0, 100), want("b", 0, 1000)...)
-			checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), all) })
+			testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), all) })
 			h.stop()
 			appendFile(t, h.path("a.log"), lines("a", 100, 130))
 			appendFile(t, h.path("b.log"), lines("b", 1000, 1010))
@@ -161,7 +163,7 @@ func TestCorruptCheckpointKinds(t *testing.T) {
 			if !c.aTrusted {
 				wantLogs = append(wantLogs, want("a", 0, 100)...)
 			}
-			checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs()[1100:], wantLogs) })
+			testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs()[1100:], wantLogs) })
 			stays(t, 200*time.Millisecond, func() error {
 				if n := h.e.count() - 1100; n != len(wantLogs) {
 					return fmt.Errorf("%d lines delivered after the restart, want %d", n, len(wantLogs))

@@ -21,6 +21,7 @@ import (
 
 	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/internal/mpack"
+	"github.com/logship/logship/internal/testutil"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -247,7 +248,7 @@ func TestSIGKILLRestart(t *testing.T) {
 	for _, g := range gens {
 		total += len(g.lines)
 	}
-	checkFor(t, 30*time.Second, func() error {
+	testutil.CheckFor(t, 30*time.Second, func() error {
 		out := readOut(t, outPath, -1)
 		for _, g := range gens {
 			for _, l := range g.lines {

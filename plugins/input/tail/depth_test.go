@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/logship/logship/internal/testutil"
 )
 
 // nested is a JSON object nesting levels objects deep, the top one
@@ -98,11 +98,11 @@ func TestJSONMillionLevels(t *testing.T) {
 				after = `{"log":"after"}`
 			}
 			// The tail's own series are process-wide: compare with before.
-			deep0 := counterValue(unparsedVec.WithLabelValues("tail.test", "too_deep"))
-			invalid0 := counterValue(unparsedVec.WithLabelValues("tail.test", "invalid"))
+			deep0 := testutil.Value(unparsedVec.WithLabelValues("tail.test", "too_deep"))
+			invalid0 := testutil.Value(unparsedVec.WithLabelValues("tail.test", "invalid"))
 			appendFile(t, h.path("a.log"), line+"\n"+after+"\n")
 			h.start()
-			checkFor(t, 10*time.Second, func() error {
+			testutil.CheckFor(t, 10*time.Second, func() error {
 				if n := h.e.count(); n != 2 {
 					return fmt.Errorf("%d records", n)
 				}
@@ -127,14 +127,4 @@ func TestJSONMillionLevels(t *testing.T) {
 			}
 		})
 	}
-}
-
-// counterValue reads a counter; the tail's own series are process-wide,
-// so tests compare values before and after.
-func counterValue(c prometheus.Counter) float64 {
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		return -1
-	}
-	return m.GetCounter().GetValue()
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/internal/mpack"
+	"github.com/logship/logship/internal/testutil"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -212,7 +213,7 @@ func TestFormats(t *testing.T) {
 			h := newHarness(t, func(cfg *Config) { cfg.Format = c.format })
 			appendFile(t, h.path("a.log"), c.input)
 			h.start()
-			checkFor(t, 5*time.Second, func() error {
+			testutil.CheckFor(t, 5*time.Second, func() error {
 				if n := h.e.count(); n != len(c.want) {
 					return fmt.Errorf("%d records, want %d", n, len(c.want))
 				}
@@ -240,7 +241,7 @@ func TestMaxLineBytesSplitAndFlagged(t *testing.T) {
 	long := strings.Repeat("0123456789", 25) // 250 bytes: 100 + 100 + 50
 	appendFile(t, h.path("a.log"), "short\n"+long+"\nafter\n"+strings.Repeat("é", 60)+"\n")
 	h.start()
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if n := h.e.count(); n != 7 {
 			return fmt.Errorf("%d records", n)
 		}
@@ -281,7 +282,7 @@ func TestCRIPartialSplitAtMax(t *testing.T) {
 	}
 	appendFile(t, h.path("a.log"), in.String())
 	h.start()
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if n := h.e.count(); n != 3 {
 			return fmt.Errorf("%d records", n)
 		}
@@ -306,14 +307,14 @@ func TestMultiline(t *testing.T) {
 	})
 	appendFile(t, h.path("a.log"), "orphan continuation\n2024-01-01 first\n  at a\n  at b\n2024-01-01 second\n")
 	h.start()
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if n := h.e.count(); n != 2 {
 			return fmt.Errorf("%d records", n)
 		}
 		return nil
 	})
 	// The last group waits for the flush timeout (no line after it).
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if n := h.e.count(); n != 3 {
 			return fmt.Errorf("%d records", n)
 		}
@@ -439,7 +440,7 @@ func TestGolden(t *testing.T) {
 			h := newHarness(t, func(c *Config) { c.Format = format })
 			appendFile(t, h.path("a.log"), string(data))
 			h.start()
-			checkFor(t, 5*time.Second, func() error {
+			testutil.CheckFor(t, 5*time.Second, func() error {
 				if n := h.e.count(); n != len(want) {
 					return fmt.Errorf("%d records, want %d", n, len(want))
 				}

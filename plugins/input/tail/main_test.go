@@ -203,20 +203,6 @@ func (e *testEmitter) count() int {
 	return len(e.durable)
 }
 
-// checkFor polls fn until it returns nil or d passes.
-func checkFor(t testing.TB, d time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = fn(); err == nil {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("still failing after %v: %v", d, err)
-}
-
 // stays checks that fn keeps returning nil for d (for "nothing happens").
 func stays(t testing.TB, d time.Duration, fn func() error) {
 	t.Helper()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/logship/logship/conftypes"
+	"github.com/logship/logship/internal/testutil"
 )
 
 // TestModelRandomized drives the input with random writes, renames,
@@ -169,7 +170,7 @@ func (m *model) write(name string, n int) {
 // two looks, leaves no trace to follow; real rotations are far apart.
 func (m *model) observed(name string) {
 	p := m.h.path(name)
-	checkFor(m.t, 10*time.Second, func() error {
+	testutil.CheckFor(m.t, 10*time.Second, func() error {
 		fi, err := os.Stat(p)
 		if err != nil {
 			return err
@@ -242,7 +243,7 @@ func (m *model) copyTruncate(name string) {
 	if mf.gen.size < fingerprintBytes {
 		// A copy shorter than the fingerprint cannot be recognised:
 		// only what was read before the truncation is safe.
-		checkFor(m.t, 10*time.Second, func() error {
+		testutil.CheckFor(m.t, 10*time.Second, func() error {
 			if !m.stored(mf.gen) {
 				return fmt.Errorf("gen %d not stored yet", mf.gen.id)
 			}
@@ -265,7 +266,7 @@ func (m *model) truncate(name string) {
 		return
 	}
 	// What is truncated before it is read is lost by nature.
-	checkFor(m.t, 10*time.Second, func() error {
+	testutil.CheckFor(m.t, 10*time.Second, func() error {
 		if !m.stored(mf.gen) {
 			return fmt.Errorf("gen %d not stored yet", mf.gen.id)
 		}
@@ -298,7 +299,7 @@ func (m *model) remove(name string) {
 // a restart nothing leads to them any more.
 func (m *model) settleDeleted() {
 	for _, g := range m.deleted {
-		checkFor(m.t, 10*time.Second, func() error {
+		testutil.CheckFor(m.t, 10*time.Second, func() error {
 			if !m.stored(g) {
 				return fmt.Errorf("deleted gen %d not stored yet", g.id)
 			}
@@ -313,7 +314,7 @@ func (m *model) check(timeout time.Duration) {
 	for _, g := range m.gens {
 		all = append(all, g.lines...)
 	}
-	checkFor(m.t, timeout, func() error {
+	testutil.CheckFor(m.t, timeout, func() error {
 		have := map[string]bool{}
 		for _, l := range m.h.e.logs() {
 			have[l] = true

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/logship/logship/broker"
+	"github.com/logship/logship/internal/testutil"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -30,7 +31,7 @@ func TestPermanentAckErrorDrops(t *testing.T) {
 			h.e.fail = func(n int, _ []rec) bool { return n == 2 || n == 5 }
 			p := h.path("a.log")
 			appendFile(t, p, lines("a", 0, 100))
-			rewinds0 := counterValue(rewindVec.WithLabelValues("tail.test"))
+			rewinds0 := testutil.Value(rewindVec.WithLabelValues("tail.test"))
 			h.start()
 			var wantLogs []string
 			for i := range 100 {
@@ -38,7 +39,7 @@ func TestPermanentAckErrorDrops(t *testing.T) {
 					wantLogs = append(wantLogs, fmt.Sprintf("a-%06d", i))
 				}
 			}
-			checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), wantLogs) })
+			testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), wantLogs) })
 			// Not read again: nothing more is emitted.
 			stays(t, 500*time.Millisecond, func() error {
 				h.e.mu.Lock()
@@ -51,7 +52,7 @@ func TestPermanentAckErrorDrops(t *testing.T) {
 			if n, _ := h.metricValue("logship_dropped_records_total", map[string]string{"reason": dropReason}); n != 20 {
 				t.Errorf("dropped_records_total{reason=%s} = %v, want 20", dropReason, n)
 			}
-			if d := counterValue(rewindVec.WithLabelValues("tail.test")) - rewinds0; d != 0 {
+			if d := testutil.Value(rewindVec.WithLabelValues("tail.test")) - rewinds0; d != 0 {
 				t.Errorf("%v rewinds", d)
 			}
 			h.stop()
@@ -86,7 +87,7 @@ func TestPermanentEmitErrorDrops(t *testing.T) {
 			wantLogs = append(wantLogs, fmt.Sprintf("a-%06d", i))
 		}
 	}
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), wantLogs) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), wantLogs) })
 	stays(t, 300*time.Millisecond, func() error { return exactlyOnce(h.e.logs(), wantLogs) })
 	if n, _ := h.metricValue("logship_dropped_records_total", map[string]string{"reason": dropReason}); n != 10 {
 		t.Errorf("dropped %v, want 10", n)
@@ -114,7 +115,7 @@ func TestChunkBytesCapped(t *testing.T) {
 	appendFile(t, p, lines("c", 0, 100))
 	h.start()
 	wantLogs := append(append(want("a", 0, 1000), big1, big2), want("c", 0, 100)...)
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), wantLogs) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), wantLogs) })
 	h.e.mu.Lock()
 	defer h.e.mu.Unlock()
 	large := 0

@@ -6,6 +6,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/logship/logship/internal/testutil"
 )
 
 // rewrite truncates path in place (same inode) and writes s.
@@ -38,13 +40,13 @@ func TestRewrittenWhileStopped(t *testing.T) {
 	p := h.path("a.log")
 	appendFile(t, p, lines("a", 0, 400))
 	h.start()
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 400)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 400)) })
 	h.stop()
 
 	// A plain restart: exactly the new lines.
 	appendFile(t, p, lines("a", 400, 410))
 	h.start()
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs()[400:], want("a", 400, 410)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs()[400:], want("a", 400, 410)) })
 	h.stop()
 	if n := h.e.count(); n != 410 {
 		t.Fatalf("%d lines after a plain restart, want 410", n)
@@ -52,16 +54,16 @@ func TestRewrittenWhileStopped(t *testing.T) {
 
 	content, wantNew := rewritten()
 	rewrite(t, p, content)
-	rewritten0 := counterValue(rotationVec.WithLabelValues("tail.test", "rewritten"))
+	rewritten0 := testutil.Value(rotationVec.WithLabelValues("tail.test", "rewritten"))
 	h.start()
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs()[410:], wantNew) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs()[410:], wantNew) })
 	stays(t, 200*time.Millisecond, func() error {
 		if n := h.e.count(); n != 910 {
 			return fmt.Errorf("%d lines, want 410+500", n)
 		}
 		return nil
 	})
-	if d := counterValue(rotationVec.WithLabelValues("tail.test", "rewritten")) - rewritten0; d != 1 {
+	if d := testutil.Value(rotationVec.WithLabelValues("tail.test", "rewritten")) - rewritten0; d != 1 {
 		t.Errorf("rotations_total{kind=rewritten} went up by %v", d)
 	}
 	h.stop()
@@ -69,7 +71,7 @@ func TestRewrittenWhileStopped(t *testing.T) {
 	// And it resumes exactly after that.
 	appendFile(t, p, lines("n", 500, 505))
 	h.start()
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs()[910:], want("n", 500, 505)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs()[910:], want("n", 500, 505)) })
 	stays(t, 200*time.Millisecond, func() error {
 		if n := h.e.count(); n != 915 {
 			return fmt.Errorf("%d lines, want 915", n)
@@ -85,7 +87,7 @@ func TestLegacyCheckpointResumes(t *testing.T) {
 	p := h.path("a.log")
 	appendFile(t, p, lines("a", 0, 100))
 	h.start()
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 100)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 100)) })
 	h.stop()
 	path := h.checkpointPath()
 	b, err := os.ReadFile(path)
@@ -104,7 +106,7 @@ func TestLegacyCheckpointResumes(t *testing.T) {
 	write(t, path, b)
 	appendFile(t, p, lines("a", 100, 110))
 	h.start()
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs()[100:], want("a", 100, 110)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs()[100:], want("a", 100, 110)) })
 	stays(t, 200*time.Millisecond, func() error {
 		if n := h.e.count(); n != 110 {
 			return fmt.Errorf("%d lines, want 110", n)
@@ -129,7 +131,7 @@ func TestRewrittenWhileReading(t *testing.T) {
 	appendFile(t, p, lines("a", 0, 400)) // 3600 bytes: one block
 	h.e.block = make(chan struct{})
 	h.start()
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		h.in.mu.Lock()
 		defer h.in.mu.Unlock()
 		for _, tl := range h.in.files {
@@ -147,7 +149,7 @@ func TestRewrittenWhileReading(t *testing.T) {
 	h.e.block = nil
 	h.e.mu.Unlock()
 	wantAll := append(want("a", 0, 400), wantNew...)
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		got := h.e.logs()
 		if len(got) < 400 {
 			return fmt.Errorf("%d lines", len(got))
@@ -176,7 +178,7 @@ func TestRewrittenNotTakenForCopy(t *testing.T) {
 	appendFile(t, a, header+lines("a", 0, 300))
 	h.start()
 	wantA := append(want("header", 0, 40), want("a", 0, 300)...)
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), wantA) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), wantA) })
 	h.stop()
 	n0 := h.e.count()
 
@@ -186,7 +188,7 @@ func TestRewrittenNotTakenForCopy(t *testing.T) {
 	h.start()
 	wantNew := append(append(want("header", 0, 40), want("n", 0, 400)...), append(want("header", 0, 40), want("b", 0, 400)...)...)
 	wantNew = append(append(wantNew, want("header", 0, 40)...), want("c", 0, 10)...)
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		got := h.e.logs()[n0:]
 		var hdr, rest []string
 		for _, l := range got {
@@ -218,14 +220,14 @@ func TestCopytruncateWhileStoppedSameHead(t *testing.T) {
 	p := h.path("a.log")
 	appendFile(t, p, lines("a", 0, 400))
 	h.start()
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 400)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 400)) })
 	h.stop()
 	appendFile(t, p, lines("a", 400, 420)) // never read before the rotation
 	copyFile(t, p, p+".1")
 	content, _ := rewritten()
 	rewrite(t, p, content)
 	h.start()
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		got := h.e.logs()[400:]
 		// The new content repeats a-000000..a-000029 of the old.
 		var rest []string

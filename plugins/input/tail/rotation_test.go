@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/logship/logship/conftypes"
+	"github.com/logship/logship/internal/testutil"
 )
 
 func copyFile(t testing.TB, from, to string) {
@@ -50,7 +51,7 @@ func (h *harness) tracked(path string) bool {
 
 func (h *harness) waitTracked(path string) {
 	h.t.Helper()
-	checkFor(h.t, 5*time.Second, func() error {
+	testutil.CheckFor(h.t, 5*time.Second, func() error {
 		if !h.tracked(path) {
 			return fmt.Errorf("%s not followed yet", path)
 		}
@@ -85,7 +86,7 @@ func TestRotateRenameCreate(t *testing.T) {
 			writeTo(t, old, lines("old", 200, 300)) // the writer has not reopened yet
 			appendFile(t, h.path("a.log"), lines("new", 100, 200))
 			wantL := append(want("old", 0, 300), want("new", 0, 200)...)
-			checkFor(t, 10*time.Second, func() error { return exactlyOnce(h.e.logs(), wantL) })
+			testutil.CheckFor(t, 10*time.Second, func() error { return exactlyOnce(h.e.logs(), wantL) })
 			for _, p := range []string{"old", "new"} {
 				if err := inOrder(h.e.logs(), p); err != nil {
 					t.Error(err)
@@ -93,8 +94,8 @@ func TestRotateRenameCreate(t *testing.T) {
 			}
 			if !matched {
 				// The rotated file is closed after rotate_wait and forgotten.
-				checkFor(t, 5*time.Second, func() error {
-					if n := gaugeValue(h.in.met.open); n != 1 {
+				testutil.CheckFor(t, 5*time.Second, func() error {
+					if n := testutil.Value(h.in.met.open); n != 1 {
 						return fmt.Errorf("%v files open", n)
 					}
 					if n := len(h.in.store.keys()); n != 1 {
@@ -134,7 +135,7 @@ func TestCopyTruncate(t *testing.T) {
 			}
 			h.start()
 			if c.readFirst {
-				checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 100)) })
+				testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 100)) })
 			}
 			appendFile(t, h.path("a.log"), lines("a", 100, 150))
 			copyFile(t, h.path("a.log"), h.path("a.log.1"))
@@ -154,7 +155,7 @@ func TestCopyTruncate(t *testing.T) {
 				// An unmatched copy is drained, not followed: lines written
 				// to it later are read only while it is drained.
 				wantL = append(want("a", 0, 150), want("b", 0, 50)...)
-				checkFor(t, 10*time.Second, func() error {
+				testutil.CheckFor(t, 10*time.Second, func() error {
 					got := h.e.logs()
 					var kept []string
 					for _, g := range got {
@@ -166,7 +167,7 @@ func TestCopyTruncate(t *testing.T) {
 				})
 				return
 			}
-			checkFor(t, 10*time.Second, func() error { return exactlyOnce(h.e.logs(), wantL) })
+			testutil.CheckFor(t, 10*time.Second, func() error { return exactlyOnce(h.e.logs(), wantL) })
 		})
 	}
 }
@@ -180,7 +181,7 @@ func TestTruncateThenAppend(t *testing.T) {
 			h := newHarness(t, func(c *Config) { c.RefreshInterval = conftypes.Duration(300 * time.Millisecond) })
 			appendFile(t, h.path("a.log"), lines("a", 0, 20))
 			h.start()
-			checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 20)) })
+			testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 20)) })
 			n := 5
 			if longer {
 				n = 200
@@ -192,7 +193,7 @@ func TestTruncateThenAppend(t *testing.T) {
 			}
 			writeTo(t, f, lines("b", 0, n))
 			f.Close()
-			checkFor(t, 5*time.Second, func() error {
+			testutil.CheckFor(t, 5*time.Second, func() error {
 				return exactlyOnce(h.e.logs(), append(want("a", 0, 20), want("b", 0, n)...))
 			})
 		})
@@ -216,9 +217,9 @@ func TestDeleteWhileOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeTo(t, w, lines("a", 20, 30))
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 30)) })
-	checkFor(t, 5*time.Second, func() error {
-		if n := gaugeValue(h.in.met.open); n != 0 {
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 30)) })
+	testutil.CheckFor(t, 5*time.Second, func() error {
+		if n := testutil.Value(h.in.met.open); n != 0 {
 			return fmt.Errorf("%v files open", n)
 		}
 		if n := len(h.in.store.keys()); n != 0 {
@@ -235,18 +236,18 @@ func TestFileReappears(t *testing.T) {
 	appendFile(t, h.path("a.log"), lines("ignored", 0, 5))
 	h.start()
 	appendFile(t, h.path("a.log"), lines("a", 0, 5))
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 5)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 5)) })
 	if err := os.Remove(h.path("a.log")); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 5*time.Second, func() error {
-		if n := gaugeValue(h.in.met.open); n != 0 {
+	testutil.CheckFor(t, 5*time.Second, func() error {
+		if n := testutil.Value(h.in.met.open); n != 0 {
 			return fmt.Errorf("%v files open", n)
 		}
 		return nil
 	})
 	appendFile(t, h.path("a.log"), lines("b", 0, 5))
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		return exactlyOnce(h.e.logs(), append(want("a", 0, 5), want("b", 0, 5)...))
 	})
 }
@@ -259,7 +260,7 @@ func TestRotatedWhileStopped(t *testing.T) {
 	appendFile(t, h.path("a.log"), lines("pre", 0, 5))
 	h.start()
 	appendFile(t, h.path("a.log"), lines("a", 0, 10))
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 10)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 10)) })
 	h.stop()
 	appendFile(t, h.path("a.log"), lines("a", 10, 20))
 	if err := os.Rename(h.path("a.log"), h.path("a.log.1")); err != nil {
@@ -267,11 +268,11 @@ func TestRotatedWhileStopped(t *testing.T) {
 	}
 	appendFile(t, h.path("a.log"), lines("b", 0, 10))
 	h.start()
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		return exactlyOnce(h.e.logs(), append(want("a", 0, 20), want("b", 0, 10)...))
 	})
 	// The drained file is closed and its checkpoint dropped.
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if n := len(h.in.store.keys()); n != 1 {
 			return fmt.Errorf("%d checkpoints", n)
 		}
@@ -286,7 +287,7 @@ func TestCopyTruncatedWhileStopped(t *testing.T) {
 	h := newHarness(t, nil)
 	appendFile(t, h.path("a.log"), lines("a", 0, 40))
 	h.start()
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 40)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 40)) })
 	h.stop()
 	appendFile(t, h.path("a.log"), lines("a", 40, 50))
 	copyFile(t, h.path("a.log"), h.path("a.log.1"))
@@ -295,7 +296,7 @@ func TestCopyTruncatedWhileStopped(t *testing.T) {
 	}
 	appendFile(t, h.path("a.log"), lines("b", 0, 10))
 	h.start()
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		return exactlyOnce(h.e.logs(), append(want("a", 0, 50), want("b", 0, 10)...))
 	})
 }
@@ -320,13 +321,13 @@ func TestSymlinkedContainerLogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.start()
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 10)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 10)) })
 	appendFile(t, target, cri("a", 10, 20)) // notified through the target's directory
 	if err := os.Rename(target, filepath.Join(pods, "0.log.20240101")); err != nil {
 		t.Fatal(err)
 	}
 	appendFile(t, target, cri("b", 0, 10))
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		return exactlyOnce(h.e.logs(), append(want("a", 0, 20), want("b", 0, 10)...))
 	})
 	for _, r := range h.e.records() {
@@ -345,10 +346,10 @@ func TestNotifiedQuickly(t *testing.T) {
 	if h.in.watcher == nil {
 		t.Skip("SKIP: inotify unavailable here")
 	}
-	checkFor(t, 2*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 1)) })
+	testutil.CheckFor(t, 2*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 1)) })
 	appendFile(t, h.path("a.log"), lines("a", 1, 2))
 	appendFile(t, h.path("b.log"), lines("b", 0, 1)) // a new file: found through the directory watch
-	checkFor(t, 2*time.Second, func() error {
+	testutil.CheckFor(t, 2*time.Second, func() error {
 		return exactlyOnce(h.e.logs(), append(want("a", 0, 2), want("b", 0, 1)...))
 	})
 }
@@ -363,18 +364,18 @@ func TestCopyFoundBeforeTruncation(t *testing.T) {
 	})
 	appendFile(t, h.path("a.log"), lines("a", 0, 40))
 	h.start()
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 40)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 40)) })
 	copyFile(t, h.path("a.log"), h.path("a.log.1"))
 	h.waitTracked(h.path("a.log.1"))
 	appendFile(t, h.path("a.log"), lines("a", 40, 50)) // only in the original
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 50)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 50)) })
 	if err := os.Truncate(h.path("a.log"), 0); err != nil {
 		t.Fatal(err)
 	}
 	appendFile(t, h.path("a.log"), lines("b", 0, 5))
 	appendFile(t, h.path("a.log.1"), lines("c", 0, 5))
 	wantL := append(append(want("a", 0, 50), want("b", 0, 5)...), want("c", 0, 5)...)
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), wantL) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), wantL) })
 	stays(t, 300*time.Millisecond, func() error { return exactlyOnce(h.e.logs(), wantL) })
 }
 
@@ -388,9 +389,9 @@ func TestPlainCopyIsRead(t *testing.T) {
 	})
 	appendFile(t, h.path("a.log"), lines("a", 0, 40))
 	h.start()
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 40)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 40)) })
 	copyFile(t, h.path("a.log"), h.path("backup"))
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if n := h.e.count(); n != 80 {
 			return fmt.Errorf("%d records", n)
 		}

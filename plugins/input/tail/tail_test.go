@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/logship/logship/conftypes"
+	"github.com/logship/logship/internal/testutil"
 )
 
 func TestReadsAndFollows(t *testing.T) {
@@ -22,7 +22,7 @@ func TestReadsAndFollows(t *testing.T) {
 	appendFile(t, h.path("a.log"), lines("a", 0, 100))
 	h.start()
 	appendFile(t, h.path("a.log"), lines("a", 100, 200))
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 200)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 200)) })
 	if err := inOrder(h.e.logs(), "a"); err != nil {
 		t.Error(err)
 	}
@@ -42,7 +42,7 @@ func TestPartialLineWaitsThenFlushes(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.PartialFlushTimeout = conftypes.Duration(400 * time.Millisecond) })
 	appendFile(t, h.path("a.log"), "whole\nhal")
 	h.start()
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if n := h.e.count(); n != 1 {
 			return fmt.Errorf("%d records", n)
 		}
@@ -56,7 +56,7 @@ func TestPartialLineWaitsThenFlushes(t *testing.T) {
 		return nil
 	})
 	appendFile(t, h.path("a.log"), " done\nlast without newline")
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		return exactlyOnce(h.e.logs(), []string{"whole", "half and done", "last without newline"})
 	})
 }
@@ -67,7 +67,7 @@ func TestWrappedJSON(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.Format = FormatJSON; c.ReadBufferBytes = 4096; c.MaxLineBytes = 2048 })
 	appendFile(t, h.path("a.log"), `{"msg":"first","n":1}`+"\n"+`{"msg":"sec`)
 	h.start()
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if h.e.count() != 1 {
 			return fmt.Errorf("%d records", h.e.count())
 		}
@@ -75,7 +75,7 @@ func TestWrappedJSON(t *testing.T) {
 	})
 	big := strings.Repeat("x", 1500)
 	appendFile(t, h.path("a.log"), `ond","big":"`+big+`","n":2}`+"\n")
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if h.e.count() != 2 {
 			return fmt.Errorf("%d records", h.e.count())
 		}
@@ -91,7 +91,7 @@ func TestWrappedJSON(t *testing.T) {
 	line, _ := json.Marshal(map[string]string{"log": inner + "\n", "stream": "stdout", "time": "2024-01-01T00:00:00Z"})
 	appendFile(t, d.path("a.log"), string(line)+"\n")
 	d.start()
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if got := d.e.logs(); len(got) != 1 || got[0] != inner {
 			return fmt.Errorf("got %q", got)
 		}
@@ -107,10 +107,10 @@ func TestExcludePaths(t *testing.T) {
 	appendFile(t, h.path("b.log"), lines("b", 0, 3))
 	appendFile(t, h.path("skip-me.log"), lines("s", 0, 3))
 	h.start()
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 3)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 3)) })
 	appendFile(t, h.path("skip2.log"), lines("s2", 0, 3))
 	appendFile(t, h.path("c.log"), lines("c", 0, 3))
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		return exactlyOnce(h.e.logs(), append(want("a", 0, 3), want("c", 0, 3)...))
 	})
 }
@@ -124,24 +124,24 @@ func TestIgnoreOlder(t *testing.T) {
 	}
 	appendFile(t, h.path("new.log"), lines("new", 0, 3))
 	h.start()
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("new", 0, 3)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("new", 0, 3)) })
 	// Written again, the old file is read (all of it: it was never read).
 	appendFile(t, h.path("old.log"), lines("old", 3, 5))
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		return exactlyOnce(h.e.logs(), append(want("new", 0, 3), want("old", 0, 5)...))
 	})
 	// Idle again for ignore_older: closed, checkpoint kept, reopened on write.
 	if err := os.Chtimes(h.path("old.log"), past, past); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 5*time.Second, func() error {
-		if n := gaugeValue(h.in.met.open); n != 1 {
+	testutil.CheckFor(t, 5*time.Second, func() error {
+		if n := testutil.Value(h.in.met.open); n != 1 {
 			return fmt.Errorf("%v files open", n)
 		}
 		return nil
 	})
 	appendFile(t, h.path("old.log"), lines("old", 5, 6))
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		return exactlyOnce(h.e.logs(), append(want("new", 0, 3), want("old", 0, 6)...))
 	})
 }
@@ -156,7 +156,7 @@ func TestReadFromHeadFalse(t *testing.T) {
 	appendFile(t, h.path("a.log"), "hed\n"+lines("a", 0, 5))
 	appendFile(t, h.path("b.log"), lines("b", 0, 5))
 	wantL := append(append([]string{"unfinished"}, want("a", 0, 5)...), want("b", 0, 5)...)
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), wantL) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), wantL) })
 
 	// After a restart, a file created while stopped is read from its head,
 	// an old one resumes at its checkpoint.
@@ -165,7 +165,7 @@ func TestReadFromHeadFalse(t *testing.T) {
 	appendFile(t, h.path("c.log"), lines("c", 0, 4))
 	h.start()
 	wantL = append(append(wantL, want("a", 5, 8)...), want("c", 0, 4)...)
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), wantL) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), wantL) })
 }
 
 func TestTagAndPathKey(t *testing.T) {
@@ -177,7 +177,7 @@ func TestTagAndPathKey(t *testing.T) {
 	p := h.path("a.log")
 	appendFile(t, p, "{\"x\":1}\nplain\n")
 	h.start()
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if h.e.count() != 2 {
 			return fmt.Errorf("%d records", h.e.count())
 		}
@@ -205,14 +205,14 @@ func TestManyFiles(t *testing.T) {
 		wantL = append(wantL, want(name, 0, 3)...)
 	}
 	h.start()
-	checkFor(t, 30*time.Second, func() error { return exactlyOnce(h.e.logs(), wantL) })
+	testutil.CheckFor(t, 30*time.Second, func() error { return exactlyOnce(h.e.logs(), wantL) })
 	// And they keep being followed.
 	for i := 0; i < n; i += 97 {
 		name := fmt.Sprintf("f%04d", i)
 		appendFile(t, h.path(name+".log"), lines(name, 3, 4))
 		wantL = append(wantL, want(name, 3, 4)...)
 	}
-	checkFor(t, 30*time.Second, func() error { return exactlyOnce(h.e.logs(), wantL) })
+	testutil.CheckFor(t, 30*time.Second, func() error { return exactlyOnce(h.e.logs(), wantL) })
 }
 
 // TestCheckpointResume: a restart resumes at the checkpoint; a checkpoint
@@ -221,7 +221,7 @@ func TestCheckpointResume(t *testing.T) {
 	h := newHarness(t, nil)
 	appendFile(t, h.path("a.log"), lines("a", 0, 10))
 	h.start()
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 10)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 10)) })
 	h.stop()
 	cf := readCheckpoints(t, h.data)
 	fi, _ := os.Stat(h.path("a.log"))
@@ -230,7 +230,7 @@ func TestCheckpointResume(t *testing.T) {
 	}
 	appendFile(t, h.path("a.log"), lines("a", 10, 15))
 	h.start()
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 15)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 15)) })
 	h.stop()
 
 	// Pretend the inode now holds other content.
@@ -246,7 +246,7 @@ func TestCheckpointResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.start()
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		return exactlyOnce(h.e.logs()[15:], want("a", 0, 15))
 	})
 }
@@ -266,7 +266,7 @@ func TestAckFailureRereads(t *testing.T) {
 	}
 	appendFile(t, h.path("a.log"), lines("a", 0, 100))
 	h.start()
-	checkFor(t, 10*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 100)) })
+	testutil.CheckFor(t, 10*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 100)) })
 	if err := inOrder(h.e.logs(), "a"); err != nil {
 		t.Error(err)
 	}
@@ -282,7 +282,7 @@ func TestCheckpointWaitsForEarlierAcks(t *testing.T) {
 	h.e.hold = true
 	appendFile(t, h.path("a.log"), lines("a", 0, 30))
 	h.start()
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if n := h.e.heldCount(); n != 3 {
 			return fmt.Errorf("%d chunks held", n)
 		}
@@ -315,7 +315,7 @@ func TestStopWaitsForAcks(t *testing.T) {
 	h.e.delay = 100 * time.Millisecond
 	appendFile(t, h.path("a.log"), lines("a", 0, 10))
 	h.start()
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		h.e.mu.Lock()
 		defer h.e.mu.Unlock()
 		if len(h.e.emitted) != 10 {
@@ -338,7 +338,7 @@ func TestStopWaitsForAcks(t *testing.T) {
 	h.e.hold = true
 	h.start()
 	appendFile(t, h.path("a.log"), lines("a", 10, 20))
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if h.e.heldCount() == 0 {
 			return errors.New("nothing emitted")
 		}
@@ -356,7 +356,7 @@ func TestStopWaitsForAcks(t *testing.T) {
 	h.e.hold = false
 	h.e.mu.Unlock()
 	h.start()
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 20)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 20)) })
 }
 
 // TestBackpressure: while the buffer takes nothing, the reader waits;
@@ -375,7 +375,7 @@ func TestBackpressure(t *testing.T) {
 	h.stop()
 	h.e.block = nil
 	h.start()
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 100)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 100)) })
 }
 
 func TestFairReads(t *testing.T) {
@@ -384,7 +384,7 @@ func TestFairReads(t *testing.T) {
 	appendFile(t, h.path("big.log"), lines("big", 0, 200000))
 	appendFile(t, h.path("small.log"), lines("small", 0, 1))
 	h.start()
-	checkFor(t, 10*time.Second, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		for i, l := range h.e.logs() {
 			if l == "small-000000" {
 				if i > 150000 {
@@ -395,20 +395,12 @@ func TestFairReads(t *testing.T) {
 		}
 		return errors.New("small file not read")
 	})
-	checkFor(t, 20*time.Second, func() error {
+	testutil.CheckFor(t, 20*time.Second, func() error {
 		if n := h.e.count(); n != 200001 {
 			return fmt.Errorf("%d records", n)
 		}
 		return nil
 	})
-}
-
-func gaugeValue(g prometheus.Gauge) float64 {
-	var m dto.Metric
-	if err := g.Write(&m); err != nil {
-		return -1
-	}
-	return m.GetGauge().GetValue()
 }
 
 // metricValue reads one series from the input's registry.
@@ -450,10 +442,10 @@ func TestMetricsAndLossLedger(t *testing.T) {
 	p := h.path("a.log")
 	appendFile(t, p, lines("a", 0, 50))
 	h.start()
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 50)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 50)) })
 	size := float64(len(lines("a", 0, 50)))
 	file := map[string]string{"path": p}
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		b, _ := h.metricValue("logship_tail_file_read_bytes_total", file)
 		r, _ := h.metricValue("logship_tail_file_records_total", file)
 		lag, ok := h.metricValue("logship_tail_file_lag_bytes", file)
@@ -469,7 +461,7 @@ func TestMetricsAndLossLedger(t *testing.T) {
 	h.e.block = make(chan struct{})
 	h.e.mu.Unlock()
 	appendFile(t, p, lines("b", 0, 2000))
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if lag, _ := h.metricValue("logship_tail_file_lag_bytes", file); lag == 0 {
 			return errors.New("growth not seen")
 		}
@@ -484,7 +476,7 @@ func TestMetricsAndLossLedger(t *testing.T) {
 	h.e.block = nil
 	h.e.mu.Unlock()
 	appendFile(t, p, lines("c", 0, 5))
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		got := h.e.logs()
 		if err := exactlyOnce(got[len(got)-5:], want("c", 0, 5)); err != nil {
 			return err
@@ -521,7 +513,7 @@ func TestEmitErrorRetried(t *testing.T) {
 	}
 	appendFile(t, h.path("a.log"), lines("a", 0, 50))
 	h.start()
-	checkFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 50)) })
+	testutil.CheckFor(t, 5*time.Second, func() error { return exactlyOnce(h.e.logs(), want("a", 0, 50)) })
 	h.e.mu.Lock()
 	refused := h.e.refused
 	h.e.mu.Unlock()

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/logship/logship/internal/testutil"
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/forwardproto"
 	fwdin "github.com/logship/logship/plugins/input/forward"
@@ -173,8 +174,8 @@ func TestServerDecidesOnUsers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	res := drive(ctx, o, []pipeline.Batch{batch(0, 1, 3)})
-	checkFor(t, 5*time.Second, func() error {
-		if value(o.m.failures.WithLabelValues("fwd", addr, "auth")) < 1 {
+	testutil.CheckFor(t, 5*time.Second, func() error {
+		if testutil.Value(o.m.failures.WithLabelValues("fwd", addr, "auth")) < 1 {
 			return errors.New("no refused handshake yet")
 		}
 		return nil
@@ -185,33 +186,13 @@ func TestServerDecidesOnUsers(t *testing.T) {
 	}
 }
 
-// fluentBitBinary finds Fluent Bit: $FLUENT_BIT, fluent-bit on PATH, or
-// the build directory FLUENT-BIT.md's recipe uses on the dev machines.
-func fluentBitBinary() string {
-	if p := os.Getenv("FLUENT_BIT"); p != "" {
-		return p
-	}
-	if p, err := exec.LookPath("fluent-bit"); err == nil {
-		return p
-	}
-	if p := "/work/fb/build/bin/fluent-bit"; fileExists(p) {
-		return p
-	}
-	return ""
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
-
 // TestRealFluentBitSharedKey: the output -> a real Fluent Bit in_forward
 // with shared_key and no users; every event arrives (Fluent Bit acks the
 // chunks once they are in its buffer).
 func TestRealFluentBitSharedKey(t *testing.T) {
-	bin := fluentBitBinary()
-	if bin == "" {
-		t.Skip("SKIP: fluent-bit not found (set FLUENT_BIT or put it on PATH; FLUENT-BIT.md says how to build it)")
-	}
+	bin := testutil.FluentBit(t)
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	host, port, _ := net.SplitHostPort(addr)
 	out := filepath.Join(dir, "out.log")
 	cfg := filepath.Join(dir, "fluent-bit.yaml")
@@ -247,7 +228,7 @@ pipeline:
 			t.Logf("fluent-bit output:\n%s", logs.String())
 		}
 	})
-	checkFor(t, 10*time.Second, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			return err
@@ -264,7 +245,7 @@ pipeline:
 	}
 	deliverAll(t, o, bs, 20*time.Second)
 	want := len(bs) * 20
-	checkFor(t, 10*time.Second, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		b, _ := os.ReadFile(out)
 		if n := bytes.Count(b, []byte(`"seq"`)); n != want {
 			return fmt.Errorf("fluent-bit wrote %d of %d events", n, want)

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/logship/logship/internal/testutil"
 )
 
 // nodePeer is npm @fluent-org/logger's FluentServer run by
@@ -129,8 +131,8 @@ func TestFluentServerPeer(t *testing.T) {
 			})
 			bs := batches(3, 4, 25)
 			deliverAll(t, o, bs, 15*time.Second)
-			if value(o.m.acks) != float64(len(bs)) {
-				t.Fatalf("acks_total %v, want %d", value(o.m.acks), len(bs))
+			if testutil.Value(o.m.acks) != float64(len(bs)) {
+				t.Fatalf("acks_total %v, want %d", testutil.Value(o.m.acks), len(bs))
 			}
 			want := map[string]int{}
 			for _, b := range bs {

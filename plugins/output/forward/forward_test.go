@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/logship/logship/conftypes"
+	"github.com/logship/logship/internal/testutil"
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/forwardproto"
 	fwdin "github.com/logship/logship/plugins/input/forward"
@@ -43,16 +44,16 @@ func TestDeliversToOwnInputWithAcks(t *testing.T) {
 			if n := rec.count(); n != len(bs)*50 {
 				t.Fatalf("receiver stored %d events, want %d", n, len(bs)*50)
 			}
-			if n := value(o.m.acks); n != float64(len(bs)) {
+			if n := testutil.Value(o.m.acks); n != float64(len(bs)) {
 				t.Fatalf("acks_total %v, want %d", n, len(bs))
 			}
-			if n := value(o.m.latency.(prometheus.Histogram)); n != float64(len(bs)) {
+			if n := testutil.Value(o.m.latency.(prometheus.Histogram)); n != float64(len(bs)) {
 				t.Fatalf("ack latency observed %v times, want %d", n, len(bs))
 			}
-			if n := value(o.m.inflight); n != 0 {
+			if n := testutil.Value(o.m.inflight); n != 0 {
 				t.Fatalf("inflight_chunks %v after delivery", n)
 			}
-			if n := value(o.m.connects); n != 1 {
+			if n := testutil.Value(o.m.connects); n != 1 {
 				t.Fatalf("connects_total %v: the connection was not reused", n)
 			}
 		})
@@ -167,8 +168,8 @@ func TestSharedKey(t *testing.T) {
 		defer cancel()
 		bs := batches(1, 2, 5)
 		res := drive(ctx, o, bs)
-		checkFor(t, 5*time.Second, func() error {
-			if n := value(o.m.failures.WithLabelValues("fwd", addr, "auth")); n < 2 {
+		testutil.CheckFor(t, 5*time.Second, func() error {
+			if n := testutil.Value(o.m.failures.WithLabelValues("fwd", addr, "auth")); n < 2 {
 				return errors.New("no refused handshake retried yet")
 			}
 			return nil
@@ -201,7 +202,7 @@ func TestSharedKey(t *testing.T) {
 		})
 		ctx, cancel := context.WithCancel(context.Background())
 		res := drive(ctx, o, batches(1, 1, 1))
-		checkFor(t, 5*time.Second, func() error {
+		testutil.CheckFor(t, 5*time.Second, func() error {
 			s := o.servers[0]
 			s.mu.Lock()
 			defer s.mu.Unlock()
@@ -220,7 +221,7 @@ func TestSharedKey(t *testing.T) {
 		o := newOutput(t, t.TempDir(), nil, func(c *Config) { c.Servers = []string{addr} })
 		ctx, cancel := context.WithCancel(context.Background())
 		res := drive(ctx, o, batches(1, 1, 1))
-		checkFor(t, 5*time.Second, func() error {
+		testutil.CheckFor(t, 5*time.Second, func() error {
 			s := o.servers[0]
 			s.mu.Lock()
 			defer s.mu.Unlock()
@@ -262,8 +263,8 @@ func TestTLS(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	res := drive(ctx, bad, batches(1, 1, 1))
-	checkFor(t, 5*time.Second, func() error {
-		if value(bad.m.failures.WithLabelValues("fwd", addr, "tls")) == 0 {
+	testutil.CheckFor(t, 5*time.Second, func() error {
+		if testutil.Value(bad.m.failures.WithLabelValues("fwd", addr, "tls")) == 0 {
 			return errors.New("no tls failure counted")
 		}
 		return nil
@@ -279,7 +280,7 @@ func TestRequireAckFalse(t *testing.T) {
 	o := newOutput(t, t.TempDir(), nil, func(c *Config) { c.Servers = []string{f.addr()}; c.RequireAck = false })
 	bs := batches(2, 5, 10)
 	deliverAll(t, o, bs, 10*time.Second)
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if n := len(f.requests()); n != len(bs) {
 			return errors.New("not every request arrived yet")
 		}
@@ -296,13 +297,13 @@ func TestRequireAckFalse(t *testing.T) {
 	in := receiver(t, "127.0.0.1:0", nil, rec)
 	o2 := newOutput(t, t.TempDir(), nil, func(c *Config) { c.Servers = []string{in.Addr().String()}; c.RequireAck = false })
 	deliverAll(t, o2, bs, 10*time.Second)
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if rec.count() != len(bs)*10 {
 			return errors.New("not every event stored yet")
 		}
 		return nil
 	})
-	if value(o2.m.acks) != 0 {
+	if testutil.Value(o2.m.acks) != 0 {
 		t.Fatal("acks counted without require_ack")
 	}
 }
@@ -345,7 +346,7 @@ func TestFailoverWhenReceiverDiesMidStream(t *testing.T) {
 	recA.mu.Lock()
 	recA.hold = true
 	recA.mu.Unlock()
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if recA.holding() < 4 {
 			return errors.New("not enough chunks in flight on a yet")
 		}
@@ -363,10 +364,10 @@ func TestFailoverWhenReceiverDiesMidStream(t *testing.T) {
 		}
 	}
 	checkAllArrived(t, bs, recA, recB)
-	if value(o.m.failures) == 0 || value(o.set.Metrics.Retries) < 4 {
+	if testutil.Value(o.m.failures) == 0 || testutil.Value(o.set.Metrics.Retries) < 4 {
 		t.Fatal("the receiver's death went uncounted")
 	}
-	if value(o.m.up.WithLabelValues("fwd", a.Addr().String())) != 0 {
+	if testutil.Value(o.m.up.WithLabelValues("fwd", a.Addr().String())) != 0 {
 		t.Fatal("server_up still 1 for the dead receiver")
 	}
 }
@@ -384,7 +385,7 @@ func TestFailedServerDoesNotStallItsPartition(t *testing.T) {
 		c.ConnectTimeout = conftypes.Duration(20 * time.Second)
 	})
 	deliverAll(t, o, []pipeline.Batch{batch(0, 0, 1)}, 5*time.Second) // fails over after the first, refused, connection
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if hang.seen.Load() < 2 {
 			return errors.New("no redial of the failed server yet")
 		}
@@ -404,14 +405,14 @@ func TestFailedServerDoesNotStallItsPartition(t *testing.T) {
 
 // TestReceiverDownAtStartComesUpLater: delivery resumes by itself.
 func TestReceiverDownAtStartComesUpLater(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	o := newOutput(t, t.TempDir(), nil, func(c *Config) { c.Servers = []string{addr} })
 	bs := batches(2, 5, 10)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	res := drive(ctx, o, bs)
-	checkFor(t, 5*time.Second, func() error {
-		if value(o.m.failures.WithLabelValues("fwd", addr, "connect")) < 3 {
+	testutil.CheckFor(t, 5*time.Second, func() error {
+		if testutil.Value(o.m.failures.WithLabelValues("fwd", addr, "connect")) < 3 {
 			return errors.New("not retrying the connection yet")
 		}
 		return nil
@@ -425,7 +426,7 @@ func TestReceiverDownAtStartComesUpLater(t *testing.T) {
 		}
 	}
 	checkAllArrived(t, bs, rec)
-	if value(o.m.up) != 1 {
+	if testutil.Value(o.m.up) != 1 {
 		t.Fatal("server_up not back to 1")
 	}
 }
@@ -465,8 +466,8 @@ func TestAckTimeout(t *testing.T) {
 	defer cancel()
 	b := batch(3, 42, 5)
 	res := drive(ctx, o, []pipeline.Batch{b})
-	checkFor(t, 5*time.Second, func() error {
-		if f.seen.Load() < 3 || value(o.m.failures.WithLabelValues("fwd", f.addr(), "ack_timeout")) < 2 {
+	testutil.CheckFor(t, 5*time.Second, func() error {
+		if f.seen.Load() < 3 || testutil.Value(o.m.failures.WithLabelValues("fwd", f.addr(), "ack_timeout")) < 2 {
 			return errors.New("no reconnect after ack timeouts yet")
 		}
 		return nil
@@ -482,7 +483,7 @@ func TestAckTimeout(t *testing.T) {
 			t.Fatalf("resent with chunk id %q, want %q", r.chunk, id)
 		}
 	}
-	if value(o.set.Metrics.Retries) < 2 {
+	if testutil.Value(o.set.Metrics.Retries) < 2 {
 		t.Fatal("retries not counted")
 	}
 }
@@ -505,8 +506,8 @@ func TestCancelEndsDeliveriesPromptly(t *testing.T) {
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			res := drive(ctx, o, bs)
-			checkFor(t, 5*time.Second, func() error {
-				if f.seen.Load() == 0 || value(o.m.inflight) == 0 {
+			testutil.CheckFor(t, 5*time.Second, func() error {
+				if f.seen.Load() == 0 || testutil.Value(o.m.inflight) == 0 {
 					return errors.New("nothing in flight yet")
 				}
 				return nil
@@ -526,10 +527,10 @@ func TestCancelEndsDeliveriesPromptly(t *testing.T) {
 // ErrStopped (not permanent: they stay buffered) and leaves no goroutine.
 func TestStopEndsDeliveries(t *testing.T) {
 	f := newFakeServer(t, ackNever)
-	down := freeAddr(t)
+	down := testutil.FreeAddr(t)
 	o := newOutput(t, t.TempDir(), nil, func(c *Config) { c.Servers = []string{f.addr(), down} })
 	res := drive(context.Background(), o, batches(2, 4, 5))
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if len(f.requests()) < 4 {
 			return errors.New("not in flight yet")
 		}

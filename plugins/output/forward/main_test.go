@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
@@ -23,42 +21,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// checkFor polls fn until it returns nil or d has passed.
-func checkFor(t *testing.T, d time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", d, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// value sums every sample of a collector (a counter, a gauge, a vector).
-func value(c prometheus.Collector) float64 {
-	ch := make(chan prometheus.Metric, 64)
-	go func() { c.Collect(ch); close(ch) }()
-	var sum float64
-	for m := range ch {
-		var d dto.Metric
-		_ = m.Write(&d)
-		switch {
-		case d.Counter != nil:
-			sum += d.Counter.GetValue()
-		case d.Gauge != nil:
-			sum += d.Gauge.GetValue()
-		case d.Histogram != nil:
-			sum += float64(d.Histogram.GetSampleCount())
-		}
-	}
-	return sum
-}
 
 // recorder is a receiver's emitter: it stores nothing but what arrived per
 // tag, and acknowledges at once.
@@ -413,18 +375,6 @@ func (f *fakeServer) close() {
 	}
 	f.mu.Unlock()
 	f.wg.Wait()
-}
-
-// freeAddr returns an address nothing listens on (yet).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 // expectNoResult fails if any outcome arrives within d.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/logship/logship/broker"
 	"github.com/logship/logship/conftypes"
+	"github.com/logship/logship/internal/testutil"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -69,7 +70,7 @@ func runPipeline(t *testing.T, dataDir, addr string, in pipeline.Input, until fu
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 10*time.Second, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		if !until() {
 			return errors.New("pipeline not there yet")
 		}
