@@ -75,7 +75,7 @@
 // fsync, rename, fsync of the directory, so the file on disk is always a
 // whole, older-or-current version. A process killed with SIGKILL therefore
 // reads again at most the lines after the last saved checkpoint (those not
-// yet acknowledged, and at most a second's worth of acknowledged ones) and
+// yet acknowledged, and at most about 200ms' worth of acknowledged ones) and
 // never skips one. A message still being assembled (a partial cri/docker
 // message, a multiline group) holds the checkpoint at its first line.
 //
