@@ -1,12 +1,14 @@
 // Package testutil holds the helpers the test files of several packages
-// share: polling for a condition, finding Fluent Bit, a free port and
-// reading a metric.
+// share: polling for a condition, finding and running Fluent Bit, a free
+// port and reading a metric.
 package testutil
 
 import (
+	"bytes"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -51,6 +53,31 @@ func FluentBit(tb testing.TB) string {
 	}
 	tb.Skip("SKIP: fluent-bit not found (set FLUENT_BIT or put it on PATH; FLUENT-BIT.md says how to build it)")
 	return ""
+}
+
+// StartFluentBit runs Fluent Bit (found as FluentBit finds it; without
+// one the test is skipped) on config, the text of a YAML config file,
+// until the test ends. Its output is logged if the test failed.
+func StartFluentBit(tb testing.TB, config string) {
+	tb.Helper()
+	bin := FluentBit(tb)
+	path := filepath.Join(tb.TempDir(), "fluent-bit.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, "-c", path)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if tb.Failed() {
+			tb.Logf("fluent-bit output:\n%s", logs.String())
+		}
+	})
 }
 
 // findFluentBit is FluentBit's search: env if set, then PATH, then

@@ -124,3 +124,31 @@ func TestValue(t *testing.T) {
 		t.Fatalf("histogram: %v", v)
 	}
 }
+
+// TestStartFluentBit runs a stand-in for Fluent Bit that copies its
+// config and then waits to be killed when the test ends.
+func TestStartFluentBit(t *testing.T) {
+	dir := t.TempDir()
+	seen := filepath.Join(dir, "seen.yaml")
+	fake := filepath.Join(dir, "fluent-bit")
+	script := "#!/bin/sh\n[ \"$1\" = -c ] || exit 2\ncp \"$2\" " + seen + ".tmp && mv " + seen + ".tmp " + seen + "\nexec sleep 60\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FLUENT_BIT", fake)
+	t.Run("run", func(t *testing.T) {
+		StartFluentBit(t, "service:\n  flush: 1\n")
+		CheckFor(t, 10*time.Second, func() error {
+			b, err := os.ReadFile(seen)
+			if err != nil {
+				return err
+			}
+			if string(b) != "service:\n  flush: 1\n" {
+				return fmt.Errorf("config %q", b)
+			}
+			return nil
+		})
+	})
+	// The subtest's cleanup killed and waited for it (goleak checks the
+	// goroutines that copied its output are gone).
+}

@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -19,7 +17,6 @@ import (
 // that shared key, which sends an auth salt in its HELO although it has no
 // users. Every event arrives.
 func TestAgentToFluentBitSharedKey(t *testing.T) {
-	bin := testutil.FluentBit(t)
 	dir := t.TempDir()
 	fbAddr := testutil.FreeAddr(t)
 	host, port, _ := net.SplitHostPort(fbAddr)
@@ -27,8 +24,7 @@ func TestAgentToFluentBitSharedKey(t *testing.T) {
 	if err := os.MkdirAll(fbOut, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	fbCfg := filepath.Join(dir, "fluent-bit.yaml")
-	writeFile(t, fbCfg, fmt.Sprintf(`service:
+	testutil.StartFluentBit(t, fmt.Sprintf(`service:
   flush: 0.2
   log_level: info
 pipeline:
@@ -45,19 +41,6 @@ pipeline:
       file: out.log
       format: plain
 `, host, port, fbOut))
-	var fbLog bytes.Buffer
-	fb := exec.Command(bin, "-c", fbCfg)
-	fb.Stdout, fb.Stderr = &fbLog, &fbLog
-	if err := fb.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = fb.Process.Kill()
-		_ = fb.Wait()
-		if t.Failed() {
-			t.Logf("fluent-bit output:\n%s", fbLog.String())
-		}
-	})
 	waitListening(t, fbAddr)
 
 	const n = 3000

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -190,13 +189,11 @@ func TestServerDecidesOnUsers(t *testing.T) {
 // with shared_key and no users; every event arrives (Fluent Bit acks the
 // chunks once they are in its buffer).
 func TestRealFluentBitSharedKey(t *testing.T) {
-	bin := testutil.FluentBit(t)
 	dir := t.TempDir()
 	addr := testutil.FreeAddr(t)
 	host, port, _ := net.SplitHostPort(addr)
 	out := filepath.Join(dir, "out.log")
-	cfg := filepath.Join(dir, "fluent-bit.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`service:
+	testutil.StartFluentBit(t, fmt.Sprintf(`service:
   flush: 0.1
   log_level: info
 pipeline:
@@ -212,22 +209,7 @@ pipeline:
       path: %s
       file: out.log
       format: plain
-`, host, port, dir)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var logs bytes.Buffer
-	cmd := exec.Command(bin, "-c", cfg)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("fluent-bit output:\n%s", logs.String())
-		}
-	})
+`, host, port, dir))
 	testutil.CheckFor(t, 10*time.Second, func() error {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
