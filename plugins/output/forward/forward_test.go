@@ -332,6 +332,10 @@ func TestPartitionsSpreadOverServers(t *testing.T) {
 // everything after them arrive at the other one: nothing is lost.
 func TestFailoverWhenReceiverDiesMidStream(t *testing.T) {
 	recA, recB := newRecorder(), newRecorder()
+	// a holds what comes after its first 30 chunks (of its 120): set
+	// before the run, as a hold set later could come after a had
+	// already acked them all (the results are buffered).
+	recA.holdAfter = 30
 	a := receiver(t, "127.0.0.1:0", nil, recA)
 	b := receiver(t, "127.0.0.1:0", nil, recB)
 	o := newOutput(t, t.TempDir(), nil, func(c *Config) {
@@ -343,9 +347,6 @@ func TestFailoverWhenReceiverDiesMidStream(t *testing.T) {
 	defer cancel()
 	res := drive(ctx, o, bs)
 	got := waitResults(t, res, len(bs)/4, 10*time.Second)
-	recA.mu.Lock()
-	recA.hold = true
-	recA.mu.Unlock()
 	testutil.CheckFor(t, 5*time.Second, func() error {
 		if recA.holding() < 4 {
 			return errors.New("not enough chunks in flight on a yet")

@@ -29,8 +29,11 @@ type recorder struct {
 	events int
 	byTag  map[string][]int // tag -> event count of every chunk that came
 	hold   bool             // keep chunks unstored (and unacked) until fail
-	held   []pipeline.AckFunc
-	failed error // from fail on: every chunk is refused
+	// holdAfter > 0 sets hold once that many chunks are stored.
+	holdAfter int
+	stored    int // chunks stored
+	held      []pipeline.AckFunc
+	failed    error // from fail on: every chunk is refused
 }
 
 func newRecorder() *recorder { return &recorder{byTag: map[string][]int{}} }
@@ -49,6 +52,10 @@ func (r *recorder) Emit(_ context.Context, c pipeline.Chunk, ack pipeline.AckFun
 	}
 	r.events += c.Count
 	r.byTag[c.Tag] = append(r.byTag[c.Tag], c.Count)
+	r.stored++
+	if r.holdAfter > 0 && r.stored >= r.holdAfter {
+		r.hold = true
+	}
 	r.mu.Unlock()
 	ack(nil)
 	return nil
