@@ -21,7 +21,14 @@ import (
 // retried later; the journal in use stays, so dedup never turns off.
 //
 // A resend that arrives while the first copy still waits for the buffer
-// waits with it and gets the same answer.
+// (or for its id to be journaled) waits with it and gets the same answer.
+//
+// Journal writes are grouped: finish appends its id to a shared pending
+// buffer; one finisher at a time writes everything pending with one
+// write(2) (group commit), and each finisher returns, and its id counts as
+// committed, only once a write that contained it returned. Finishes that
+// complete together (the writer goroutines of many connections answering
+// the acks of one fdatasync) thus share one write(2).
 type dedup struct {
 	mu      sync.Mutex
 	window  int
@@ -32,6 +39,19 @@ type dedup struct {
 	path    string
 	journal *os.File
 	lines   int // records in the journal
+	free    []*dedupEntry
+
+	// Group commit of journal records (under mu): pend gathers batch
+	// pendSeq; flushing is set while a finisher writes a batch outside
+	// mu; flushed is the last batch written. flushed and compaction's swap
+	// wait on cond.
+	pend     []byte
+	spare    []byte
+	pendSeq  uint64
+	flushed  uint64
+	flushing bool
+	cond     sync.Cond
+	writes   int // journal writes of finish (benchmark)
 
 	// Compaction runs in its own goroutine: the snapshot is taken under mu,
 	// written and fsynced outside it, and swapped in under mu with the ids
@@ -50,7 +70,9 @@ type dedup struct {
 }
 
 type dedupEntry struct {
+	id        string // the map key
 	committed bool
+	finishing bool // its finish waits for the journal: not reused yet
 	waiters   []func(error)
 }
 
@@ -66,8 +88,10 @@ func openDedup(dir string, window int, onErr func(error)) (*dedup, error) {
 		create: func(name string) (*os.File, error) {
 			return os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
 		},
-		sync: (*os.File).Sync,
+		sync:    (*os.File).Sync,
+		pendSeq: 1,
 	}
+	d.cond.L = &d.mu
 	if d.onErr == nil {
 		d.onErr = func(error) {}
 	}
@@ -123,24 +147,54 @@ func (d *dedup) load() error {
 
 // remember adds a committed id to the window, forgetting the oldest.
 func (d *dedup) remember(id string) {
-	if e, ok := d.ids[id]; ok && e.committed {
+	e, ok := d.ids[id]
+	if !ok {
+		e = d.entry(id)
+		d.ids[id] = e
+	}
+	d.commitLocked(e)
+}
+
+// entry returns a fresh entry for id, reusing a forgotten one.
+func (d *dedup) entry(id string) *dedupEntry {
+	if n := len(d.free); n > 0 {
+		e := d.free[n-1]
+		d.free = d.free[:n-1]
+		e.id = id
+		return e
+	}
+	return &dedupEntry{id: id}
+}
+
+// forget removes e from the map and keeps it for reuse, unless its finish
+// still has to collect its waiters (a window smaller than a batch).
+func (d *dedup) forget(e *dedupEntry) {
+	delete(d.ids, e.id)
+	if e.finishing {
+		return
+	}
+	*e = dedupEntry{}
+	d.free = append(d.free, e)
+}
+
+// commitLocked marks e committed and adds it to the window, forgetting the
+// oldest.
+func (d *dedup) commitLocked(e *dedupEntry) {
+	if e.committed {
 		return
 	}
 	if d.size == d.window {
 		old := d.ring[d.head]
-		if e, ok := d.ids[old]; ok && e.committed {
-			delete(d.ids, old)
+		if oe, ok := d.ids[old]; ok && oe.committed {
+			d.forget(oe)
 		}
+		d.ring[d.head] = ""
 		d.head = (d.head + 1) % d.window
 		d.size--
 	}
-	d.ring[(d.head+d.size)%d.window] = id
+	d.ring[(d.head+d.size)%d.window] = e.id
 	d.size++
-	if e, ok := d.ids[id]; ok {
-		e.committed = true
-	} else {
-		d.ids[id] = &dedupEntry{committed: true}
-	}
+	e.committed = true
 }
 
 // snapshotLocked returns the window as journal records and starts a
@@ -174,6 +228,11 @@ func (d *dedup) compact(snap []byte) (err error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	// A batch being written goes to the journal in use and into tail once
+	// written: wait for it before tail is copied and the journal swapped.
+	for d.flushing {
+		d.cond.Wait()
+	}
 	d.compacting = false
 	if err == nil {
 		if _, err = f.Write(d.tail); err == nil {
@@ -222,7 +281,8 @@ func (d *dedup) begin(id []byte, answer func(error)) bool {
 	d.mu.Lock()
 	e, ok := d.ids[string(id)]
 	if !ok {
-		d.ids[string(id)] = &dedupEntry{}
+		k := string(id)
+		d.ids[k] = d.entry(k)
 		d.mu.Unlock()
 		return true
 	}
@@ -237,44 +297,47 @@ func (d *dedup) begin(id []byte, answer func(error)) bool {
 }
 
 // finish records the fate of a chunk begun with begin. On success the id is
-// journaled before anyone is answered.
+// journaled (a write(2) that contained it returned) before finish returns
+// and before anyone is answered; until then a resend waits.
 func (d *dedup) finish(id []byte, err error) {
 	if len(id) == 0 || len(id) > maxIDLen {
 		return
 	}
 	d.mu.Lock()
 	e := d.ids[string(id)]
-	if e == nil {
+	if e == nil || e.committed {
 		d.mu.Unlock()
 		return
+	}
+	if err == nil && d.journal != nil {
+		d.pend = append(append(d.pend, byte(len(id))), id...)
+		e.finishing = true
+		my := d.pendSeq
+		for d.flushed < my {
+			if d.flushing {
+				d.cond.Wait()
+			} else {
+				d.flushLocked()
+			}
+		}
+		e.finishing = false
+		if d.ids[string(id)] != e {
+			// Committed and forgotten again while this finish waited (a
+			// window smaller than a batch): answer, and leave e to the GC.
+			waiters := e.waiters
+			d.mu.Unlock()
+			for _, w := range waiters {
+				w(nil)
+			}
+			return
+		}
 	}
 	waiters := e.waiters
 	e.waiters = nil
 	if err != nil {
-		delete(d.ids, string(id))
+		d.forget(e)
 	} else {
-		d.remember(string(id))
-		if d.journal != nil {
-			rec := make([]byte, 0, 1+len(id))
-			rec = append(append(rec, byte(len(id))), id...)
-			if _, werr := d.journal.Write(rec); werr == nil {
-				d.lines++
-			} else {
-				d.onErr(fmt.Errorf("dedup journal: %w", werr))
-			}
-			if d.compacting {
-				d.tail = append(d.tail, rec...)
-			} else if d.lines > 2*d.window && time.Now().After(d.retryAt) {
-				snap := d.snapshotLocked()
-				d.bg.Add(1)
-				go func() {
-					defer d.bg.Done()
-					if err := d.compact(snap); err != nil {
-						d.onErr(err)
-					}
-				}()
-			}
-		}
+		d.commitLocked(e) // done by flushLocked with a journal
 	}
 	d.mu.Unlock()
 	for _, w := range waiters {
@@ -282,10 +345,59 @@ func (d *dedup) finish(id []byte, err error) {
 	}
 }
 
+// flushLocked writes the pending batch to the journal with one write(2),
+// without holding mu, then commits its ids; called with mu held and no
+// flush running.
+func (d *dedup) flushLocked() {
+	buf, seq, f := d.pend, d.pendSeq, d.journal
+	d.pend = d.spare[:0]
+	d.spare = nil
+	d.pendSeq++
+	d.flushing = true
+	d.mu.Unlock()
+	_, werr := f.Write(buf)
+	d.mu.Lock()
+	d.writes++
+	d.flushing = false
+	d.flushed = seq
+	d.cond.Broadcast()
+	n := 0
+	for b := buf; len(b) > 0; n++ {
+		rec := b[1 : 1+int(b[0])]
+		b = b[1+len(rec):]
+		if e := d.ids[string(rec)]; e != nil {
+			d.commitLocked(e)
+		}
+	}
+	if werr == nil {
+		d.lines += n
+	} else {
+		d.onErr(fmt.Errorf("dedup journal: %w", werr))
+	}
+	if d.compacting {
+		d.tail = append(d.tail, buf...)
+	} else if d.lines > 2*d.window && time.Now().After(d.retryAt) {
+		snap := d.snapshotLocked()
+		d.bg.Add(1)
+		go func() {
+			defer d.bg.Done()
+			if err := d.compact(snap); err != nil {
+				d.onErr(err)
+			}
+		}()
+	}
+	if cap(buf) <= 64<<10 {
+		d.spare = buf[:0]
+	}
+}
+
 func (d *dedup) close() error {
 	d.bg.Wait()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	for d.flushing {
+		d.cond.Wait()
+	}
 	if d.journal == nil {
 		return nil
 	}
