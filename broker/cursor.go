@@ -37,6 +37,11 @@ type Cursor struct {
 	// nextMu: before p.mu, mu and s.fmu (lock order: "Locks" in doc.go); held
 	// across segment reads and waits for records.
 	nextMu sync.Mutex // held by Next; Close waits for it
+	// wake gets a token from publish (wakeReadersLocked) when queued (in
+	// p.waiters, under p.mu) and records arrive.
+	wake   chan struct{}
+	queued bool
+
 	// owned by Next
 	seg     *segment
 	pos     int64  // frame boundary in seg
@@ -53,7 +58,7 @@ type Cursor struct {
 const cursorBufSize = 256 << 10
 
 func (p *partition) newCursor(name string, committed uint64) *Cursor {
-	return &Cursor{p: p, name: name, path: p.cursorPath(name), committed: committed, readOff: committed}
+	return &Cursor{p: p, name: name, path: p.cursorPath(name), committed: committed, readOff: committed, wake: make(chan struct{}, 1)}
 }
 
 func (c *Cursor) markDirty() {
@@ -252,12 +257,14 @@ func (c *Cursor) Next(ctx context.Context) (Record, error) {
 
 		p.mu.Lock()
 		if off >= p.readEndLocked() {
-			ch := p.dataCh
-			p.waiting = true
+			if !c.queued {
+				c.queued = true
+				p.waiters = append(p.waiters, c)
+			}
 			p.mu.Unlock()
 			select {
-			case <-ch:
-				continue
+			case <-c.wake:
+				continue // maybe a stale wake-up: checked again
 			case <-ctx.Done():
 				return Record{}, ctx.Err()
 			case <-closeCh:

@@ -282,7 +282,8 @@
 //     the whole of Next; Close takes it to release that state.
 //   - p.mu: the partition's segment list and the fields of its segments
 //     (size, next, sealed, index, bad), next and the durable read limit,
-//     the cursor map, dataCh, unsyncedSegs and dirDirty.
+//     the cursor map, the waiting readers (waiters, Cursor.queued),
+//     unsyncedSegs and dirDirty.
 //   - c.mu: the cursor's committed and read positions, gen, dirty, open,
 //     retain and closeCh.
 //   - s.fmu: the segment's open file and its reference count.

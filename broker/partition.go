@@ -44,9 +44,8 @@ type partition struct {
 	// (lock order: "Locks" in doc.go).
 	mu      sync.Mutex
 	segs    []*segment
-	next    uint64 // records below next are completely written
-	dataCh  chan struct{}
-	waiting bool // a reader waits on dataCh
+	next    uint64    // records below next are completely written
+	waiters []*Cursor // readers waiting for records (their wake channels)
 	// What readers may see under SyncAlways and SyncInterval: records
 	// below durNext, which an fdatasync covered. durSeg is the segment
 	// that was active when that fdatasync was taken and durSize its size
@@ -130,7 +129,6 @@ func (b *Broker) openPartition(id int) (*partition, error) {
 		id:       id,
 		dir:      filepath.Join(b.dir, partDirName(id)),
 		writable: id < b.nWrite,
-		dataCh:   make(chan struct{}),
 		cursors:  map[string]*Cursor{},
 		qkick:    make(chan struct{}, 1),
 		skick:    make(chan struct{}, 1),
@@ -747,11 +745,15 @@ func (p *partition) setHealthy(seq uint64) {
 // wakeReadersLocked wakes the readers waiting for new records. Callers
 // hold p.mu.
 func (p *partition) wakeReadersLocked() {
-	if p.waiting {
-		close(p.dataCh)
-		p.dataCh = make(chan struct{})
-		p.waiting = false
+	for i, c := range p.waiters {
+		c.queued = false
+		select {
+		case c.wake <- struct{}{}:
+		default: // a wake-up is pending already
+		}
+		p.waiters[i] = nil
 	}
+	p.waiters = p.waiters[:0]
 }
 
 // readEndLocked returns the offset below which readers may read: what is
