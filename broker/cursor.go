@@ -162,7 +162,7 @@ func (c *Cursor) Committed() uint64 {
 
 // Commit records that every record with an offset <= offset is consumed.
 // It only moves forward: an older offset is a no-op. It is cheap: a
-// background flusher persists it within about a second, and Flush and Close
+// background flusher persists it within 250ms (WithCursorFlushInterval), and Flush and Close
 // persist it at once. Reading continues after the commit point (or after
 // Commit's offset, if reading was behind it).
 func (c *Cursor) Commit(offset uint64) error {
