@@ -163,3 +163,86 @@ func TestDedupCompactionOutsideLock(t *testing.T) {
 		}
 	}
 }
+
+// TestDedupGroupedFinishesJournaled: finishes that run together share
+// journal writes, yet each id is in the journal when its finish returns
+// (before its ack; checked with a window that forgets none), a resend begun
+// meanwhile is answered, and nothing deadlocks when a batch holds more ids
+// than the window.
+func TestDedupGroupedFinishesJournaled(t *testing.T) {
+	t.Run("window 1000", func(t *testing.T) { testDedupGrouped(t, 1000) })
+	t.Run("window 2", func(t *testing.T) { testDedupGrouped(t, 2) })
+}
+
+func testDedupGrouped(t *testing.T, window int) {
+	dir := t.TempDir()
+	d, err := openDedup(dir, window, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var answered, resent sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 40 {
+				id := []byte(fmt.Sprintf("g%d-%d", g, i))
+				if !d.begin(id, func(error) {}) {
+					errs <- fmt.Errorf("%s: fresh id taken for a resend", id)
+					return
+				}
+				resent.Add(1)
+				answered.Add(1)
+				go func() { // a resend racing the finish
+					defer resent.Done()
+					if d.begin(id, func(error) { answered.Done() }) {
+						answered.Done() // forgotten already: a new first copy
+						d.finish(id, errors.New("probe only"))
+					}
+				}()
+				d.finish(id, nil)
+				if window < 320 {
+					continue // forgotten ids leave the journal at compaction
+				}
+				b, err := os.ReadFile(d.path)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !containsRecord(b, id) {
+					errs <- fmt.Errorf("%s: finish returned before the id was journaled", id)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	resent.Wait()
+	done := make(chan struct{})
+	go func() { answered.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a resend was never answered")
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if err := d.close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func containsRecord(journal, id []byte) bool {
+	for len(journal) > 0 {
+		n := min(len(journal), 1+int(journal[0]))
+		if string(journal[1:n]) == string(id) {
+			return true
+		}
+		journal = journal[n:]
+	}
+	return false
+}
