@@ -36,20 +36,27 @@ func config(t *testing.T, dir, extraInputs string, outs ...string) string {
 	return path
 }
 
-// running starts s.Run and returns a stop function that ends it and
-// checks its error.
-func running(t *testing.T, s *Service) (stop func()) {
+// startService writes a config with one file output at out, runs an agent
+// on it until the test ends, and returns it once ready with the config's
+// path.
+func startService(t *testing.T, dir, out string) (*Service, string) {
 	t.Helper()
+	path := config(t, dir, "", out)
+	s, err := New(agent.Role, path, all.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx, nil) }()
-	waitFor(t, func() error { return s.readiness() })
-	return func() {
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
-	}
+	})
+	waitFor(t, func() error { return s.readiness() })
+	return s, path
 }
 
 func waitFor(t *testing.T, fn func() error) {
@@ -93,13 +100,7 @@ func (s *Service) gauge() float64 {
 func TestReloadKeepsUnchangedComponents(t *testing.T) {
 	dir := t.TempDir()
 	one, two := filepath.Join(dir, "one.log"), filepath.Join(dir, "two.log")
-	path := config(t, dir, "", one)
-	s, err := New(agent.Role, path, all.Registry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := running(t, s)
-	defer stop()
+	s, _ := startService(t, dir, one)
 	growing(t, one)
 	before := s.comps
 	config(t, dir, "", one, two)
@@ -125,13 +126,7 @@ func TestReloadKeepsUnchangedComponents(t *testing.T) {
 func TestReloadInvalidKeepsRunning(t *testing.T) {
 	dir := t.TempDir()
 	one := filepath.Join(dir, "one.log")
-	path := config(t, dir, "", one)
-	s, err := New(agent.Role, path, all.Registry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := running(t, s)
-	defer stop()
+	s, path := startService(t, dir, one)
 	before := s.comps
 	if err := os.WriteFile(path, []byte("inputs: [{type: nope}]\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -154,13 +149,7 @@ func TestReloadInvalidKeepsRunning(t *testing.T) {
 func TestReloadFailedStartGoesBack(t *testing.T) {
 	dir := t.TempDir()
 	one, two := filepath.Join(dir, "one.log"), filepath.Join(dir, "two.log")
-	path := config(t, dir, "", one)
-	s, err := New(agent.Role, path, all.Registry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := running(t, s)
-	defer stop()
+	s, _ := startService(t, dir, one)
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
