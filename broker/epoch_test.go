@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,39 +16,6 @@ import (
 
 	"github.com/logship/logship/internal/testutil"
 )
-
-// copyDir copies a buffer directory as it is: what a process killed with
-// SIGKILL leaves (the page cache survives).
-func copyDir(t *testing.T, dir string) string {
-	t.Helper()
-	out := t.TempDir()
-	err := filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, path)
-		dst := filepath.Join(out, rel)
-		if info.IsDir() {
-			return os.MkdirAll(dst, 0o755)
-		}
-		src, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer src.Close()
-		d, err := os.Create(dst)
-		if err != nil {
-			return err
-		}
-		defer d.Close()
-		_, err = io.Copy(d, src)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 func readMetaT(t *testing.T, dir string) meta {
 	t.Helper()

@@ -100,6 +100,26 @@ func (f *powerFile) Datasync() error {
 // left it.
 func cutPower(t *testing.T, dir string, st powerState) string {
 	t.Helper()
+	return copyTree(t, dir, func(path string, size int64) (int64, bool) {
+		if s, ok := st.synced[path]; ok {
+			// without a durable directory entry the file never reached the disk
+			return s, st.durable[path]
+		}
+		return size, filepath.Ext(path) != segSuffix // a segment created after the cut is gone
+	})
+}
+
+// copyDir copies a buffer directory as it is: what a process killed with
+// SIGKILL leaves (the page cache survives).
+func copyDir(t *testing.T, dir string) string {
+	t.Helper()
+	return copyTree(t, dir, func(_ string, size int64) (int64, bool) { return size, true })
+}
+
+// copyTree copies dir to a new directory, each file cut to the length keep
+// returns for it, or left out.
+func copyTree(t *testing.T, dir string, keep func(path string, size int64) (int64, bool)) string {
+	t.Helper()
 	out := t.TempDir()
 	err := filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
 		if err != nil {
@@ -110,14 +130,9 @@ func cutPower(t *testing.T, dir string, st powerState) string {
 		if info.IsDir() {
 			return os.MkdirAll(dst, 0o755)
 		}
-		n := info.Size()
-		if s, ok := st.synced[path]; ok {
-			if !st.durable[path] {
-				return nil // its directory entry never reached the disk
-			}
-			n = s
-		} else if filepath.Ext(path) == segSuffix {
-			return nil // created after the cut
+		n, ok := keep(path, info.Size())
+		if !ok {
+			return nil
 		}
 		src, err := os.Open(path)
 		if err != nil {
