@@ -300,10 +300,8 @@ func (s *Service) readiness() error {
 	if !s.ready.Load() {
 		return errors.New("starting or stopping")
 	}
-	if h, ok := any(s.buf).(interface{ Healthy() error }); ok {
-		if err := h.Healthy(); err != nil {
-			return fmt.Errorf("buffer: %w", err)
-		}
+	if err := s.buf.Healthy(); err != nil {
+		return fmt.Errorf("buffer: %w", err)
 	}
 	return s.runner.Ready()
 }
