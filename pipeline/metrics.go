@@ -17,6 +17,7 @@ type Metrics struct {
 	errors     *prometheus.CounterVec
 	retries    *prometheus.CounterVec
 	dropped    *prometheus.CounterVec
+	duplicates *prometheus.CounterVec
 	Reg        prometheus.Registerer
 }
 
@@ -41,6 +42,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		errors:     cv("errors_total", "Errors per component and reason.", "reason"),
 		retries:    cv("retries_total", "Delivery attempts retried by an output."),
 		dropped:    cv("dropped_records_total", "Events given up on (permanent errors, filters).", "reason"),
+		duplicates: cv("duplicates_suppressed_total", "Events a component did not store or deliver again because it already had (a resent chunk, a batch read again after a restart, lines read again)."),
 	}
 }
 
@@ -53,6 +55,7 @@ func (m *Metrics) Component(kind Kind, name, typ string) *ComponentMetrics {
 		RecordsOut: m.recordsOut.With(l),
 		BytesOut:   m.bytesOut.With(l),
 		Retries:    m.retries.With(l),
+		Duplicates: m.duplicates.With(l),
 		errors:     m.errors.MustCurryWith(l),
 		dropped:    m.dropped.MustCurryWith(l),
 		Registerer: m.Reg,
@@ -62,6 +65,9 @@ func (m *Metrics) Component(kind Kind, name, typ string) *ComponentMetrics {
 // ComponentMetrics are the standard counters of one component.
 type ComponentMetrics struct {
 	RecordsIn, BytesIn, RecordsOut, BytesOut, Retries prometheus.Counter
+	// Duplicates counts events suppressed as already stored or delivered
+	// (effectively-once delivery: docs/operations.md).
+	Duplicates prometheus.Counter
 	errors, dropped                                   *prometheus.CounterVec
 	// Registerer is where a plugin registers metrics of its own; register
 	// through RegisterOnce, since a reload creates the plugin again.
