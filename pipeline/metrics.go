@@ -67,8 +67,8 @@ type ComponentMetrics struct {
 	RecordsIn, BytesIn, RecordsOut, BytesOut, Retries prometheus.Counter
 	// Duplicates counts events suppressed as already stored or delivered
 	// (effectively-once delivery: docs/operations.md).
-	Duplicates prometheus.Counter
-	errors, dropped                                   *prometheus.CounterVec
+	Duplicates      prometheus.Counter
+	errors, dropped *prometheus.CounterVec
 	// Registerer is where a plugin registers metrics of its own; register
 	// through RegisterOnce, since a reload creates the plugin again.
 	Registerer prometheus.Registerer
