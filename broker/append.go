@@ -24,6 +24,10 @@ type Record struct {
 	Tag     string
 	Count   int    // number of events in Entries
 	Entries []byte // msgpack [time, record] arrays concatenated; owned by the caller
+	// Meta is what the appender stored beside the entries (AppendAsyncMeta),
+	// or nil: an input's source position, kept in the same durable record
+	// as the data it covers.
+	Meta []byte
 }
 
 // MaxChunkBytes returns the largest tag+entries size Append accepts: a
@@ -32,7 +36,7 @@ func (b *Broker) MaxChunkBytes() int64 { return b.segMax - segHeaderSize - frame
 
 // admit validates a chunk, reserves its space and queues it for the
 // writer. done != nil makes it an AppendAsync request.
-func (b *Broker) admit(ctx context.Context, tag string, entries []byte, count int, done func(Pos, error)) (*appendReq, error) {
+func (b *Broker) admit(ctx context.Context, tag string, meta, entries []byte, count int, done func(Pos, error)) (*appendReq, error) {
 	if b.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -42,16 +46,23 @@ func (b *Broker) admit(ctx context.Context, tag string, entries []byte, count in
 	if count < 0 || count > math.MaxUint32 {
 		return nil, fmt.Errorf("broker: bad event count %d", count)
 	}
-	if n := int64(len(tag) + len(entries)); n > b.MaxChunkBytes() {
+	if len(meta) > MaxMetaBytes {
+		return nil, fmt.Errorf("%w: meta of %d bytes (max %d)", ErrTooLarge, len(meta), MaxMetaBytes)
+	}
+	extra := 0
+	if meta != nil {
+		extra = 2 + len(meta)
+	}
+	if n := int64(len(tag) + extra + len(entries)); n > b.MaxChunkBytes() {
 		return nil, fmt.Errorf("%w: %d bytes (max %d with this segment size)", ErrTooLarge, n, b.MaxChunkBytes())
 	}
-	frame := int64(frameHeaderSize + len(tag) + len(entries))
+	frame := int64(frameHeaderSize + len(tag) + extra + len(entries))
 	if err := b.reserve(ctx, frame); err != nil {
 		return nil, err
 	}
 	p := b.parts[partitionFor(tag, b.nWrite)]
 	r := reqPool.Get().(*appendReq)
-	r.ctx, r.tag, r.entries, r.count, r.frame = ctx, tag, entries, uint32(count), frame
+	r.ctx, r.tag, r.meta, r.entries, r.count, r.frame = ctx, tag, meta, entries, uint32(count), frame
 	r.done, r.async = done, done != nil
 	if !p.enqueue(r) {
 		b.unreserve(frame)
@@ -63,7 +74,7 @@ func (b *Broker) admit(ctx context.Context, tag string, entries []byte, count in
 }
 
 func (r *appendReq) reset() {
-	r.ctx, r.tag, r.entries, r.done, r.async = nil, "", nil, nil, false
+	r.ctx, r.tag, r.meta, r.entries, r.done, r.async = nil, "", nil, nil, nil, false
 }
 
 // Append stores one chunk in partition PartitionFor(tag) and returns once it
@@ -78,7 +89,7 @@ func (r *appendReq) reset() {
 // whose Append was cancelled after it was written may still be stored (and
 // delivered): at least once, never lost.
 func (b *Broker) Append(ctx context.Context, tag string, entries []byte, count int) (Pos, error) {
-	r, err := b.admit(ctx, tag, entries, count, nil)
+	r, err := b.admit(ctx, tag, nil, entries, count, nil)
 	if err != nil {
 		return Pos{}, err
 	}
@@ -107,10 +118,18 @@ func (b *Broker) Append(ctx context.Context, tag string, entries []byte, count i
 // AppendAsync still blocks for backpressure. entries is not retained after
 // AppendAsync returns.
 func (b *Broker) AppendAsync(ctx context.Context, tag string, entries []byte, count int, done func(Pos, error)) error {
+	return b.AppendAsyncMeta(ctx, tag, nil, entries, count, done)
+}
+
+// AppendAsyncMeta is AppendAsync that stores meta (at most MaxMetaBytes;
+// nil for none) in the same record: readers get it as Record.Meta. An input
+// keeps its source position there, so that the position is durable exactly
+// when the data it covers is (see Scan). meta is not retained.
+func (b *Broker) AppendAsyncMeta(ctx context.Context, tag string, meta, entries []byte, count int, done func(Pos, error)) error {
 	if done == nil {
 		return fmt.Errorf("broker: AppendAsync needs a done func")
 	}
-	r, err := b.admit(ctx, tag, entries, count, done)
+	r, err := b.admit(ctx, tag, meta, entries, count, done)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -32,6 +33,7 @@ type Cursor struct {
 	dirty     bool
 	open      bool
 	retain    bool // opened in this process: holds retention
+	limit     uint64 // a Scan's: Next returns io.EOF at this offset
 	closeCh   chan struct{}
 
 	// nextMu: before p.mu, mu and s.fmu (lock order: "Locks" in doc.go); held
@@ -253,6 +255,9 @@ func (c *Cursor) Next(ctx context.Context) (Record, error) {
 		c.mu.Unlock()
 		if p.b.closed.Load() {
 			return Record{}, ErrClosed
+		}
+		if c.limit != 0 && off >= c.limit {
+			return Record{}, io.EOF
 		}
 
 		p.mu.Lock()
@@ -527,9 +532,18 @@ func (c *Cursor) readFrame(f segFile, h frameHeader, hb []byte, limit int64, wan
 		if !want {
 			return Record{}, true, nil
 		}
+		meta, entries, ok := h.splitPayload(payload[tagLen:])
+		if !ok {
+			return Record{}, false, nil
+		}
 		rec := Record{Offset: h.offset, Epoch: c.p.b.recordEpoch(h.epoch), Count: int(h.count), Tag: c.tag(payload[:tagLen])}
-		rec.Entries = make([]byte, len(payload)-tagLen)
-		copy(rec.Entries, payload[tagLen:])
+		rec.Entries = make([]byte, len(entries)+len(meta))
+		copy(rec.Entries, entries)
+		if meta != nil {
+			rec.Meta = rec.Entries[len(entries):len(entries)+len(meta)]
+			copy(rec.Meta, meta)
+			rec.Entries = rec.Entries[:len(entries):len(entries)]
+		}
 		return rec, true, nil
 	}
 	if !want {
@@ -558,7 +572,11 @@ func (c *Cursor) readFrame(f segFile, h frameHeader, hb []byte, limit int64, wan
 	if crc32.Update(crc, crcTable, payload) != h.crc {
 		return Record{}, false, nil
 	}
-	return Record{Offset: h.offset, Epoch: c.p.b.recordEpoch(h.epoch), Count: int(h.count), Tag: c.tag(payload[:tagLen]), Entries: payload[tagLen:]}, true, nil
+	meta, entries, ok := h.splitPayload(payload[tagLen:])
+	if !ok {
+		return Record{}, false, nil
+	}
+	return Record{Offset: h.offset, Epoch: c.p.b.recordEpoch(h.epoch), Count: int(h.count), Tag: c.tag(payload[:tagLen]), Entries: entries, Meta: meta}, true, nil
 }
 
 func (c *Cursor) tag(b []byte) string {
@@ -602,4 +620,65 @@ func (c *Cursor) skipBad(f segFile, s *segment, limit int64, segNext uint64) err
 	c.pos = span.end
 	c.expect = span.firstLost + span.lost
 	return nil
+}
+
+// NextOffset returns the offset the next record appended to partition will
+// get: every record appended from now on is stored at or after it. An input
+// that keeps its source position in its records (AppendAsyncMeta) saves it
+// beside its own checkpoints, to Scan from it at the next start.
+func (b *Broker) NextOffset(partition int) uint64 {
+	p := b.parts[partition]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.next
+}
+
+// Scan calls fn with every record of partition from offset from (or the
+// oldest retained record, if from is older) up to the last record readable
+// when Scan began (durable, under SyncAlways and SyncInterval), in offset
+// order. It holds no retention and moves no cursor. An error of fn stops
+// the scan and is returned.
+func (b *Broker) Scan(ctx context.Context, partition int, from uint64, fn func(Record) error) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	if partition < 0 || partition >= len(b.parts) {
+		return fmt.Errorf("broker: partition %d out of range [0, %d)", partition, len(b.parts))
+	}
+	p := b.parts[partition]
+	p.mu.Lock()
+	end := p.readEndLocked()
+	first := p.segs[0].base
+	p.mu.Unlock()
+	from = max(from, first)
+	if from >= end {
+		return nil
+	}
+	c := p.newCursor("", from)
+	c.open, c.limit, c.closeCh = true, end, make(chan struct{})
+	defer func() {
+		c.nextMu.Lock()
+		if c.seg != nil {
+			c.seg.release()
+			c.seg = nil
+		}
+		c.nextMu.Unlock()
+		p.mu.Lock()
+		if c.queued {
+			p.waiters = slices.DeleteFunc(p.waiters, func(w *Cursor) bool { return w == c })
+		}
+		p.mu.Unlock()
+	}()
+	for {
+		rec, err := c.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(rec); err != nil {
+			return err
+		}
+	}
 }

@@ -60,6 +60,14 @@
 // empty one gets a version 2 header instead). The cursor file format is
 // unchanged (version 1).
 //
+// Flag 2 (meta) says the payload is tag | meta length u16 | meta | entries
+// instead of tag | entries: the appender's meta (AppendAsyncMeta, at most
+// MaxMetaBytes), such as an input's source position, durable exactly when
+// the entries are. The length field counts the meta section too. Frames
+// with flag 2 are written since META version 3, which a logship that does
+// not know the flag refuses to open (it would take them for corrupted
+// frames).
+//
 // The CRC (Castagnoli) covers everything in the frame after itself, so a
 // torn, truncated or flipped frame is detected, and so is a frame whose
 // offset or length was altered. Flag 1 (lost) marks a frame written by

@@ -23,9 +23,14 @@ const (
 	// metaVersion is the version in META; a logship that reads only
 	// version 1 refuses a version 2 buffer instead of taking its frames
 	// with a non-zero epoch for corrupted ones.
-	metaVersion = 2
+	metaVersion = 3
 	frameMagic  = 0x52534CF7
 	flagLost    = 1
+	// flagMeta: the payload is tag | u16 meta length | meta | entries
+	// (written since META version 3; see doc.go).
+	flagMeta = 2
+	// MaxMetaBytes is the largest meta a record carries.
+	MaxMetaBytes = 4096
 
 	segSuffix  = ".seg"
 	curSuffix  = ".cur"
@@ -102,6 +107,23 @@ type frameHeader struct {
 
 func (h frameHeader) size() int64 { return frameHeaderSize + int64(h.length) }
 
+// splitPayload cuts a frame's payload (tag and what follows) into meta (nil
+// without flagMeta) and entries; ok is false when the meta section does not
+// fit the payload.
+func (h frameHeader) splitPayload(rest []byte) (meta, entries []byte, ok bool) {
+	if h.flags&flagMeta == 0 {
+		return nil, rest, true
+	}
+	if len(rest) < 2 {
+		return nil, nil, false
+	}
+	n := int(binary.LittleEndian.Uint16(rest))
+	if n > MaxMetaBytes || len(rest) < 2+n {
+		return nil, nil, false
+	}
+	return rest[2 : 2+n : 2+n], rest[2+n:], true
+}
+
 // putFrameHeader encodes h (without CRC) into b[0:32].
 func putFrameHeader(b []byte, length, count uint32, offset uint64, tagLen, flags uint16, epoch uint32) {
 	_ = b[frameHeaderSize-1]
@@ -132,7 +154,10 @@ func parseFrameHeader(b []byte) (frameHeader, bool) {
 	if uint32(h.tagLen) > h.length {
 		return frameHeader{}, false
 	}
-	if h.flags&^flagLost != 0 || (h.flags&flagLost != 0 && h.length != 0) {
+	if h.flags&^(flagLost|flagMeta) != 0 || (h.flags&flagLost != 0 && h.flags != flagLost) || (h.flags&flagLost != 0 && h.length != 0) {
+		return frameHeader{}, false
+	}
+	if h.flags&flagMeta != 0 && h.length < uint32(h.tagLen)+2 {
 		return frameHeader{}, false
 	}
 	return h, true
@@ -157,11 +182,26 @@ func encodeFrame(dst []byte, offset uint64, tag string, entries []byte, count ui
 }
 
 func encodeFrameEpoch(dst []byte, offset uint64, epoch uint32, tag string, entries []byte, count uint32, flags uint16) []byte {
+	return encodeFrameMeta(dst, offset, epoch, tag, nil, entries, count, flags)
+}
+
+// encodeFrameMeta is encodeFrameEpoch with a meta section (flagMeta) when
+// meta is not nil.
+func encodeFrameMeta(dst []byte, offset uint64, epoch uint32, tag string, meta, entries []byte, count uint32, flags uint16) []byte {
 	start := len(dst)
 	var hdr [frameHeaderSize]byte
-	putFrameHeader(hdr[:], uint32(len(tag)+len(entries)), count, offset, uint16(len(tag)), flags, epoch)
+	length := len(tag) + len(entries)
+	if meta != nil {
+		flags |= flagMeta
+		length += 2 + len(meta)
+	}
+	putFrameHeader(hdr[:], uint32(length), count, offset, uint16(len(tag)), flags, epoch)
 	dst = append(dst, hdr[:]...)
 	dst = append(dst, tag...)
+	if meta != nil {
+		dst = binary.LittleEndian.AppendUint16(dst, uint16(len(meta)))
+		dst = append(dst, meta...)
+	}
 	dst = append(dst, entries...)
 	setFrameCRC(dst[start:], frameCRC(dst[start:start+frameHeaderSize], dst[start+frameHeaderSize:]))
 	return dst

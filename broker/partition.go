@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"encoding/binary"
 	"context"
 	"errors"
 	"fmt"
@@ -100,6 +101,7 @@ type partition struct {
 type appendReq struct {
 	ctx     context.Context
 	tag     string
+	meta    []byte // nil: no meta section
 	entries []byte
 	count   uint32
 	frame   int64
@@ -620,6 +622,9 @@ func (p *partition) writeGroup(batch []*appendReq) (int, error) {
 	hdrTotal, j, end := 0, 0, start
 	for j < len(batch) && (j == 0 || end+batch[j].frame <= p.b.segMax) {
 		hdrTotal += frameHeaderSize + len(batch[j].tag)
+		if batch[j].meta != nil {
+			hdrTotal += 2 + len(batch[j].meta)
+		}
 		end += batch[j].frame
 		j++
 	}
@@ -632,9 +637,19 @@ func (p *partition) writeGroup(batch []*appendReq) (int, error) {
 	h := 0
 	for i := 0; i < j; i++ {
 		r := batch[i]
-		hb := p.hdrs[h : h+frameHeaderSize+len(r.tag)]
-		putFrameHeader(hb, uint32(len(r.tag)+len(r.entries)), r.count, off+uint64(i), uint16(len(r.tag)), 0, p.b.epoch)
+		n, flags := frameHeaderSize+len(r.tag), uint16(0)
+		if r.meta != nil {
+			n += 2 + len(r.meta)
+			flags = flagMeta
+		}
+		hb := p.hdrs[h : h+n]
+		putFrameHeader(hb, uint32(n-frameHeaderSize+len(r.entries)), r.count, off+uint64(i), uint16(len(r.tag)), flags, p.b.epoch)
 		copy(hb[frameHeaderSize:], r.tag)
+		if r.meta != nil {
+			m := hb[frameHeaderSize+len(r.tag):]
+			binary.LittleEndian.PutUint16(m, uint16(len(r.meta)))
+			copy(m[2:], r.meta)
+		}
 		setFrameCRC(hb, frameCRC(hb, hb[frameHeaderSize:], r.entries))
 		iovs = append(iovs, hb)
 		if len(r.entries) > 0 {
