@@ -32,7 +32,7 @@ type Cursor struct {
 	gen       uint64 // bumped whenever readOff is moved outside Next
 	dirty     bool
 	open      bool
-	retain    bool // opened in this process: holds retention
+	retain    bool   // opened in this process: holds retention
 	limit     uint64 // a Scan's: Next returns io.EOF at this offset
 	closeCh   chan struct{}
 
@@ -540,7 +540,7 @@ func (c *Cursor) readFrame(f segFile, h frameHeader, hb []byte, limit int64, wan
 		rec.Entries = make([]byte, len(entries)+len(meta))
 		copy(rec.Entries, entries)
 		if meta != nil {
-			rec.Meta = rec.Entries[len(entries):len(entries)+len(meta)]
+			rec.Meta = rec.Entries[len(entries) : len(entries)+len(meta)]
 			copy(rec.Meta, meta)
 			rec.Entries = rec.Entries[:len(entries):len(entries)]
 		}
