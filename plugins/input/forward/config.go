@@ -82,11 +82,34 @@ type Config struct {
 	// (TCP backpressure), 1 to 10000.
 	MaxPendingAcks int `yaml:"max_pending_acks"`
 	// Dedup remembers the ids of chunks already stored and acknowledges a
-	// resent chunk without storing it again.
+	// resent chunk without storing it again (effectively-once delivery
+	// from logship forward outputs: docs/operations.md).
 	Dedup bool `yaml:"dedup"`
-	// DedupWindow is how many chunk ids are remembered (across restarts),
-	// 1 to 1000000.
+	// DedupWindow is the most chunk ids remembered (across restarts), 1 to
+	// 100000000: the memory bound of dedup, about 100 bytes of RAM per id
+	// (100MB at the default 1000000; memory grows with use up to it), and
+	// 33 bytes per id in data_dir (the journal holds up to twice the
+	// window). An id is forgotten only to make room, oldest first. Size it
+	// to hold every chunk stored within dedup_retention: at least
+	// (chunks per second over all senders) * dedup_retention +
+	// senders * partitions * max_in_flight. The default holds 10 minutes
+	// at 1660 chunks/s, e.g. 100 senders * 4 partitions * 4 chunks/s each.
+	// An id forgotten sooner is counted in
+	// logship_forward_in_dedup_evicted_early_total and logged: raise it.
 	DedupWindow int `yaml:"dedup_window"`
+	// DedupRetention is how long every chunk id must stay remembered, for
+	// the resends a sender can make (1s to 24h). A logship sender resends,
+	// after a crash or a lost connection, per partition the chunks
+	// acknowledged within its last cursor flush (250ms) plus up to its
+	// max_in_flight (16) unacknowledged ones, once it is back: after its
+	// restart, or its retry backoff (retry_max 30s) and ack_timeout (30s).
+	// 10m covers a restart, a node reboot and several retries with margin.
+	// It is not an expiry: ids stay remembered longer while dedup_window
+	// has room, but one forgotten sooner to make room is reported as a
+	// too small dedup_window. A resend later than the ids remembered
+	// (logship_forward_in_dedup_horizon_seconds), e.g. after an outage
+	// that outlasted it at full load, is stored again.
+	DedupRetention conftypes.Duration `yaml:"dedup_retention"`
 }
 
 func defaultConfig() *Config {
@@ -104,7 +127,8 @@ func defaultConfig() *Config {
 		MaxHandshakeBytes:    forwardproto.DefaultMaxHandshakeBytes,
 		MaxPendingAcks:       64,
 		Dedup:                true,
-		DedupWindow:          100000,
+		DedupWindow:          1000000,
+		DedupRetention:       conftypes.Duration(10 * time.Minute),
 	}
 }
 
@@ -147,7 +171,8 @@ func (c *Config) Validate() error {
 	between("max_handshake_bytes", int64(c.MaxHandshakeBytes), 512, 64<<10, num)
 	between("max_pending_acks", int64(c.MaxPendingAcks), 1, 10000, num)
 	if c.Dedup {
-		between("dedup_window", int64(c.DedupWindow), 1, 1000000, num)
+		between("dedup_window", int64(c.DedupWindow), 1, 100000000, num)
+		between("dedup_retention", int64(c.DedupRetention), int64(time.Second), int64(24*time.Hour), dur)
 	}
 	return errors.Join(errs...)
 }

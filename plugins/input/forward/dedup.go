@@ -20,6 +20,16 @@ import (
 // every connection takes (see compact). A failed compaction is reported and
 // retried later; the journal in use stays, so dedup never turns off.
 //
+// Sizing: an id is forgotten only when window newer ids were committed
+// after it; there is no expiry by age, so a lightly loaded input remembers
+// ids far longer than it must. retention is how long every id must be
+// remembered for the resends a sender can make (see Config.DedupRetention):
+// an id forgotten younger than that is reported (onEvict with early set),
+// since a resend of it would be stored again. Ids loaded from the journal
+// count as committed when the input started. The ring of ids grows with
+// use up to window, so memory follows what is remembered: about 100 bytes
+// per id (TestDedupBytesPerID).
+//
 // A resend that arrives while the first copy still waits for the buffer
 // (or for its id to be journaled) waits with it and gets the same answer.
 //
@@ -31,11 +41,14 @@ import (
 // the acks of one fdatasync) thus share one write(2).
 type dedup struct {
 	mu      sync.Mutex
-	window  int
-	ids     map[string]*dedupEntry
-	ring    []string // committed ids, oldest first from head
-	head    int
-	size    int
+	window    int
+	retention time.Duration
+	// ids maps every id known: committed ones to the shared committedEntry
+	// (no allocation per remembered id), in-flight ones to their own entry.
+	ids  map[string]*dedupEntry
+	ring []ringSlot // committed ids, oldest first from head; grows to window
+	head int
+	size int
 	path    string
 	journal *os.File
 	lines   int // records in the journal
@@ -63,8 +76,14 @@ type dedup struct {
 	retryIn    time.Duration
 	bg         sync.WaitGroup
 	onErr      func(error) // reports a failed journal write or compaction
+	// onEvict is told the age of every id forgotten to make room, and
+	// whether it was younger than retention (called with mu held: it must
+	// not block).
+	onEvict func(age time.Duration, early bool)
+	loading bool // ids come from the journal: evictions are not reported
 
 	// Hooks for tests.
+	now    func() time.Time
 	create func(name string) (*os.File, error)
 	sync   func(*os.File) error
 }
@@ -76,6 +95,23 @@ type dedupEntry struct {
 	waiters   []func(error)
 }
 
+// committedEntry is the map value of every committed id: a remembered id
+// costs its string, a map slot and a ring slot, no entry of its own.
+var committedEntry = &dedupEntry{committed: true}
+
+// ringSlot is a committed id and when it was committed (unix nanoseconds).
+type ringSlot struct {
+	id string
+	at int64
+}
+
+// maxFree bounds the entries kept for reuse: about as many as chunks are
+// in flight at once.
+const maxFree = 4096
+
+// ringMin is the ring's first size; it doubles as ids come, up to window.
+const ringMin = 1024
+
 const maxIDLen = 255
 
 const (
@@ -83,8 +119,12 @@ const (
 	compactRetryMax = time.Minute
 )
 
-func openDedup(dir string, window int, onErr func(error)) (*dedup, error) {
-	d := &dedup{window: window, ids: map[string]*dedupEntry{}, ring: make([]string, window), onErr: onErr, retryIn: compactRetryMin,
+// openDedup opens the window of dir's journal ("": none, nothing
+// survives a restart): at most window ids, each expected to be remembered
+// for retention (onEvict reports those forgotten sooner; nil: nobody).
+func openDedup(dir string, window int, retention time.Duration, onErr func(error), onEvict func(age time.Duration, early bool)) (*dedup, error) {
+	d := &dedup{window: window, retention: retention, ids: map[string]*dedupEntry{}, ring: make([]ringSlot, min(window, ringMin)),
+		onErr: onErr, onEvict: onEvict, retryIn: compactRetryMin, now: time.Now,
 		create: func(name string) (*os.File, error) {
 			return os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
 		},
@@ -94,6 +134,9 @@ func openDedup(dir string, window int, onErr func(error)) (*dedup, error) {
 	d.cond.L = &d.mu
 	if d.onErr == nil {
 		d.onErr = func(error) {}
+	}
+	if d.onEvict == nil {
+		d.onEvict = func(time.Duration, bool) {}
 	}
 	if dir == "" {
 		return d, nil
@@ -131,6 +174,9 @@ func (d *dedup) load() error {
 		return err
 	}
 	defer f.Close()
+	d.loading = true
+	defer func() { d.loading = false }()
+	now := d.now().UnixNano()
 	r := bufio.NewReader(f)
 	buf := make([]byte, maxIDLen)
 	for {
@@ -141,18 +187,10 @@ func (d *dedup) load() error {
 		if _, err := io.ReadFull(r, buf[:n]); err != nil {
 			return nil
 		}
-		d.remember(string(buf[:n]))
+		if id := string(buf[:n]); d.ids[id] == nil {
+			d.commitLocked(&dedupEntry{id: id}, now)
+		}
 	}
-}
-
-// remember adds a committed id to the window, forgetting the oldest.
-func (d *dedup) remember(id string) {
-	e, ok := d.ids[id]
-	if !ok {
-		e = d.entry(id)
-		d.ids[id] = e
-	}
-	d.commitLocked(e)
 }
 
 // entry returns a fresh entry for id, reusing a forgotten one.
@@ -166,35 +204,51 @@ func (d *dedup) entry(id string) *dedupEntry {
 	return &dedupEntry{id: id}
 }
 
-// forget removes e from the map and keeps it for reuse, unless its finish
-// still has to collect its waiters (a window smaller than a batch).
-func (d *dedup) forget(e *dedupEntry) {
-	delete(d.ids, e.id)
-	if e.finishing {
+// recycle keeps an in-flight entry no longer in the map for reuse, unless
+// its finish still has to collect its waiters.
+func (d *dedup) recycle(e *dedupEntry) {
+	if e.finishing || e == committedEntry || len(d.free) >= maxFree {
 		return
 	}
 	*e = dedupEntry{}
 	d.free = append(d.free, e)
 }
 
-// commitLocked marks e committed and adds it to the window, forgetting the
-// oldest.
-func (d *dedup) commitLocked(e *dedupEntry) {
+// commitLocked commits the in-flight entry e at now (unix nanoseconds): its
+// id maps to committedEntry and joins the window, the oldest id is
+// forgotten when the window is full. e itself is recycled unless its
+// finish holds it.
+func (d *dedup) commitLocked(e *dedupEntry, now int64) {
 	if e.committed {
 		return
 	}
 	if d.size == d.window {
 		old := d.ring[d.head]
-		if oe, ok := d.ids[old]; ok && oe.committed {
-			d.forget(oe)
+		if d.ids[old.id] == committedEntry {
+			delete(d.ids, old.id)
 		}
-		d.ring[d.head] = ""
-		d.head = (d.head + 1) % d.window
+		if !d.loading {
+			age := time.Duration(now - old.at)
+			d.onEvict(age, age < d.retention)
+		}
+		d.ring[d.head] = ringSlot{}
+		d.head = (d.head + 1) % len(d.ring)
 		d.size--
+	} else if d.size == len(d.ring) {
+		d.grow()
 	}
-	d.ring[(d.head+d.size)%d.window] = e.id
+	d.ring[(d.head+d.size)%len(d.ring)] = ringSlot{id: e.id, at: now}
 	d.size++
-	e.committed = true
+	d.ids[e.id] = committedEntry
+	d.recycle(e)
+}
+
+// grow doubles the full ring (up to window), oldest id first at 0.
+func (d *dedup) grow() {
+	ring := make([]ringSlot, min(2*len(d.ring), d.window))
+	n := copy(ring, d.ring[d.head:])
+	copy(ring[n:], d.ring[:d.head])
+	d.ring, d.head = ring, 0
 }
 
 // snapshotLocked returns the window as journal records and starts a
@@ -202,7 +256,7 @@ func (d *dedup) commitLocked(e *dedupEntry) {
 func (d *dedup) snapshotLocked() []byte {
 	buf := make([]byte, 0, d.size*25)
 	for i := range d.size {
-		id := d.ring[(d.head+i)%d.window]
+		id := d.ring[(d.head+i)%len(d.ring)].id
 		buf = append(append(buf, byte(len(id))), id...)
 	}
 	d.compacting = true
@@ -320,25 +374,17 @@ func (d *dedup) finish(id []byte, err error) {
 				d.flushLocked()
 			}
 		}
+		// The flush that wrote the id committed it: e left the map, and
+		// only this finish holds it now.
 		e.finishing = false
-		if d.ids[string(id)] != e {
-			// Committed and forgotten again while this finish waited (a
-			// window smaller than a batch): answer, and leave e to the GC.
-			waiters := e.waiters
-			d.mu.Unlock()
-			for _, w := range waiters {
-				w(nil)
-			}
-			return
-		}
+	} else if err == nil {
+		d.commitLocked(e, d.now().UnixNano())
+	} else {
+		delete(d.ids, e.id)
 	}
 	waiters := e.waiters
 	e.waiters = nil
-	if err != nil {
-		d.forget(e)
-	} else {
-		d.commitLocked(e) // done by flushLocked with a journal
-	}
+	d.recycle(e)
 	d.mu.Unlock()
 	for _, w := range waiters {
 		w(err)
@@ -362,11 +408,12 @@ func (d *dedup) flushLocked() {
 	d.flushed = seq
 	d.cond.Broadcast()
 	n := 0
+	now := d.now().UnixNano()
 	for b := buf; len(b) > 0; n++ {
 		rec := b[1 : 1+int(b[0])]
 		b = b[1+len(rec):]
 		if e := d.ids[string(rec)]; e != nil {
-			d.commitLocked(e)
+			d.commitLocked(e, now)
 		}
 	}
 	if werr == nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // BenchmarkDedupAck is the dedup cost of one acknowledged chunk: begin when
@@ -13,7 +14,7 @@ import (
 // load.
 func BenchmarkDedupAck(b *testing.B) {
 	run := func(b *testing.B, parallel bool) {
-		d, err := openDedup(b.TempDir(), 100000, nil)
+		d, err := openDedup(b.TempDir(), 100000, time.Minute, nil, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -44,7 +44,7 @@ func TestDedupCompactionFailureRetried(t *testing.T) {
 	dir := t.TempDir()
 	var mu sync.Mutex
 	var reported []error
-	d, err := openDedup(dir, 4, func(err error) { mu.Lock(); reported = append(reported, err); mu.Unlock() })
+	d, err := openDedup(dir, 4, time.Minute, func(err error) { mu.Lock(); reported = append(reported, err); mu.Unlock() }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestDedupCompactionFailureRetried(t *testing.T) {
 	if err := d.close(); err != nil {
 		t.Fatal(err)
 	}
-	d, err = openDedup(dir, 4, nil)
+	d, err = openDedup(dir, 4, time.Minute, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestDedupCompactionFailureRetried(t *testing.T) {
 // ids committed meanwhile are in the compacted journal.
 func TestDedupCompactionOutsideLock(t *testing.T) {
 	dir := t.TempDir()
-	d, err := openDedup(dir, 4, nil)
+	d, err := openDedup(dir, 4, time.Minute, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestDedupCompactionOutsideLock(t *testing.T) {
 	if err := d.close(); err != nil {
 		t.Fatal(err)
 	}
-	d, err = openDedup(dir, 4, nil)
+	d, err = openDedup(dir, 4, time.Minute, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestDedupGroupedFinishesJournaled(t *testing.T) {
 
 func testDedupGrouped(t *testing.T, window int) {
 	dir := t.TempDir()
-	d, err := openDedup(dir, window, nil)
+	d, err := openDedup(dir, window, time.Minute, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,8 +58,12 @@
 //     250ms) and its connection closed (reason peer_gone): chunks it was not
 //     acknowledged for are resent by it, and a resent chunk still being stored waits for the
 //     first copy (dedup).
-//   - max_pending_acks (64) and dedup_window (100000) bound what one
-//     connection and the chunk-id journal hold.
+//   - max_pending_acks (64) bounds what one connection holds;
+//     dedup_window (1000000 ids, about 100 bytes of RAM each) what the
+//     chunk-id window and its journal hold. An id forgotten sooner than
+//     dedup_retention (10m) after it was stored is counted
+//     (forward_in_dedup_evicted_early_total) and logged at most every 10s:
+//     the window is too small for the load, a resend could be stored twice.
 //
 // Accept errors that pass (out of file descriptors, say) are retried with a
 // backoff and counted (errors_total reason accept); any other stops the
@@ -103,6 +107,8 @@ var (
 	connsSeen    = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "forward_in", Name: "connections_total", Help: "Forward connections accepted."}, []string{"component"})
 	acksSent     = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "forward_in", Name: "acks_total", Help: "Chunk acknowledgements sent."}, []string{"component"})
 	dupChunks    = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "forward_in", Name: "duplicate_chunks_total", Help: "Chunks acknowledged again without being stored (resent ids)."}, []string{"component"})
+	dedupEarly   = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "forward_in", Name: "dedup_evicted_early_total", Help: "Chunk ids forgotten (to make room in dedup_window) sooner than dedup_retention after they were stored: a resend of them would be stored twice."}, []string{"component"})
+	dedupAge     = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "logship", Subsystem: "forward_in", Name: "dedup_horizon_seconds", Help: "Age of the chunk id last forgotten to make room in dedup_window: how far back resends are recognised (keep it above dedup_retention)."}, []string{"component"})
 	connsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "forward_in", Name: "connections_closed_total", Help: "Forward connections closed by the input, by reason (max_connections, idle_timeout, handshake_timeout, peer_gone)."}, []string{"component", "reason"})
 	memInUse     = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "logship", Subsystem: "forward_in", Name: "memory_bytes", Help: "Decoding memory held against memory_limit."}, []string{"component"})
 	ackWait      = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "logship", Subsystem: "forward_in", Name: "ack_latency_seconds", Help: "From a chunk's arrival to its ack.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"component"})
@@ -144,6 +150,8 @@ type Input struct {
 
 	open             prometheus.Gauge
 	seen, acks, dups prometheus.Counter
+	dedupEarly       prometheus.Counter
+	dedupAge         prometheus.Gauge
 	closed           *prometheus.CounterVec
 	memGauge         prometheus.Gauge
 	ackLatency       prometheus.Observer
@@ -192,6 +200,8 @@ func New(set pipeline.Settings, cfg *Config) (*Input, error) {
 	in.seen = pipeline.RegisterOnce(reg, connsSeen).With(l)
 	in.acks = pipeline.RegisterOnce(reg, acksSent).With(l)
 	in.dups = pipeline.RegisterOnce(reg, dupChunks).With(l)
+	in.dedupEarly = pipeline.RegisterOnce(reg, dedupEarly).With(l)
+	in.dedupAge = pipeline.RegisterOnce(reg, dedupAge).With(l)
 	in.closed = pipeline.RegisterOnce(reg, connsRefused).MustCurryWith(l)
 	in.memGauge = pipeline.RegisterOnce(reg, memInUse).With(l)
 	in.ackLatency = pipeline.RegisterOnce(reg, ackWait).With(l)
@@ -245,9 +255,17 @@ func (in *Input) Start(_ context.Context, emit pipeline.Emitter) (err error) {
 		if in.set.DataDir != "" {
 			dir = filepath.Join(in.set.DataDir, "input", in.set.Name)
 		}
-		d, derr := openDedup(dir, in.cfg.DedupWindow, func(err error) {
+		retention := in.cfg.DedupRetention.D()
+		d, derr := openDedup(dir, in.cfg.DedupWindow, retention, func(err error) {
 			in.set.Metrics.Error("dedup_journal")
 			in.rl.Error("dedup", "chunk-id journal: write or compaction failed; dedup goes on, compaction is retried", zap.Error(err))
+		}, func(age time.Duration, early bool) {
+			in.dedupAge.Set(age.Seconds())
+			if early {
+				in.dedupEarly.Inc()
+				in.rl.Warn("dedup_early", "chunk id forgotten sooner than dedup_retention: dedup_window is too small for this load, a resend of it would be stored twice; raise dedup_window (see docs/operations.md)",
+					zap.Duration("age", age), zap.Duration("dedup_retention", retention), zap.Int("dedup_window", in.cfg.DedupWindow))
+			}
 		})
 		if derr != nil {
 			return fmt.Errorf("dedup window: %w", derr)
@@ -657,8 +675,14 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 		}
 		in.unanswered.Add(1)
 		if chunkID != nil && in.dedup != nil {
+			events := req.Count
 			if !in.dedup.begin(chunkID, func(err error) {
-				in.dups.Inc()
+				if err == nil {
+					// Acknowledged again, not stored again (an error leaves
+					// it unacknowledged: the client resends).
+					in.dups.Inc()
+					m.Duplicates.Add(float64(events))
+				}
 				cn.send(ackJob{chunk: chunkID, err: err, arrived: arrived, json: isJSON})
 			}) {
 				continue
