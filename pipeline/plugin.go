@@ -110,6 +110,17 @@ type Output interface {
 	Stop(ctx context.Context) error
 }
 
+// Reopener is implemented by an output that writes to files by name (the
+// file output). A reload (SIGHUP) calls Reopen on every output it keeps
+// running, after the new config is applied, so that a file renamed away
+// by logrotate is let go and the next batches go to a file at the
+// configured path (logrotate's rename, then SIGHUP). Reopen may run while
+// Write is in flight; it must not lose or duplicate a batch. An error is
+// logged by the caller, and the output keeps writing where it did.
+type Reopener interface {
+	Reopen() error
+}
+
 // PipelinedOutput is an Output that keeps several batches of a partition in
 // flight at once (a network output waiting for acknowledgements).
 type PipelinedOutput interface {

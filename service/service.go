@@ -282,6 +282,7 @@ func (s *Service) Reload() error {
 		s.comps = old
 		return nil
 	}
+	s.reopenKept(comps)
 	if cfg.Service.HTTPListen != s.cfg.Service.HTTPListen {
 		s.stopHTTP()
 		if err := s.startHTTP(cfg.Service.HTTPListen); err != nil {
@@ -292,6 +293,23 @@ func (s *Service) Reload() error {
 	s.reloadOK.Set(1)
 	s.log.Info("config reloaded")
 	return nil
+}
+
+// reopenKept calls Reopen on every output that kept running through a
+// reload (a new one has just opened its files), so that the file output
+// lets go of a file logrotate renamed away.
+func (s *Service) reopenKept(comps map[string]built) {
+	for k, b := range comps {
+		old, ok := s.comps[k]
+		if !ok || old.comp.Instance != b.comp.Instance {
+			continue
+		}
+		if r, ok := b.comp.Output.(pipeline.Reopener); ok {
+			if err := r.Reopen(); err != nil {
+				s.log.Error("reopening an output's files", zap.String("output", b.comp.Name), zap.Error(err))
+			}
+		}
+	}
 }
 
 // readiness is nil when the service takes data: started, every input

@@ -191,3 +191,34 @@ func keys(m map[string]built) []string {
 	sort.Strings(out)
 	return out
 }
+
+// TestReloadReopensRenamedFile: logrotate renames the file output's file
+// and sends SIGHUP; the reload keeps the output running but it lets the
+// renamed file go and writes the next batches to a new file at its path.
+func TestReloadReopensRenamedFile(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.log")
+	s, _ := startService(t, dir, out)
+	growing(t, out)
+	before := s.comps["output/out0"].comp.Instance
+	rotated := out + ".1"
+	if err := os.Rename(out, rotated); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if s.comps["output/out0"].comp.Instance != before {
+		t.Fatal("the output was created again although its block did not change")
+	}
+	waitFor(t, func() error {
+		_, err := os.Stat(out)
+		return err
+	})
+	growing(t, out)
+	n := lines(rotated)
+	time.Sleep(200 * time.Millisecond)
+	if m := lines(rotated); m != n {
+		t.Fatalf("the renamed file still grows after the reload: %d lines, then %d", n, m)
+	}
+}
