@@ -40,15 +40,15 @@ import (
 // complete together (the writer goroutines of many connections answering
 // the acks of one fdatasync) thus share one write(2).
 type dedup struct {
-	mu      sync.Mutex
+	mu        sync.Mutex
 	window    int
 	retention time.Duration
 	// ids maps every id known: committed ones to the shared committedEntry
 	// (no allocation per remembered id), in-flight ones to their own entry.
-	ids  map[string]*dedupEntry
-	ring []ringSlot // committed ids, oldest first from head; grows to window
-	head int
-	size int
+	ids     map[string]*dedupEntry
+	ring    []ringSlot // committed ids, oldest first from head; grows to window
+	head    int
+	size    int
 	path    string
 	journal *os.File
 	lines   int // records in the journal

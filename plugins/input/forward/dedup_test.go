@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/logship/logship/internal/testutil"
+	"github.com/logship/logship/plugins/forwardproto"
 )
 
 func commit(t *testing.T, d *dedup, id string) {
@@ -245,4 +247,114 @@ func containsRecord(journal, id []byte) bool {
 		journal = journal[n:]
 	}
 	return false
+}
+
+// TestDedupEvictionBeforeRetention: ids forgotten to make room are
+// reported with their age, as early when younger than retention; ids
+// older than retention are forgotten quietly, and the journal's ids loaded
+// at start are not reported while loading.
+func TestDedupEvictionBeforeRetention(t *testing.T) {
+	dir := t.TempDir()
+	type eviction struct {
+		age   time.Duration
+		early bool
+	}
+	var got []eviction
+	clock := time.Unix(1_700_000_000, 0)
+	d, err := openDedup(dir, 4, time.Minute, nil, func(age time.Duration, early bool) { got = append(got, eviction{age, early}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.now = func() time.Time { return clock }
+	for i := range 4 {
+		commit(t, d, fmt.Sprint("old-", i))
+	}
+	if len(got) != 0 {
+		t.Fatalf("evictions %v before the window was full", got)
+	}
+	clock = clock.Add(2 * time.Minute)
+	commit(t, d, "new-0") // forgets old-0, 2m old: not early
+	clock = clock.Add(10 * time.Second)
+	for i := 1; i < 4; i++ {
+		commit(t, d, fmt.Sprint("new-", i)) // forgets old-1..3
+	}
+	commit(t, d, "new-4") // forgets new-0, 10s old: early
+	want := []eviction{{2 * time.Minute, false}, {130 * time.Second, false}, {130 * time.Second, false}, {130 * time.Second, false}, {10 * time.Second, true}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("evictions %v, want %v", got, want)
+	}
+	if known(d, "new-0") || !known(d, "new-4") || !known(d, "new-1") {
+		t.Fatal("the window does not hold the 4 newest ids")
+	}
+	if err := d.close(); err != nil {
+		t.Fatal(err)
+	}
+	// A smaller window on restart forgets ids while loading: not reported.
+	got = nil
+	d, err = openDedup(dir, 2, time.Minute, nil, func(age time.Duration, early bool) { got = append(got, eviction{age, early}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	if len(got) != 0 || !known(d, "new-4") || !known(d, "new-3") || known(d, "new-2") {
+		t.Fatalf("load: evictions %v, or the wrong ids kept", got)
+	}
+}
+
+// TestDedupRingGrows: the ring starts small and grows with use up to the
+// window, keeping every id in order across growths and wraps.
+func TestDedupRingGrows(t *testing.T) {
+	const window = 3*ringMin + 7
+	d, err := openDedup(t.TempDir(), window, time.Minute, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	if len(d.ring) != ringMin {
+		t.Fatalf("ring of %d slots before use, want %d", len(d.ring), ringMin)
+	}
+	const n = window + 500
+	for i := range n {
+		commit(t, d, fmt.Sprint("id-", i))
+	}
+	if len(d.ring) != window || d.size != window || len(d.ids) != window {
+		t.Fatalf("ring %d, size %d, ids %d; want %d", len(d.ring), d.size, len(d.ids), window)
+	}
+	for i := range n {
+		if want := i >= n-window; known(d, fmt.Sprint("id-", i)) != want {
+			t.Fatalf("id-%d: known %v, want %v", i, !want, want)
+		}
+	}
+}
+
+// TestDedupBytesPerID measures the RAM a remembered id costs (a logship
+// chunk id, 32 characters), the figure dedup_window's sizing rule uses:
+// about 100 bytes (136 before committed ids shared one entry).
+func TestDedupBytesPerID(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocates 200000 ids")
+	}
+	const n = 200000
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	d, err := openDedup("", n, time.Minute, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n + n/2 {
+		id := []byte(forwardproto.EpochChunkID([6]byte{1, 2, 3, 4, 5, 6}, 7, uint16(i%4), uint64(i)))
+		if !d.begin(id, func(error) {}) {
+			t.Fatal("fresh id taken for a resend")
+		}
+		d.finish(id, nil)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	per := float64(m1.HeapAlloc-m0.HeapAlloc) / n
+	t.Logf("%.0f bytes of RAM per remembered id", per)
+	if per > 125 {
+		t.Fatalf("%.0f bytes per id: docs (dedup_window) say about 100", per)
+	}
+	runtime.KeepAlive(d)
 }

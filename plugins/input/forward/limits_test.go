@@ -675,6 +675,8 @@ func TestConfigBounds(t *testing.T) {
 		{"max_pending_acks", func(c *Config) { c.MaxPendingAcks = 2000000000 }},
 		{"dedup_window", func(c *Config) { c.DedupWindow = 0 }},
 		{"dedup_window", func(c *Config) { c.DedupWindow = 2000000000 }},
+		{"dedup_retention", func(c *Config) { c.DedupRetention = 0 }},
+		{"dedup_retention", func(c *Config) { c.DedupRetention = conftypes.Duration(48 * time.Hour) }},
 	}
 	if err := defaultConfig().Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
