@@ -86,15 +86,17 @@ type Config struct {
 	// from logship forward outputs: docs/operations.md).
 	Dedup bool `yaml:"dedup"`
 	// DedupWindow is the most chunk ids remembered (across restarts), 1 to
-	// 100000000: the memory bound of dedup, about 100 bytes of RAM per id
-	// (100MB at the default 1000000; memory grows with use up to it), and
+	// 100000000: the memory bound of dedup, about 110 bytes of RAM per id
+	// (110MB at the default 1000000; memory grows with use up to it), and
 	// 33 bytes per id in data_dir (the journal holds up to twice the
 	// window). An id is forgotten only to make room, oldest first. Size it
 	// to hold every chunk stored within dedup_retention: at least
-	// (chunks per second over all senders) * dedup_retention +
-	// senders * partitions * max_in_flight. The default holds 10 minutes
-	// at 1660 chunks/s, e.g. 100 senders * 4 partitions * 4 chunks/s each.
-	// An id forgotten sooner is counted in
+	// senders * partitions * (chunks per second per partition) *
+	// dedup_retention (what a sender resends after a crash, per partition
+	// the chunks acknowledged within its last cursor flush plus
+	// max_in_flight, is among them). The default holds 10 minutes at 1666
+	// chunks/s, e.g. 100 senders * 4 partitions * 4 chunks/s. An id
+	// forgotten sooner is counted in
 	// logship_forward_in_dedup_evicted_early_total and logged: raise it.
 	DedupWindow int `yaml:"dedup_window"`
 	// DedupRetention is how long every chunk id must stay remembered, for

@@ -27,7 +27,7 @@ import (
 // an id forgotten younger than that is reported (onEvict with early set),
 // since a resend of it would be stored again. Ids loaded from the journal
 // count as committed when the input started. The ring of ids grows with
-// use up to window, so memory follows what is remembered: about 100 bytes
+// use up to window, so memory follows what is remembered: about 110 bytes
 // per id (TestDedupBytesPerID).
 //
 // A resend that arrives while the first copy still waits for the buffer

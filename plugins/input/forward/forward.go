@@ -59,7 +59,7 @@
 //     acknowledged for are resent by it, and a resent chunk still being stored waits for the
 //     first copy (dedup).
 //   - max_pending_acks (64) bounds what one connection holds;
-//     dedup_window (1000000 ids, about 100 bytes of RAM each) what the
+//     dedup_window (1000000 ids, about 110 bytes of RAM each) what the
 //     chunk-id window and its journal hold. An id forgotten sooner than
 //     dedup_retention (10m) after it was stored is counted
 //     (forward_in_dedup_evicted_early_total) and logged at most every 10s:
