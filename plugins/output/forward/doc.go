@@ -29,7 +29,12 @@
 // the 16-byte id of that release, sender | partition | offset (24
 // characters), so that they still dedup when resent after an upgrade.
 // Receivers treat ids as opaque strings: fluentd and Fluent Bit echo them
-// in their acks.
+// in their acks. After a crash this output resends, per partition, the
+// chunks acknowledged within the buffer's last cursor flush (250ms) plus up
+// to max_in_flight unacknowledged ones; a logship receiver recognises them
+// while their ids are in its window (dedup_window, dedup_retention of the
+// forward input; sizing in docs/operations.md, "Forward to forward:
+// chunk-id dedup").
 //
 // # Connections, pipelining and failover
 //
