@@ -16,6 +16,11 @@ type Chunk struct {
 	Tag     string
 	Entries []byte
 	Count   int
+	// Source, set by an input that can resume from it, is where in its
+	// source the chunk ends (at most 1 KiB, opaque to the pipeline). It is
+	// stored in the same buffer record as the chunk's last events and
+	// found again through Positions: see there. Filters keep it.
+	Source []byte
 }
 
 // Batch is a chunk read back from the buffer for an output: its epoch,

@@ -328,6 +328,7 @@ type emitter struct {
 	name    string
 	metrics *ComponentMetrics
 	log     *zap.Logger
+	pending pendingFloors // chunks with a Source awaiting their ack
 }
 
 func (e *emitter) Emit(ctx context.Context, c Chunk, ack AckFunc) error {
@@ -359,10 +360,43 @@ func (e *emitter) Emit(ctx context.Context, c Chunk, ack AckFunc) error {
 		}
 		c = out
 	}
-	if max := e.r.buf.MaxChunkBytes(); int64(len(c.Tag)+len(c.Entries)) > max {
-		return e.emitTooLarge(ctx, c, max, ack)
+	var meta []byte
+	if src := c.Source; src != nil {
+		if len(src) > maxSourceBytes {
+			return fmt.Errorf("source position of %d bytes (max %d)", len(src), maxSourceBytes)
+		}
+		meta = encodeSource(make([]byte, 0, 2+len(e.name)+len(src)), e.name, src)
+		// Every record of this chunk is stored at or after floor, and
+		// Floor reports nothing above it until the input has its ack.
+		p := e.r.buf.PartitionFor(c.Tag)
+		floor := e.r.buf.NextOffset(p)
+		e.pending.add(p, floor)
+		inner := ack
+		var once sync.Once
+		release := func() { once.Do(func() { e.pending.remove(p, floor) }) }
+		ack = func(err error) {
+			inner(err)
+			release()
+		}
+		err := e.emitMeta(ctx, c, meta, ack)
+		if err != nil {
+			release() // no ack comes
+		}
+		return err
 	}
-	err := e.r.buf.AppendAsync(ctx, c.Tag, c.Entries, c.Count, func(_ broker.Pos, err error) {
+	return e.emitMeta(ctx, c, nil, ack)
+}
+
+// emitMeta appends c, with meta in its (last) record.
+func (e *emitter) emitMeta(ctx context.Context, c Chunk, meta []byte, ack AckFunc) error {
+	extra := int64(0)
+	if meta != nil {
+		extra = 2 + int64(len(meta))
+	}
+	if max := e.r.buf.MaxChunkBytes(); int64(len(c.Tag)+len(c.Entries))+extra > max {
+		return e.emitTooLarge(ctx, c, max-extra, meta, ack)
+	}
+	err := e.r.buf.AppendAsyncMeta(ctx, c.Tag, meta, c.Entries, c.Count, func(_ broker.Pos, err error) {
 		if err != nil {
 			e.metrics.Error("buffer")
 		}

@@ -23,7 +23,7 @@ import (
 
 // emitTooLarge stores c in pieces of at most max bytes of tag+entries and
 // calls ack once when all pieces are durable (or with the first error).
-func (e *emitter) emitTooLarge(ctx context.Context, c Chunk, max int64, ack AckFunc) error {
+func (e *emitter) emitTooLarge(ctx context.Context, c Chunk, max int64, meta []byte, ack AckFunc) error {
 	limit := max - int64(len(c.Tag))
 	if limit <= 0 {
 		e.dropTooLarge(c.Tag, c.Count, int64(len(c.Tag)+len(c.Entries)), fmt.Errorf("tag of %d bytes", len(c.Tag)))
@@ -38,13 +38,13 @@ func (e *emitter) emitTooLarge(ctx context.Context, c Chunk, max int64, ack AckF
 		stored     int   // events handed to the buffer
 		bytesOut   int64 // bytes handed to the buffer
 	)
-	flush := func() error {
+	flush := func(meta []byte) error {
 		if count == 0 {
 			return nil
 		}
 		piece := c.Entries[start:pos]
 		j.add()
-		err := e.r.buf.AppendAsync(ctx, c.Tag, piece, count, func(_ broker.Pos, err error) {
+		err := e.r.buf.AppendAsyncMeta(ctx, c.Tag, meta, piece, count, func(_ broker.Pos, err error) {
 			if err != nil {
 				e.metrics.Error("buffer")
 			}
@@ -68,7 +68,7 @@ func (e *emitter) emitTooLarge(ctx context.Context, c Chunk, max int64, ack AckF
 			n = len(entries) - pos
 		}
 		if int64(n) > limit {
-			if err := flush(); err != nil {
+			if err := flush(nil); err != nil {
 				return err
 			}
 			dropped++
@@ -78,7 +78,7 @@ func (e *emitter) emitTooLarge(ctx context.Context, c Chunk, max int64, ack AckF
 			continue
 		}
 		if int64(pos-start+n) > limit {
-			if err := flush(); err != nil {
+			if err := flush(nil); err != nil {
 				return err
 			}
 			start = pos
@@ -86,7 +86,7 @@ func (e *emitter) emitTooLarge(ctx context.Context, c Chunk, max int64, ack AckF
 		pos += n
 		count++
 	}
-	if err := flush(); err != nil {
+	if err := flush(meta); err != nil { // the source position goes with the last piece
 		return err
 	}
 	e.metrics.RecordsOut.Add(float64(stored))
