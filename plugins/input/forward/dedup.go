@@ -82,6 +82,10 @@ type dedup struct {
 	onEvict func(age time.Duration, early bool)
 	loading bool // ids come from the journal: evictions are not reported
 
+	// The buffer floor saved beside the journal (floor.go); nil channels
+	// when not kept.
+	floorStop, floorDone chan struct{}
+
 	// Hooks for tests.
 	now    func() time.Time
 	create func(name string) (*os.File, error)
@@ -92,7 +96,12 @@ type dedupEntry struct {
 	id        string // the map key
 	committed bool
 	finishing bool // its finish waits for the journal: not reused yet
-	waiters   []func(error)
+	// staged: the buffer stored the chunk and its id was queued for the
+	// journal (in batch seq) from the buffer's ack, before finish; the
+	// flush that writes it leaves committing to finish.
+	staged  bool
+	seq     uint64
+	waiters []func(error)
 }
 
 // committedEntry is the map value of every committed id: a remembered id
@@ -364,18 +373,19 @@ func (d *dedup) finish(id []byte, err error) {
 		return
 	}
 	if err == nil && d.journal != nil {
-		d.pend = append(append(d.pend, byte(len(id))), id...)
-		e.finishing = true
-		my := d.pendSeq
-		for d.flushed < my {
-			if d.flushing {
-				d.cond.Wait()
-			} else {
-				d.flushLocked()
-			}
+		my := e.seq
+		if !e.staged {
+			d.pend = append(append(d.pend, byte(len(id))), id...)
+			my = d.pendSeq
 		}
-		// The flush that wrote the id committed it: e left the map, and
-		// only this finish holds it now.
+		e.finishing = true
+		d.waitFlushedLocked(my)
+		// The flush that wrote the id committed it, or, for an id staged
+		// and written before this finish, left that to us. Either way e
+		// leaves the map, and only this finish holds it now.
+		if d.ids[e.id] == e {
+			d.commitLocked(e, d.now().UnixNano())
+		}
 		e.finishing = false
 	} else if err == nil {
 		d.commitLocked(e, d.now().UnixNano())
@@ -388,6 +398,72 @@ func (d *dedup) finish(id []byte, err error) {
 	d.mu.Unlock()
 	for _, w := range waiters {
 		w(err)
+	}
+}
+
+// stage queues the id of a chunk the buffer just stored for the journal,
+// before its finish (which may run later, on another goroutine): called
+// from the buffer's ack, so that every chunk whose ack returned has its id
+// in a journal batch no later than the current one (see markFloor).
+func (d *dedup) stage(id []byte) {
+	if len(id) == 0 || len(id) > maxIDLen || d.journal == nil {
+		return
+	}
+	d.mu.Lock()
+	if e := d.ids[string(id)]; e != nil && !e.committed && !e.staged && !e.finishing {
+		d.pend = append(append(d.pend, byte(len(id))), id...)
+		e.staged, e.seq = true, d.pendSeq
+	}
+	d.mu.Unlock()
+}
+
+// waitFlushedLocked returns once journal batch seq is written, flushing
+// it itself when no one else is.
+func (d *dedup) waitFlushedLocked(seq uint64) {
+	for d.flushed < seq {
+		if d.flushing {
+			d.cond.Wait()
+		} else {
+			d.flushLocked()
+		}
+	}
+}
+
+// markFloor takes the buffer floor (floor, under mu) and returns it once
+// every id staged or finished before it is written to the journal: every
+// stored chunk whose id the journal lacks is at or after that floor.
+func (d *dedup) markFloor(floor func() []uint64) []uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f := floor()
+	target := d.pendSeq - 1
+	if len(d.pend) > 0 {
+		target = d.pendSeq
+	}
+	d.waitFlushedLocked(target)
+	return f
+}
+
+// recover commits ids found in the buffer's records after the journal's
+// floor (a kill came between storing a chunk and journaling its id), and
+// journals them.
+func (d *dedup) recover(ids [][]byte) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.loading = true
+	now := d.now().UnixNano()
+	for _, id := range ids {
+		if len(id) == 0 || len(id) > maxIDLen || d.ids[string(id)] != nil {
+			continue
+		}
+		d.commitLocked(&dedupEntry{id: string(id)}, now)
+		if d.journal != nil {
+			d.pend = append(append(d.pend, byte(len(id))), id...)
+		}
+	}
+	d.loading = false
+	if len(d.pend) > 0 {
+		d.waitFlushedLocked(d.pendSeq)
 	}
 }
 
@@ -412,7 +488,7 @@ func (d *dedup) flushLocked() {
 	for b := buf; len(b) > 0; n++ {
 		rec := b[1 : 1+int(b[0])]
 		b = b[1+len(rec):]
-		if e := d.ids[string(rec)]; e != nil {
+		if e := d.ids[string(rec)]; e != nil && (e.finishing || !e.staged) {
 			d.commitLocked(e, now)
 		}
 	}
@@ -439,6 +515,11 @@ func (d *dedup) flushLocked() {
 }
 
 func (d *dedup) close() error {
+	if d.floorStop != nil {
+		close(d.floorStop)
+		<-d.floorDone
+		d.floorStop = nil
+	}
 	d.bg.Wait()
 	d.mu.Lock()
 	defer d.mu.Unlock()

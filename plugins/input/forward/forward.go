@@ -136,8 +136,10 @@ type Input struct {
 	tlsConf *tls.Config
 	users   map[string]string
 	dedup   *dedup
-	mem     *budget
-	listen  func(network, addr string) (net.Listener, error) // net.Listen; tests wrap it
+	// positions: chunks are stored with their ids (floor.go).
+	positions bool
+	mem       *budget
+	listen    func(network, addr string) (net.Listener, error) // net.Listen; tests wrap it
 
 	ln     net.Listener
 	udp    net.PacketConn
@@ -277,6 +279,19 @@ func (in *Input) Start(_ context.Context, emit pipeline.Emitter) (err error) {
 				in.dedup = nil
 			}
 		}()
+		if pos, ok := emit.(pipeline.Positions); ok && d.journal != nil {
+			// Chunks are stored with their ids: find those a kill kept
+			// out of the journal, then keep the floor moving.
+			n, rerr := d.recoverFrom(context.Background(), pos)
+			if rerr != nil {
+				in.set.Logger.Warn("chunk ids of stored chunks not read back from the buffer; a resend of a chunk stored just before the last stop may be stored twice", zap.Error(rerr))
+			}
+			if n > 0 {
+				in.set.Logger.Info("chunk ids recovered from the buffer (stored, not yet journaled when the process stopped)", zap.Int("ids", n))
+			}
+			in.positions = true
+			d.keepFloor(pos)
+		}
 	}
 	ln, err := in.listen("tcp", in.cfg.Listen)
 	if err != nil {
@@ -712,7 +727,14 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 			entries = rec
 		}
 		cn.blocked(true)
-		err = emit.Emit(cn.ctx, pipeline.Chunk{Tag: req.Tag, Entries: entries, Count: req.Count}, func(err error) {
+		var src []byte
+		if in.positions && chunkID != nil {
+			src = chunkID // stored with the chunk: see floor.go
+		}
+		err = emit.Emit(cn.ctx, pipeline.Chunk{Tag: req.Tag, Entries: entries, Count: req.Count, Source: src}, func(err error) {
+			if src != nil && err == nil {
+				in.dedup.stage(chunkID)
+			}
 			cn.ack(ackJob{chunk: chunkID, err: err, arrived: arrived, fresh: true, json: isJSON, events: req.Count})
 		})
 		cn.blocked(false)
