@@ -14,12 +14,13 @@ import (
 
 // pendingChunk is an emitted chunk waiting for its acknowledgement.
 type pendingChunk struct {
-	end   int64
-	tail  tailSum // of the bytes before end
-	fp    fingerprint
-	gen   uint64
-	count int
-	done  bool
+	end    int64
+	tail   tailSum // of the bytes before end
+	fp     fingerprint
+	gen    uint64
+	origin uint64
+	count  int
+	done   bool
 }
 
 // emitChunk hands count entries, records of them new (not pieces of a
@@ -27,19 +28,33 @@ type pendingChunk struct {
 // they are durable. On return the entries may be reused, unless t.err or
 // the failed flag is set (the stop, or a chunk to read again).
 func (t *tailer) emitChunk(entries []byte, count, records int, end int64) {
-	p := &pendingChunk{end: end, count: count, tail: t.tailAt(end)}
+	p := &pendingChunk{end: end, count: count, tail: t.tailAt(end), origin: t.origin}
 	t.mu.Lock()
 	p.gen, p.fp = t.gen, t.fp
 	t.pending = append(t.pending, p)
 	t.outstanding++
 	t.mu.Unlock()
 	t.in.inflightAdd()
-	err := t.in.emit.Emit(t.in.ctx, pipeline.Chunk{Tag: t.tag, Entries: entries, Count: count}, func(err error) { t.acked(p, err) })
+	c := pipeline.Chunk{Tag: t.tag, Entries: entries, Count: count}
+	if t.in.pos != nil && !t.srcOff {
+		// The checkpoint this chunk makes, stored with it (source.go);
+		// the pipeline copies it before Emit returns.
+		t.srcBuf = appendSource(t.srcBuf[:0], &source{
+			seq: t.in.seq.Add(1), origin: t.origin, originOff: t.originOff, key: t.key, fp: p.fp,
+			start: t.srcStart, end: end, tail: p.tail, count: count, path: t.path,
+		})
+		c.Source = t.srcBuf
+	}
+	err := t.in.emit.Emit(t.in.ctx, c, func(err error) { t.acked(p, err) })
 	if err != nil && permanent(err) && t.in.ctx.Err() == nil {
 		// Never storable: dropped on purpose, counted, and passed like a
-		// stored chunk so that the file is not read again forever.
+		// stored chunk so that the file is not read again forever. The
+		// next chunk's source starts where this one did: its lines are
+		// accounted for.
 		t.acked(p, err)
 		err = nil
+	} else if err == nil {
+		t.srcStart = end
 	}
 	if err != nil {
 		// The chunk was not taken and no ack comes.
@@ -106,7 +121,7 @@ func (t *tailer) acked(p *pendingChunk, err error) {
 			}
 			if last != nil && last.end > t.committed {
 				t.committed, t.commitTail = last.end, last.tail
-				t.in.store.set(t.key, t.path, last.fp, last.end, last.tail)
+				t.in.store.set(t.key, t.path, last.fp, last.end, last.tail, last.origin)
 			}
 		}
 	}
@@ -150,6 +165,10 @@ func (t *tailer) rewind() {
 	t.mu.Unlock()
 	t.reset()
 	t.readOff, t.readTail = off, tail
+	// The chain goes on from what is durable: sources of the disowned
+	// chunks start past it and are ignored at recovery if they are all
+	// that is left of them.
+	t.srcStart = off
 	t.in.met.rewinds.Inc()
 	t.backoff = min(max(2*t.backoff, 50*time.Millisecond), 5*time.Second)
 }

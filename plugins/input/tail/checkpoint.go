@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -37,6 +38,11 @@ type checkpoint struct {
 	// before it existed have none and are trusted only in a file that
 	// parses whole.
 	Sum uint64 `json:"sum,omitempty"`
+
+	// origin numbers the chain this position belongs to (source.go); it
+	// is saved in checkpointFile.Origins, outside the entry, so that the
+	// entry and its sum stay what older versions read. 0: not known.
+	origin uint64
 }
 
 func (c *checkpoint) key() fileKey             { return fileKey{c.Dev, c.Ino} }
@@ -55,6 +61,18 @@ type checkpointFile struct {
 	Version int          `json:"version"`
 	SavedAt int64        `json:"saved_at_unix_nano"`
 	Files   []checkpoint `json:"files"`
+	// Floor is pipeline.Positions.Floor, taken before the entries: every
+	// chunk whose ack the entries lack is at or after it, and its source
+	// is read back from there at the next start. Absent (a file of an
+	// older version, or an emitter without positions): from the oldest
+	// record. Older versions ignore it and Origins.
+	Floor []uint64 `json:"buffer_floor,omitempty"`
+	// Origins is the chain of each entry, by "dev:ino".
+	Origins map[string]uint64 `json:"origins,omitempty"`
+}
+
+func originKey(k fileKey) string {
+	return strconv.FormatUint(k.dev, 10) + ":" + strconv.FormatUint(k.ino, 10)
 }
 
 const checkpointVersion = 1
@@ -85,6 +103,11 @@ type store struct {
 	// recovered is set when the checkpoint file could not be trusted as a
 	// whole: files without a trusted checkpoint are read from their start.
 	recovered *corruption
+	// floor is the buffer floor found in the file (nil: none).
+	floor []uint64
+	// floorFn, when set, is the emitter's Floor: save takes it before the
+	// entries and stores it with them.
+	floorFn func() []uint64
 }
 
 // corruption says what was wrong with a checkpoint file found at open and
@@ -167,6 +190,11 @@ func openStore(dir string) (*store, error) {
 	files, savedAt, trusted, err := parseCheckpoints(b)
 	s.existed = true
 	s.savedAt = savedAt
+	var cf checkpointFile
+	if err == nil && json.Unmarshal(b, &cf) == nil {
+		// Only a file that parses whole vouches for its floor and chains.
+		s.floor = cf.Floor
+	}
 	kept := 0
 	for i := range files {
 		c := files[i]
@@ -174,6 +202,7 @@ func openStore(dir string) (*store, error) {
 			continue
 		}
 		c.Sum = 0
+		c.origin = cf.Origins[originKey(c.key())]
 		s.m[c.key()] = &c
 		kept++
 	}
@@ -294,20 +323,33 @@ func (s *store) get(k fileKey) (checkpoint, bool) {
 }
 
 // set records a file's checkpoint (a new file, a new content generation
-// after a truncation, or a commit); tail hashes the bytes before off.
-func (s *store) set(k fileKey, path string, fp fingerprint, off int64, tail tailSum) {
+// after a truncation, or a commit); tail hashes the bytes before off and
+// origin is the chain (source.go).
+func (s *store) set(k fileKey, path string, fp fingerprint, off int64, tail tailSum, origin uint64) {
 	s.mu.Lock()
 	c := s.m[k]
 	if c == nil {
 		c = &checkpoint{Dev: k.dev, Ino: k.ino}
 		s.m[k] = c
 	}
-	if c.Offset != off || c.FPLen != fp.n || c.FP != fp.sum || c.Path != path || c.tail() != tail {
+	if c.Offset != off || c.FPLen != fp.n || c.FP != fp.sum || c.Path != path || c.tail() != tail || c.origin != origin {
 		c.Offset, c.FPLen, c.FP, c.Path = off, fp.n, fp.sum, path
 		c.TailLen, c.TailFP = tail.n, tail.sum
+		c.origin = origin
 		s.dirty = true
 	}
 	s.mu.Unlock()
+}
+
+// maxOrigin is the highest chain number of the checkpoints.
+func (s *store) maxOrigin() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var m uint64
+	for _, c := range s.m {
+		m = max(m, c.origin)
+	}
+	return m
 }
 
 // del forgets the checkpoint of k.
@@ -335,14 +377,26 @@ func (s *store) keys() []fileKey {
 func (s *store) save() error {
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
+	// The floor first: a chunk acknowledged after it is taken is in the
+	// entries or at or after the floor.
+	var floor []uint64
+	if s.floorFn != nil && s.path != "" {
+		floor = s.floorFn()
+	}
 	s.mu.Lock()
 	if !s.dirty || s.path == "" || s.closed {
 		s.mu.Unlock()
 		return nil
 	}
-	cf := checkpointFile{Version: checkpointVersion, SavedAt: time.Now().UnixNano(), Files: make([]checkpoint, 0, len(s.m))}
+	cf := checkpointFile{Version: checkpointVersion, SavedAt: time.Now().UnixNano(), Files: make([]checkpoint, 0, len(s.m)), Floor: floor}
 	for _, c := range s.m {
 		cf.Files = append(cf.Files, *c)
+		if c.origin != 0 {
+			if cf.Origins == nil {
+				cf.Origins = make(map[string]uint64, len(s.m))
+			}
+			cf.Origins[originKey(c.key())] = c.origin
+		}
 	}
 	s.dirty = false
 	s.mu.Unlock()

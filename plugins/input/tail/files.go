@@ -78,7 +78,7 @@ func (in *Input) open(p string, fi os.FileInfo, first bool, mode *openMode) {
 	in.met.addFile(t, in.pathRefs)
 	in.mu.Unlock()
 	if m.copyOf == nil {
-		in.store.set(k, t.path, fp, m.start, m.tail)
+		in.store.set(k, t.path, fp, m.start, m.tail, t.origin)
 		// A new file's identity goes to disk at once, not at the next
 		// periodic save: renamed away and followed by a crash, it is
 		// then still found and read after the restart.

@@ -15,6 +15,8 @@ var (
 	rotationVec  = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "tail", Name: "rotations_total", Help: "Rotations seen: gone (no longer under a matched name), deleted, truncated, renamed (found renamed after a restart), copy (a copytruncate copy found and resumed), rewritten (truncated and written again past the checkpoint while stopped, same first bytes)."}, []string{"component", "kind"})
 	rewindVec    = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "tail", Name: "rewinds_total", Help: "Times a file was read again from its checkpoint because a chunk was not stored."}, []string{"component"})
 	corruptVec   = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "tail", Name: "checkpoint_corrupt_total", Help: "Checkpoint files found corrupt (unreadable, not a file, damaged or cut short) at start and moved aside; files without a trusted checkpoint were read from their start."}, []string{"component"})
+	recBytesVec  = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "tail", Name: "positions_recovered_bytes_total", Help: "Bytes not read again after a restart because the position stored with their chunk in the buffer was newer than checkpoints.json."}, []string{"component"})
+	recLinesVec  = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "tail", Name: "positions_recovered_lines_total", Help: "Events of chunks wholly past checkpoints.json found in the buffer at start: not read (and stored) again."}, []string{"component"})
 	unparsedVec  = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "tail", Name: "unparsed_lines_total", Help: "Lines of a json, cri or docker file kept as they are under the key because they did not parse: invalid, or too_deep (JSON nested more than 128 levels)."}, []string{"component", "reason"})
 )
 
@@ -32,6 +34,8 @@ type metrics struct {
 	corrupt   prometheus.Counter
 	invalid   prometheus.Counter // lines that did not parse
 	tooDeep   prometheus.Counter // JSON lines nested too deeply
+	// What the positions stored in the buffer saved at start.
+	recoveredBytes, recoveredLines prometheus.Counter
 }
 
 func newMetrics(set pipeline.Settings) *metrics {
@@ -48,6 +52,9 @@ func newMetrics(set pipeline.Settings) *metrics {
 		corrupt:   pipeline.RegisterOnce(reg, corruptVec).WithLabelValues(set.Name),
 		invalid:   pipeline.RegisterOnce(reg, unparsedVec).WithLabelValues(set.Name, "invalid"),
 		tooDeep:   pipeline.RegisterOnce(reg, unparsedVec).WithLabelValues(set.Name, "too_deep"),
+
+		recoveredBytes: pipeline.RegisterOnce(reg, recBytesVec).WithLabelValues(set.Name),
+		recoveredLines: pipeline.RegisterOnce(reg, recLinesVec).WithLabelValues(set.Name),
 	}
 }
 

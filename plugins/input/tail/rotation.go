@@ -97,7 +97,7 @@ func (t *tailer) checkTruncated(size int64) bool {
 			nfp := fingerprint{len(h), fnv1a(h)}
 			t.mu.Lock()
 			t.fp = nfp
-			t.in.store.set(t.key, t.path, nfp, t.committed, t.commitTail)
+			t.in.store.set(t.key, t.path, nfp, t.committed, t.commitTail, t.origin)
 			t.mu.Unlock()
 			if fp.n == 0 {
 				t.in.saveSoon()
@@ -149,9 +149,23 @@ func (t *tailer) checkTruncated(size int64) bool {
 	t.disownLocked()
 	t.committed, t.commitTail = 0, tailSum{}
 	t.fp = newFP
-	t.in.store.set(t.key, t.path, newFP, 0, tailSum{})
+	// A new chain (source.go) from 0.
+	t.origin, t.originOff, t.srcStart, t.srcOff = t.in.seq.Add(1), 0, 0, false
+	t.in.store.set(t.key, t.path, newFP, 0, tailSum{}, t.origin)
 	t.mu.Unlock()
-	t.in.saveSoon()
+	if t.in.pos == nil {
+		t.in.saveSoon()
+		return true
+	}
+	// Saved before the new content's first chunk: a source of it found
+	// after a kill must not replace the old content's checkpoint while
+	// that still leads to the copy's unread lines. If the save fails,
+	// this content's chunks store no source (a kill reads them again).
+	if err := t.in.store.save(); err != nil {
+		t.srcOff = true
+		t.in.set.Metrics.Error("checkpoint_save")
+		t.in.log.Warn("saving checkpoints after a truncation failed; the new content's positions are not stored with its chunks", zap.String("path", t.path), zap.Error(err))
+	}
 	return true
 }
 
@@ -374,8 +388,10 @@ func (t *tailer) resolveCopy(now time.Time) bool {
 	t.copyOf = nil
 	t.committed, t.commitTail = start, t.readTail
 	fp := t.fp
+	t.origin, t.originOff, t.srcStart = t.in.seq.Add(1), start, start
+	origin := t.origin
 	t.mu.Unlock()
-	t.in.store.set(t.key, t.path, fp, start, t.readTail)
+	t.in.store.set(t.key, t.path, fp, start, t.readTail, origin)
 	t.in.saveSoon()
 	return true
 }

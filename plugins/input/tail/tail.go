@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -41,17 +42,21 @@ type Input struct {
 	keyEnc     []byte // the msgpack str of cfg.Key
 	pathKeyEnc []byte // the msgpack str of cfg.PathKey, or nil
 
-	emit    pipeline.Emitter
-	ctx     context.Context // ends when Stop begins
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	store   *store
-	watcher *fsnotify.Watcher
-	slots   chan struct{}
-	bufs    sync.Pool // read buffers
-	chunks  sync.Pool // chunk buffers
-	scanReq chan struct{}
-	saveReq chan struct{}
+	emit pipeline.Emitter
+	pos  pipeline.Positions // emit's, when it keeps source positions
+	// seq numbers the chains and the source positions (source.go).
+	seq       atomic.Uint64
+	recovered recovery        // what Start took from the buffer's positions
+	ctx       context.Context // ends when Stop begins
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	store     *store
+	watcher   *fsnotify.Watcher
+	slots     chan struct{}
+	bufs      sync.Pool // read buffers
+	chunks    sync.Pool // chunk buffers
+	scanReq   chan struct{}
+	saveReq   chan struct{}
 
 	// mu guards the fields below up to firstSeen. It is the first lock of
 	// the order Input.mu, then tailer.mu, then store.mu (doc.go): scan
@@ -119,11 +124,18 @@ func New(set pipeline.Settings, cfg *Config) (*Input, error) {
 
 // Start loads the checkpoints, finds and opens the files and starts
 // following them. It returns once every file found is open.
-func (in *Input) Start(_ context.Context, emit pipeline.Emitter) error {
+func (in *Input) Start(ctx context.Context, emit pipeline.Emitter) error {
 	if err := in.openCheckpoints(); err != nil {
 		return err
 	}
 	in.emit = emit
+	if p, ok := emit.(pipeline.Positions); ok {
+		in.pos = p
+		in.store.floorFn = p.Floor
+	}
+	// Before any file is opened: the positions stored with the chunks
+	// after the last save are newer than its checkpoints.
+	in.recoverPositions(ctx)
 	in.ctx, in.cancel = context.WithCancel(context.Background())
 	if w, err := fsnotify.NewWatcher(); err != nil {
 		in.log.Warn("inotify unavailable; files are polled every refresh_interval", zap.Error(err))

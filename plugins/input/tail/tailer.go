@@ -42,6 +42,15 @@ type tailer struct {
 	extra    []byte // pre-encoded extra pairs (path_key)
 	extraN   int
 	err      error // set when the input stops mid-emit
+	// The chain the chunks' source positions belong to (source.go):
+	// its number and offset, where the next chunk starts, and the buffer
+	// the source is encoded in. srcOff: this chain stores none (its
+	// origin could not be saved).
+	origin    uint64
+	originOff int64
+	srcStart  int64
+	srcOff    bool
+	srcBuf    []byte
 	// Messages being assembled (format.go, multiline.go):
 	merge   [numStreams]group // cri/docker partial messages
 	ml      [numStreams]group // multiline groups
@@ -97,6 +106,9 @@ func newTailer(in *Input, f *os.File, k fileKey, m openMode, fp fingerprint, siz
 		commitTail: m.tail,
 		copyOf:     m.copyOf,
 		gone:       m.gone,
+		origin:     in.seq.Add(1),
+		originOff:  m.start,
+		srcStart:   m.start,
 	}
 	if m.gone {
 		t.goneAt = time.Now()
