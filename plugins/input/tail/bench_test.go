@@ -16,7 +16,9 @@ import (
 	"github.com/logship/logship/pipeline"
 )
 
-// countingEmitter counts events and acknowledges every chunk at once.
+// countingEmitter counts events and acknowledges every chunk at once. It
+// implements pipeline.Positions, as the pipeline's emitter does, so that
+// the chunks carry their source positions.
 type countingEmitter struct {
 	events atomic.Int64
 	bytes  atomic.Int64
@@ -24,8 +26,16 @@ type countingEmitter struct {
 	done   chan struct{}
 }
 
+var _ pipeline.Positions = (*countingEmitter)(nil)
+
+func (e *countingEmitter) Floor() []uint64 { return []uint64{0} }
+
+func (e *countingEmitter) Sources(context.Context, []uint64, func(int, uint64, []byte) error) error {
+	return nil
+}
+
 func (e *countingEmitter) Emit(_ context.Context, c pipeline.Chunk, ack pipeline.AckFunc) error {
-	e.bytes.Add(int64(len(c.Entries)))
+	e.bytes.Add(int64(len(c.Entries) + len(c.Source)))
 	if e.events.Add(int64(c.Count)) == e.want {
 		close(e.done)
 	}

@@ -71,13 +71,65 @@
 // file is found or its content is replaced, to
 // DATA_DIR/input/NAME/checkpoints.json (JSON: per file dev, ino, fp_len,
 // fp, offset, tail_len, tail_fp (the hash of the bytes before offset),
-// path and sum, a checksum of the entry): a temporary file,
+// path and sum, a checksum of the entry; beside the entries, buffer_floor
+// and origins, below): a temporary file,
 // fsync, rename, fsync of the directory, so the file on disk is always a
-// whole, older-or-current version. A process killed with SIGKILL therefore
-// reads again at most the lines after the last saved checkpoint (those not
-// yet acknowledged, and at most about 200ms' worth of acknowledged ones) and
-// never skips one. A message still being assembled (a partial cri/docker
-// message, a multiline group) holds the checkpoint at its first line.
+// whole, older-or-current version. It never skips a line. A message still
+// being assembled (a partial cri/docker message, a multiline group) holds
+// the checkpoint at its first line.
+//
+// # Exactly once into the buffer, across SIGKILL
+//
+// Each chunk also carries, as its pipeline.Chunk.Source, what its file's
+// checkpoint becomes once it is durable (source.go: a version byte, then
+// device, inode, fingerprint, the chunk's start and end offsets, the hash
+// of the bytes before the end, the path, and the chain it belongs to);
+// the buffer stores it in the same record as the chunk's last events, so
+// the position is durable exactly when the data is. Every save of
+// checkpoints.json first takes the emitter's pipeline.Positions.Floor and
+// stores it as buffer_floor (one offset per buffer partition): every chunk
+// whose ack the saved entries lack is at or after it. At Start, before any
+// file is opened, the sources stored from the floor on are read back
+// (Positions.Sources) and applied over the checkpoints, so a process killed
+// with SIGKILL reads nothing again that the buffer holds, and skips
+// nothing: the log line "positions recovered from the buffer: N files, M
+// bytes not read again" and logship_tail_positions_recovered_bytes_total
+// and _lines_total say what that saved.
+//
+// A source is applied only where it continues a position known to be
+// durable. A chain is one reading of one content of a file: it begins when
+// a file is opened at an offset, when a truncation starts it over at 0, or
+// when a copy resumes where its original stopped; it gets a number from
+// the input's sequence (saved per entry in origins), and so does every
+// source, so that the sources of several partitions are applied in the
+// order they were made. A source names the offset its chunk starts at (the
+// end of the chain's previous chunk): one whose earlier chunk never became
+// durable (the chunk was refused and the file read again from its
+// checkpoint, its successors' acks disowned) leaves a gap and is ignored,
+// as are sources of an older chain (a content truncated away, a tailer
+// closed and its file opened again); a newer chain is taken from its first
+// chunk only. A truncation saves checkpoints.json before the new content's
+// first chunk (if that save fails, that content's chunks carry no source),
+// so a source of the new content never hides the old content's copy. The
+// position recovered then goes through the same checks at open as a
+// checkpoint (fingerprint, the bytes before the offset, the size): a file
+// rotated away is found by inode in its directory and read from there, one
+// deleted has its checkpoint dropped, one rewritten is read from its start.
+//
+// What stays at-least-once: a chunk dropped for good by a permanent error
+// reported in its ack (not by Emit) leaves a gap, so after a kill the file
+// is read again from before it; a checkpoint file that cannot be trusted,
+// or a source that does not decode (another version, a damaged record:
+// never trusted, only counted in the log line), falls back to the
+// checkpoints; a chunk the buffer refused and that was read again may be
+// stored twice, as before. An emitter that keeps no positions (one that is
+// not a pipeline.Positions) gets chunks without a Source, and a kill reads
+// again the lines acknowledged after the last save (about 200ms' worth) as
+// it always did. A checkpoint file without buffer_floor (written by an
+// older logship) makes the next start read every record the buffer holds
+// for the sources: slower once, as exact. buffer_floor and origins are
+// fields older versions ignore (the entries and their sums are unchanged),
+// so the format stays version 1 both ways.
 //
 // A checkpoint file that cannot be trusted (a directory, unreadable, not
 // JSON, cut short by a write the file system did not keep, an unknown
@@ -187,7 +239,9 @@
 // logship_tail_file_lag_bytes. Per input: logship_tail_files_open,
 // logship_tail_rotations_total{kind} (gone, deleted, truncated, renamed,
 // copy, rewritten), logship_tail_rewinds_total, the loss ledger above,
-// logship_tail_checkpoint_corrupt_total and
+// logship_tail_checkpoint_corrupt_total,
+// logship_tail_positions_recovered_bytes_total and _lines_total (what the
+// buffer's positions spared at start) and
 // logship_tail_unparsed_lines_total{reason} (invalid, too_deep). Events
 // dropped on a permanent error are in the pipeline's
 // logship_dropped_records_total{reason="permanent_error"}.
@@ -227,7 +281,9 @@ package tail
 //	ack.go          emitting chunks, pending chunks and their acks,
 //	                permanent errors, rewind, the in-flight count for Stop
 //	checkpoint.go   the checkpoint store and checkpoints.json: opening it
-//	                (a corrupt file set aside), saving it
+//	                (a corrupt file set aside), saving it with the floor
+//	source.go       the position stored with each chunk (Chunk.Source),
+//	                chains, and applying them over the checkpoints at Start
 //	metrics.go      the tail_* metrics
 //
 // Goroutines: the manager (Input.loop: scans, polls, saves), the inotify
@@ -249,7 +305,9 @@ package tail
 //     Input.mu: resolveCopy, checkTruncated, retire and idleClose release
 //     it first.
 //   - store.mu, a leaf. store.saveMu is taken before it (save) and with
-//     no other lock held.
+//     no other lock held; save calls the emitter's Floor (which locks
+//     inside the pipeline) holding saveMu only, before it takes store.mu.
+//     checkTruncated saves (a truncation) with none of ours held.
 //   - Input.ackMu (the in-flight count), a leaf taken with no other lock
 //     held.
 //
