@@ -9,6 +9,7 @@ import (
 	"github.com/logship/logship/plugins/input/tail"
 	"github.com/logship/logship/plugins/output/file"
 	fwdout "github.com/logship/logship/plugins/output/forward"
+	"github.com/logship/logship/plugins/output/kafka"
 	"github.com/logship/logship/plugins/output/stdout"
 )
 
@@ -20,6 +21,7 @@ func Factories() []pipeline.Factory {
 		tail.Factory(),
 		file.Factory(),
 		fwdout.Factory(),
+		kafka.Factory(),
 		stdout.Factory(),
 	}
 }
