@@ -6,6 +6,7 @@ import (
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/input/dummy"
 	"github.com/logship/logship/plugins/input/forward"
+	kafkain "github.com/logship/logship/plugins/input/kafka"
 	"github.com/logship/logship/plugins/input/tail"
 	"github.com/logship/logship/plugins/output/file"
 	fwdout "github.com/logship/logship/plugins/output/forward"
@@ -18,6 +19,7 @@ func Factories() []pipeline.Factory {
 	return []pipeline.Factory{
 		dummy.Factory(),
 		forward.Factory(),
+		kafkain.Factory(),
 		tail.Factory(),
 		file.Factory(),
 		fwdout.Factory(),
