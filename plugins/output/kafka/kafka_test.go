@@ -584,3 +584,14 @@ func TestSASL(t *testing.T) {
 		write(t, h.out, batch(t, "app", 0, event{time.Now(), map[string]any{"m": mech.Mechanism}}))
 	}
 }
+
+// TestAcksLevels: acks 1 and 0 (no idempotent producer) deliver too.
+func TestAcksLevels(t *testing.T) {
+	t.Parallel()
+	c := cluster(t, kfake.SeedTopics(3, "acks1", "acks0"))
+	for _, acks := range []string{"1", "0"} {
+		h := start(t, c, func(cfg *Config) { cfg.Topic = "acks" + acks; cfg.Acks = acks })
+		write(t, h.out, batch(t, "app", 0, events(200, time.Now(), func(i int) map[string]any { return map[string]any{"i": i} })...))
+		consume(t, c, "acks"+acks, 200)
+	}
+}
