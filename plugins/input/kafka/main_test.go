@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -409,4 +410,13 @@ func gatheredLabel(t testing.TB, reg *prometheus.Registry, name, label, value st
 		}
 	}
 	return v
+}
+
+// countEmitter counts events and acknowledges at once.
+type countEmitter struct{ n atomic.Int64 }
+
+func (e *countEmitter) Emit(_ context.Context, c pipeline.Chunk, ack pipeline.AckFunc) error {
+	e.n.Add(int64(c.Count))
+	ack(nil)
+	return nil
 }
