@@ -72,11 +72,12 @@
 // producer aborted is never read, and what it has not committed yet waits.
 //
 // A loop buffer -> Kafka -> buffer (the kafka output feeding this input,
-// in another process or tier) is effectively once only with positions on
-// this hop (above) and, on the other, the output's exactly_once
-// transactions, or a consumer that drops repeats by the output's event_id
-// header. Without positions the hop into the buffer adds the duplicates
-// of every kill.
+// in another process or tier) is effectively once only when both hops
+// are: this one with positions (above), and the output's, which is at
+// least once (a kill between Kafka's acknowledgement and the cursor's
+// persistence sends a chunk again, with the same event_id headers) until
+// it writes with transactions. Without positions the hop into the buffer
+// adds the duplicates of every kill.
 //
 // # Backpressure and memory
 //
