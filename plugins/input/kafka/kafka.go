@@ -73,6 +73,9 @@ type Input struct {
 	pos       pipeline.Positions
 	recovered map[tp][]span          // ranges read back from the buffer at Start
 	durable   map[tp]kgo.EpochOffset // durable offsets of partitions given up
+	// savedFloor is the floor in positions.json (commitAndSave's callers
+	// are serialised: the commit loop, then Stop after it ended).
+	savedFloor []uint64
 	// skipCommit makes commits no-ops: tests use it to stand for a kill
 	// before the next commit.
 	skipCommit atomic.Bool

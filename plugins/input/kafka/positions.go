@@ -123,13 +123,15 @@ func (in *Input) saveFloor(floor []uint64) {
 		return
 	}
 	b, _ := json.Marshal(floorFile{Floor: floor})
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err == nil {
+	err := os.MkdirAll(filepath.Dir(p), 0o755)
+	if err == nil {
 		err = atomicfile.Write(p, b, 0o644)
-		if err == nil {
-			return
-		}
-		in.rl.Warn("floor", "kafka input: saving the buffer floor failed; the next start searches further back", zap.Error(err))
 	}
+	if err != nil {
+		in.rl.Warn("floor", "kafka input: saving the buffer floor failed; the next start searches further back", zap.Error(err))
+		return
+	}
+	in.savedFloor = floor
 }
 
 // recoverPositions reads back the ranges stored after the saved floor.
@@ -292,7 +294,7 @@ func (in *Input) commitAndSave(ctx context.Context) error {
 		}
 		return fmt.Errorf("commit: %w", err)
 	}
-	if floor != nil {
+	if floor != nil && !slices.Equal(floor, in.savedFloor) {
 		in.saveFloor(floor)
 	}
 	return nil
