@@ -57,6 +57,24 @@ func decodeSource(meta []byte, name string) ([]byte, bool) {
 	return meta[k+len(name):], true
 }
 
+// metaPool holds the buffers records' meta is built in (the buffer does
+// not keep it).
+var metaPool = sync.Pool{New: func() any { b := make([]byte, 0, 64); return &b }}
+
+// sourceAck passes a chunk's ack to the input, then releases its floor:
+// once the input has its ack, it has the position too.
+type sourceAck struct {
+	e     *emitter
+	inner AckFunc
+	p     int
+	floor uint64
+}
+
+func (s *sourceAck) ack(err error) {
+	s.inner(err)
+	s.e.pending.remove(s.p, s.floor)
+}
+
 // pendingFloors tracks, per partition, the offsets that were next when
 // each chunk with a Source still awaiting its ack was emitted.
 type pendingFloors struct {

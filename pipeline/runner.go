@@ -365,22 +365,18 @@ func (e *emitter) Emit(ctx context.Context, c Chunk, ack AckFunc) error {
 		if len(src) > maxSourceBytes {
 			return fmt.Errorf("source position of %d bytes (max %d)", len(src), maxSourceBytes)
 		}
-		meta = encodeSource(make([]byte, 0, 2+len(e.name)+len(src)), e.name, src)
+		mb := metaPool.Get().(*[]byte)
+		meta = encodeSource((*mb)[:0], e.name, src)
 		// Every record of this chunk is stored at or after floor, and
 		// Floor reports nothing above it until the input has its ack.
-		p := e.r.buf.PartitionFor(c.Tag)
-		floor := e.r.buf.NextOffset(p)
-		e.pending.add(p, floor)
-		inner := ack
-		var once sync.Once
-		release := func() { once.Do(func() { e.pending.remove(p, floor) }) }
-		ack = func(err error) {
-			inner(err)
-			release()
-		}
-		err := e.emitMeta(ctx, c, meta, ack)
+		sa := &sourceAck{e: e, inner: ack, p: e.r.buf.PartitionFor(c.Tag)}
+		sa.floor = e.r.buf.NextOffset(sa.p)
+		e.pending.add(sa.p, sa.floor)
+		err := e.emitMeta(ctx, c, meta, sa.ack) // meta is not retained
+		*mb = meta[:0]
+		metaPool.Put(mb)
 		if err != nil {
-			release() // no ack comes
+			e.pending.remove(sa.p, sa.floor) // no ack comes
 		}
 		return err
 	}
