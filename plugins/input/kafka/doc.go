@@ -48,12 +48,14 @@
 //     after a chunk that never became durable does not count, so nothing
 //     is skipped. The buffer floor taken before each commit is kept in
 //     DATA_DIR/input/NAME/positions.json, so that only the records after it
-//     are read back. Exactly once into the buffer, then, with two limits: a
-//     partition the group never committed an offset for starts at
-//     start_offset, and a partition another member takes over after the
-//     kill starts at the committed offset, so that member stores again
-//     what this one stored after its last commit (at most commit_interval's
-//     worth).
+//     are read back. A partition the group never committed an offset for
+//     anchors the chain at its log start (start_offset earliest; with
+//     latest it is read from the end). Exactly once into the buffer, then,
+//     with one limit: a partition another member takes over after the kill
+//     starts at the committed offset, so that member stores again what
+//     this one stored after its last commit (at most commit_interval's
+//     worth). An offset reset by an operator (to replay) takes effect as
+//     usual after a clean stop, which saves the floor past every position.
 //   - With an emitter that keeps no positions, a process killed between two
 //     commits reads what it stored since the last one again: at least once.
 //

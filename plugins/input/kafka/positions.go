@@ -192,8 +192,37 @@ func chain(pos kgo.EpochOffset, ss []span) kgo.EpochOffset {
 
 // adjust is the client's AdjustFetchOffsetsFn: a newly assigned partition
 // starts at its committed offset moved over the positions stored with
-// the data, and its sources chain from there.
+// the data, and its sources chain from there. A partition without a
+// committed offset read from the earliest offset anchors the chain at its
+// log start offset: the first chunk read from there stored that offset,
+// or one before it, as its prev.
 func (in *Input) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	if in.pos == nil {
+		in.setLastEnd(offsets, nil)
+		return offsets, nil
+	}
+	// Partitions to anchor at their log start.
+	var unanchored []string
+	in.mu.Lock()
+	for topic, parts := range offsets {
+		for p, o := range parts {
+			if o.EpochOffset().Offset < 0 && in.cfg.StartOffset == "earliest" && len(in.recovered[tp{topic, p}]) > 0 && !slices.Contains(unanchored, topic) {
+				unanchored = append(unanchored, topic)
+			}
+		}
+	}
+	in.mu.Unlock()
+	var starts kadm.ListedOffsets
+	if len(unanchored) > 0 {
+		lctx, cancel := context.WithTimeout(ctx, in.cfg.ConnectTimeout.D())
+		var err error
+		if starts, err = kadm.NewClient(in.cl).ListStartOffsets(lctx, unanchored...); err != nil {
+			in.log.Warn("kafka input: start offsets unknown; partitions without a committed offset start at the earliest", zap.Error(err))
+			starts = nil
+		}
+		cancel()
+	}
+
 	moved := map[tp]kgo.EpochOffset{}
 	from := map[tp]int64{}
 	in.mu.Lock()
@@ -201,13 +230,12 @@ func (in *Input) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Of
 		for p, o := range parts {
 			k := tp{topic, p}
 			eo := o.EpochOffset()
-			if st := in.parts[k]; st != nil && eo.Offset >= 0 {
-				st.lastEnd = eo.Offset
-			}
-			if eo.Offset < 0 || in.pos == nil {
-				// No commit: read from the reset offset (the chain
-				// cannot be anchored).
-				continue
+			if eo.Offset < 0 {
+				s, ok := starts.Lookup(topic, p)
+				if !ok || s.Err != nil || s.Offset < 0 {
+					continue // read from the reset offset
+				}
+				eo = kgo.EpochOffset{Epoch: -1, Offset: s.Offset}
 			}
 			pos := chain(eo, in.recovered[k])
 			if d := in.durable[k]; d.Offset > pos.Offset {
@@ -220,11 +248,17 @@ func (in *Input) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Of
 		}
 	}
 	in.mu.Unlock()
-	if len(moved) == 0 {
-		return offsets, nil
+	if len(moved) > 0 {
+		in.move(ctx, offsets, moved, from)
 	}
-	// A position past the end of the partition is not this topic's (it
-	// was deleted and made again): keep the committed offset.
+	in.setLastEnd(offsets, moved)
+	return offsets, nil
+}
+
+// move sets offsets to the positions in moved, but for a position past
+// the end of its partition: that one is not this topic's (it was deleted
+// and made again), and the partition keeps its committed offset.
+func (in *Input) move(ctx context.Context, offsets map[string]map[int32]kgo.Offset, moved map[tp]kgo.EpochOffset, from map[tp]int64) {
 	var topics []string
 	for k := range moved {
 		if !slices.Contains(topics, k.topic) {
@@ -236,28 +270,45 @@ func (in *Input) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Of
 	cancel()
 	if err != nil {
 		in.log.Warn("kafka input: end offsets unknown; partitions start at their committed offsets", zap.Error(err))
-		return offsets, nil
+		clear(moved)
+		return
 	}
 	skipped := int64(0)
-	in.mu.Lock()
 	for k, pos := range moved {
 		end, ok := ends.Lookup(k.topic, k.part)
 		if !ok || end.Err != nil || pos.Offset > end.Offset {
 			in.rl.Warn("stale_position", "kafka input: a stored position is past the partition's end; starting at the committed offset", zap.String("topic", k.topic), zap.Int32("partition", k.part))
+			delete(moved, k)
 			continue
 		}
 		offsets[k.topic][k.part] = kgo.NewOffset().At(pos.Offset).WithEpoch(pos.Epoch)
-		if st := in.parts[k]; st != nil {
-			st.lastEnd = pos.Offset
-		}
 		skipped += pos.Offset - from[k]
 	}
-	in.mu.Unlock()
 	if skipped > 0 {
 		in.m.skipped.Add(float64(skipped))
 		in.log.Info("kafka input: partitions resume past their committed offsets, at positions stored with the data", zap.Int64("messages_not_read_again", skipped))
 	}
-	return offsets, nil
+}
+
+// setLastEnd records where each assigned partition starts reading, the
+// prev of its first chunk's source: the position it was moved to, or its
+// committed offset (unknown, -1, for a reset offset).
+func (in *Input) setLastEnd(offsets map[string]map[int32]kgo.Offset, moved map[tp]kgo.EpochOffset) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for topic, parts := range offsets {
+		for p, o := range parts {
+			st := in.parts[tp{topic, p}]
+			if st == nil {
+				continue
+			}
+			if m, ok := moved[tp{topic, p}]; ok {
+				st.lastEnd = m.Offset
+			} else if eo := o.EpochOffset(); eo.Offset >= 0 {
+				st.lastEnd = eo.Offset
+			}
+		}
+	}
 }
 
 // commitLoop commits the durable offsets every commit_interval and, when

@@ -1,7 +1,9 @@
 package kafka
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -177,4 +179,136 @@ func TestPositionsExactlyOnce(t *testing.T) {
 	if got := sum(committed(t, c, "g", "logs")); got != 3*n {
 		t.Fatalf("committed %d, want %d", got, 3*n)
 	}
+}
+
+// TestPositionsWithoutCommit: a kill before the group's first commit
+// reads nothing twice either: with start_offset earliest, the chain of
+// stored positions is anchored at the partitions' log start.
+func TestPositionsWithoutCommit(t *testing.T) {
+	t.Parallel()
+	c := cluster(t, kfake.SeedTopics(3, "logs"))
+	bufDir, dataDir := t.TempDir(), t.TempDir()
+	cfg := testConfig(c, "g", "logs")
+	cfg.Batch.MaxEvents = 50
+	cfg.CommitInterval = conftypes.Duration(time.Hour)
+	const n = 1500
+	waitStored := func(p *pipe, want int) {
+		testutil.CheckFor(t, 15*time.Second, func() error {
+			if got := len(p.stored(t)); got < want {
+				return fmt.Errorf("%d stored, want %d", got, want)
+			}
+			return nil
+		})
+	}
+	produce(t, c, "logs", n, jsonMsg("a"))
+	p := startPipe(t, bufDir, dataDir, cfg)
+	p.in.skipCommit.Store(true)
+	waitStored(p, n)
+	p.stop(t)
+	if got := sum(committed(t, c, "g", "logs")); got != 0 {
+		t.Fatalf("committed %d, want nothing", got)
+	}
+	produce(t, c, "logs", n, func(i int) *kgo.Record { return jsonMsg("a")(n + i) })
+	p = startPipe(t, bufDir, dataDir, cfg)
+	waitStored(p, 2*n)
+	time.Sleep(300 * time.Millisecond)
+	if err := exactlyOnce(p.stored(t), ids("a", 0, 2*n)); err != nil {
+		t.Fatal(err)
+	}
+	if v := testutil.Value(p.in.m.skipped); v != n {
+		t.Errorf("resumed_past_commit_records_total %v, want %d", v, n)
+	}
+	p.stop(t)
+}
+
+// failEmitter refuses, for now, every chunk fail picks: the input retries
+// them; it keeps the pipeline's positions.
+type failEmitter struct {
+	pipeline.Emitter
+	pipeline.Positions
+	fail func(c pipeline.Chunk) bool
+}
+
+func (e *failEmitter) Emit(ctx context.Context, c pipeline.Chunk, ack pipeline.AckFunc) error {
+	if e.fail(c) {
+		ack(errors.New("not stored (test)"))
+		return nil
+	}
+	return e.Emitter.Emit(ctx, c, ack)
+}
+
+// failingInput is an Input whose emitter refuses some chunks.
+type failingInput struct {
+	*Input
+	fail func(c pipeline.Chunk) bool
+}
+
+func (f failingInput) Start(ctx context.Context, emit pipeline.Emitter) error {
+	return f.Input.Start(ctx, &failEmitter{Emitter: emit, Positions: emit.(pipeline.Positions), fail: f.fail})
+}
+
+// TestPositionsGap: a chunk the buffer never stored before a kill breaks
+// the chain of positions of its partition: after the restart its messages
+// are read again (with those stored after it), never skipped.
+func TestPositionsGap(t *testing.T) {
+	t.Parallel()
+	c := cluster(t, kfake.SeedTopics(3, "logs"))
+	bufDir, dataDir := t.TempDir(), t.TempDir()
+	cfg := testConfig(c, "g", "logs")
+	cfg.Batch.MaxEvents = 20
+	cfg.CommitInterval = conftypes.Duration(time.Hour)
+	const n = 1500
+	produce(t, c, "logs", n, jsonMsg("a"))
+	// 1: everything but the chunk holding a-000700 stored; then a kill.
+	buf, err := broker.Open(bufDir, broker.WithPartitions(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))
+	set := pipeline.Settings{Name: "kafka.in", Type: "kafka", DataDir: dataDir, Logger: log,
+		Metrics: pipeline.NewMetrics(nil).Component(pipeline.KindInput, "kafka.in", "kafka")}
+	in, err := New(set, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.skipCommit.Store(true)
+	fi := failingInput{Input: in, fail: func(c pipeline.Chunk) bool { return bytes.Contains(c.Entries, []byte("a-000700")) }}
+	r := pipeline.NewRunner(buf, log, []pipeline.Component{{Name: set.Name, Type: "kafka", Kind: pipeline.KindInput, Instance: pipeline.Instance{Input: fi}, Metrics: set.Metrics}}, nil, nil)
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p := &pipe{buf: buf, r: r, in: in}
+	testutil.CheckFor(t, 15*time.Second, func() error {
+		if got := len(p.stored(t)); got < n-20 {
+			return fmt.Errorf("%d stored", got)
+		}
+		return nil
+	})
+	time.Sleep(200 * time.Millisecond)
+	first := p.stored(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = r.Stop(ctx) // the refused chunk is never acknowledged
+	cancel()
+	if err := buf.Close(); err != nil {
+		t.Fatal(err)
+	}
+	missing, _, _ := diff(first, ids("a", 0, n))
+	if len(missing) == 0 || len(missing) > 20 {
+		t.Fatalf("%d missing before the restart, want the refused chunk's", len(missing))
+	}
+
+	// 2: the restart reads the refused chunk again.
+	p = startPipe(t, bufDir, dataDir, cfg)
+	testutil.CheckFor(t, 15*time.Second, func() error {
+		if missing, _, _ := diff(p.stored(t), ids("a", 0, n)); len(missing) > 0 {
+			return fmt.Errorf("%d missing: %s", len(missing), head(missing))
+		}
+		return nil
+	})
+	_, dups, extra := diff(p.stored(t), ids("a", 0, n))
+	if len(extra) > 0 {
+		t.Fatalf("unexpected %s", head(extra))
+	}
+	t.Logf("refused chunk of %d messages read again, with %d stored after it in its partition", len(missing), len(dups))
+	p.stop(t)
 }
