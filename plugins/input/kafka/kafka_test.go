@@ -346,3 +346,22 @@ func TestBackpressure(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestTopicRegex: topic_regex consumes the matching topics only.
+func TestTopicRegex(t *testing.T) {
+	t.Parallel()
+	c := cluster(t, kfake.SeedTopics(2, "re.a", "re.b", "other"))
+	for _, topic := range []string{"re.a", "re.b", "other"} {
+		produce(t, c, topic, 100, jsonMsg(topic))
+	}
+	e := newEmitter(t)
+	cfg := testConfig(c, "g", "re.a")
+	cfg.Topics = nil
+	cfg.TopicRegex = `^re\.`
+	startInput(t, cfg, e)
+	waitCount(t, e, 200, 10*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	if err := exactlyOnce(idsOf(e.records()), append(ids("re.a", 0, 100), ids("re.b", 0, 100)...)); err != nil {
+		t.Fatal(err)
+	}
+}
