@@ -365,3 +365,25 @@ func TestTopicRegex(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestStopWithBrokersGone: Stop returns within its context when the
+// brokers are gone.
+func TestStopWithBrokersGone(t *testing.T) {
+	t.Parallel()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "logs"),
+		kfake.BrokerConfigs(map[string]string{"group.min.session.timeout.ms": "100"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	produce(t, c, "logs", 100, jsonMsg("a"))
+	e := newEmitter(t)
+	m := startInput(t, testConfig(c, "g", "logs"), e)
+	waitCount(t, e, 100, 10*time.Second)
+	c.Close()
+	start := time.Now()
+	_ = m.stop(t, 2*time.Second)
+	if d := time.Since(start); d > 4*time.Second {
+		t.Fatalf("stop took %s", d)
+	}
+	t.Logf("stop took %s", time.Since(start).Round(time.Millisecond))
+}
