@@ -85,6 +85,26 @@ type Config struct {
 	// topic exists.
 	CreateTopic CreateTopic `yaml:"create_topic"`
 
+	// ExactlyOnce produces through Kafka transactions so that a kill of
+	// logship at any moment leaves every event in Kafka once for consumers
+	// that read with isolation.level=read_committed (others may still see
+	// the messages of aborted transactions). Each buffer partition has its
+	// own transactional producer (transactional id
+	// logship-out.NAME.SENDER.PARTITION): a group of batches is produced in
+	// one transaction that also commits, as a consumer-group offset, how
+	// far the output got in that buffer partition; after a restart the
+	// output reads that back and skips what is committed. It needs acks:
+	// all; it costs one transaction (a few round trips) per group of up to
+	// max_in_flight batches. See docs/kafka.md, "Exactly once Kafka to
+	// Kafka".
+	ExactlyOnce bool `yaml:"exactly_once"`
+	// ProgressTopic, with exactly_once, is an existing topic whose partition
+	// 0 holds the output's committed progress (offsets of the consumer groups
+	// logship-out.NAME.SENDER.PARTITION; no message is written to it). It
+	// defaults to topic when that is fixed and is required when topic is a
+	// template.
+	ProgressTopic string `yaml:"progress_topic"`
+
 	// TagKey, when set, adds the event's tag to the JSON object under this
 	// key (format json).
 	TagKey string `yaml:"tag_key"`
@@ -178,6 +198,23 @@ func (c *Config) Validate() error {
 	}
 	if c.Acks != "all" && c.Acks != "1" && c.Acks != "0" {
 		errs = append(errs, pipeline.FieldErr("acks", "%q is not one of all, 1, 0", c.Acks))
+	}
+	if c.ExactlyOnce {
+		if c.Acks != "all" {
+			errs = append(errs, pipeline.FieldErr("exactly_once", "needs acks: all (transactions use the idempotent producer), not %q", c.Acks))
+		}
+		if c.ProgressTopic == "" {
+			if t, err := template.Parse(c.Topic); err == nil {
+				if _, static := t.Static(); !static {
+					errs = append(errs, pipeline.FieldErr("progress_topic", "is required with exactly_once when topic is a template: name an existing topic to hold the output's progress"))
+				}
+			}
+		}
+	} else if c.ProgressTopic != "" {
+		errs = append(errs, pipeline.FieldErr("progress_topic", "is used only with exactly_once: true"))
+	}
+	if c.ProgressTopic != "" && !validTopic(c.ProgressTopic) {
+		errs = append(errs, pipeline.FieldErr("progress_topic", "%q is not a valid topic name", c.ProgressTopic))
 	}
 	if c.Linger < 0 {
 		errs = append(errs, pipeline.FieldErr("linger", "must not be negative"))

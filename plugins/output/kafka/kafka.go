@@ -68,6 +68,12 @@ type Output struct {
 	createMu sync.Mutex
 	created  map[string]bool // templated topics this output created or found
 
+	// exactly_once: the topic holding the progress, and a worker with a
+	// transactional client per buffer partition (txn.go).
+	progressTopic string
+	txnMu         sync.Mutex
+	txnParts      map[int]*txnPart
+
 	// ctx lives until Stop: retries wait under it.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -90,10 +96,16 @@ func New(set pipeline.Settings, cfg *Config) (*Output, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	o := &Output{set: set, cfg: *cfg, log: set.Logger, rl: ratelog.New(set.Logger, time.Minute), created: map[string]bool{}}
+	o := &Output{set: set, cfg: *cfg, log: set.Logger, rl: ratelog.New(set.Logger, time.Minute), created: map[string]bool{}, txnParts: map[int]*txnPart{}}
 	o.topic = template.MustParse(cfg.Topic) // Validate parsed it
 	if s, ok := o.topic.Static(); ok {
 		o.fixed = s
+	}
+	if cfg.ExactlyOnce {
+		o.progressTopic = cfg.ProgressTopic
+		if o.progressTopic == "" {
+			o.progressTopic = o.fixed // Validate requires one of them
+		}
 	}
 	if cfg.Key != "" {
 		o.key, _ = template.ParseField(cfg.Key)
@@ -201,9 +213,17 @@ func (o *Output) Start(ctx context.Context) error {
 			return fmt.Errorf("kafka output %s: %w", o.set.Name, err)
 		}
 	}
+	if o.progressTopic != "" && o.progressTopic != o.fixed {
+		if err := o.checkTopic(ctx, o.progressTopic); err != nil {
+			cl.Close()
+			o.cl = nil
+			return fmt.Errorf("kafka output %s: progress_topic: %w", o.set.Name, err)
+		}
+	}
 	o.log.Info("kafka output ready", zap.Strings("brokers", o.cfg.Brokers), zap.String("topic", o.cfg.Topic),
 		zap.String("acks", o.cfg.Acks), zap.String("compression", o.cfg.Compression), zap.String("format", o.cfg.Format),
-		zap.String("sender_id", fmt.Sprintf("%x", id[:])), zap.Bool("tls", o.cfg.tlsEnabled()), zap.String("sasl", o.cfg.SASL.Mechanism))
+		zap.String("sender_id", fmt.Sprintf("%x", id[:])), zap.Bool("tls", o.cfg.tlsEnabled()), zap.String("sasl", o.cfg.SASL.Mechanism),
+		zap.Bool("exactly_once", o.cfg.ExactlyOnce))
 	return nil
 }
 
@@ -289,6 +309,10 @@ func (o *Output) WriteAsync(ctx context.Context, b pipeline.Batch, done func(err
 		done(nil)
 		return
 	}
+	if o.cfg.ExactlyOnce {
+		o.txnWrite(j)
+		return
+	}
 	j.start = time.Now()
 	j.round(len(j.recs))
 	for i := range j.recs {
@@ -317,6 +341,7 @@ func (o *Output) Stop(ctx context.Context) error {
 		o.cl.Close()
 	}
 	o.wg.Wait()
+	o.stopTxn()
 	o.soloMu.Lock()
 	if o.solo != nil {
 		o.solo.Close()
