@@ -80,7 +80,14 @@ func TestSourcesAreStoredWithTheirChunks(t *testing.T) {
 	var mid []uint64
 	for i := 0; i < 10; i++ {
 		if i == 6 {
-			mid = ins[0].emit.(pipeline.Positions).Floor()
+			// the last ack's floor is released just after the ack returned
+			testutil.CheckFor(t, 5*time.Second, func() error {
+				mid = ins[0].emit.(pipeline.Positions).Floor()
+				if mid[0] != buf.NextOffset(0) {
+					return fmt.Errorf("floor %v", mid)
+				}
+				return nil
+			})
 		}
 		emitWait(t, ins[0].emit, pipeline.Chunk{Tag: "x", Entries: entry, Count: 1, Source: []byte(fmt.Sprintf("a%d", i))})
 		emitWait(t, ins[1].emit, pipeline.Chunk{Tag: "x", Entries: entry, Count: 1, Source: []byte(fmt.Sprintf("b%d", i))})
