@@ -73,6 +73,7 @@ type Output struct {
 	progressTopic string
 	txnMu         sync.Mutex
 	txnParts      map[int]*txnPart
+	afterCommit   func(partition int) // tests: called after each transaction committed, before its batches are done
 
 	// ctx lives until Stop: retries wait under it.
 	ctx    context.Context

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -27,7 +28,14 @@ import (
 	"github.com/logship/logship/pipeline"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain runs the crash test's child when asked to, and otherwise fails
+// the package if a test leaves a goroutine running.
+func TestMain(m *testing.M) {
+	if os.Getenv(crashChildEnv) != "" {
+		os.Exit(crashChild())
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // cluster starts an in-process Kafka of three brokers on 127.0.0.1:0.
 func cluster(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {

@@ -224,6 +224,9 @@ func (w *txnPart) deliver(group []*job) {
 			err = w.transact(group, alone)
 			if err == nil {
 				o.m.latency.Observe(time.Since(start).Seconds())
+				if o.afterCommit != nil {
+					o.afterCommit(w.p)
+				}
 				endAll(nil)
 				return
 			}
