@@ -16,7 +16,8 @@ import (
 // Write after another (Direct: franz-go producing the same JSON values
 // with the same options, the client's own limit on this machine), and
 // with WriteAsync keeping max_in_flight chunks in flight as the runner
-// does.
+// does, with and without exactly_once (a transaction per group of up to
+// max_in_flight chunks).
 func BenchmarkWrite(b *testing.B) {
 	const per = 1000
 	c := cluster(b, kfake.SeedTopics(3, "logs"))
@@ -37,36 +38,17 @@ func BenchmarkWrite(b *testing.B) {
 			}
 			report(b, per)
 		})
-		b.Run("WriteAsync/"+codec, func(b *testing.B) {
-			h := start(b, c, func(cfg *Config) { cfg.Compression = codec })
-			b.ReportAllocs()
-			sem := make(chan struct{}, h.out.MaxInFlight())
-			errc := make(chan error, 1)
-			b.ResetTimer()
-			for i := range b.N {
-				sem <- struct{}{}
-				cb := chunk
-				cb.Offset = uint64(i)
-				h.out.WriteAsync(context.Background(), cb, func(err error) {
-					if err != nil {
-						select {
-						case errc <- err:
-						default:
-						}
-					}
-					<-sem
-				})
+		for _, eo := range []bool{false, true} {
+			name := "WriteAsync/" + codec
+			if eo {
+				name += "/exactly_once"
 			}
-			for range cap(sem) {
-				sem <- struct{}{}
-			}
-			select {
-			case err := <-errc:
-				b.Fatal(err)
-			default:
-			}
-			report(b, per)
-		})
+			b.Run(name, func(b *testing.B) {
+				h := start(b, c, func(cfg *Config) { cfg.Compression, cfg.ExactlyOnce = codec, eo })
+				writeAsyncLoop(b, h.out, chunk)
+				report(b, per)
+			})
+		}
 		b.Run("Direct/"+codec, func(b *testing.B) {
 			h := start(b, c, func(cfg *Config) { cfg.Compression = codec })
 			cl, err := kgo.NewClient(h.out.opts...)
@@ -100,6 +82,38 @@ func BenchmarkWrite(b *testing.B) {
 	}
 }
 
+// writeAsyncLoop keeps max_in_flight copies of chunk in flight, at
+// offsets 0 to b.N-1, as the runner does.
+func writeAsyncLoop(b *testing.B, o *Output, chunk pipeline.Batch) {
+	b.Helper()
+	b.ReportAllocs()
+	sem := make(chan struct{}, o.MaxInFlight())
+	errc := make(chan error, 1)
+	b.ResetTimer()
+	for i := range b.N {
+		sem <- struct{}{}
+		cb := chunk
+		cb.Offset = uint64(i)
+		o.WriteAsync(context.Background(), cb, func(err error) {
+			if err != nil {
+				select {
+				case errc <- err:
+				default:
+				}
+			}
+			<-sem
+		})
+	}
+	for range cap(sem) {
+		sem <- struct{}{}
+	}
+	select {
+	case err := <-errc:
+		b.Fatal(err)
+	default:
+	}
+}
+
 func report(b *testing.B, per int) {
 	b.Helper()
 	el := b.Elapsed().Seconds()
@@ -110,5 +124,3 @@ func report(b *testing.B, per int) {
 	b.ReportMetric(n/el, "events/s")
 	b.ReportMetric(el*1e9/n, "ns/event")
 }
-
-var _ = pipeline.Batch{}

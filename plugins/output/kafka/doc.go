@@ -42,6 +42,40 @@
 // delivery_timeout, then by the output with a backoff, for as long as it
 // takes: the events wait in the buffer, never lost.
 //
+// # Exactly once
+//
+// With exactly_once: true (and acks: all) a SIGKILL at any moment leaves
+// every event in Kafka once for read_committed consumers. Each buffer
+// partition P has a transactional producer of its own, with the
+// transactional id logship-out.NAME.SENDER.P (SENDER: the hex sender id),
+// and a worker that takes the partition's batches in offset order. For a
+// group of batches (those that arrive within linger, up to max_in_flight)
+// it begins a transaction, produces their messages, adds to the same
+// transaction a consumer-group offset commit in the group named like the
+// transactional id (AddOffsetsToTxn, TxnOffsetCommit): offset = the last
+// batch's buffer offset+1 on partition 0 of progress_topic (topic by
+// default), metadata "logship/1 epoch=E partition=P" with its buffer
+// epoch; then it commits the transaction. Only then are the batches done,
+// and may the runner's cursor move.
+//
+// A worker's first step, and its first after any failure, is to
+// initialize its producer, which fences an older one with the same
+// transactional id (Kafka aborts the transaction a killed process left
+// open: read_committed consumers never see its messages), and to read the
+// committed progress back (OffsetFetch with require_stable, so a commit
+// still completing is waited for). A batch the progress covers is skipped
+// and its events counted as duplicates_suppressed_total: it was committed
+// before a kill beat the cursor's persistence (every 250ms). The rule is
+// the file output's: the offset is below the committed next offset and
+// the epoch is the committed one, an older one of the same buffer
+// incarnation, or 0; a newer epoch or another incarnation is produced.
+// Any failure in a transaction aborts it and produces its batches again
+// in a new one, after a backoff (retry_min to retry_max); a message Kafka
+// refuses for good is dropped as without exactly_once (one of a batch
+// refused as too large is found by producing the batch's messages one at
+// a time in the next transaction). A group whose messages were all
+// dropped commits nothing.
+//
 // # Metrics
 //
 // Besides the runner's per-output counters: logship_kafka_out_produce_latency_seconds,

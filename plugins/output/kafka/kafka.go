@@ -290,7 +290,10 @@ func (o *Output) Write(ctx context.Context, b pipeline.Batch) error {
 // Messages the client gave up on (delivery_timeout) are produced again
 // after a backoff until ctx ends (done(ctx.Err())) or the output stops
 // (done(ErrStopped)): the batch then stays in the buffer. A batch whose
-// entries are not valid msgpack gets a Permanent error.
+// entries are not valid msgpack gets a Permanent error. With exactly_once,
+// done(nil) comes once the transaction holding b's messages and progress
+// committed, or at once for a batch a committed transaction covers (see
+// the package doc).
 func (o *Output) WriteAsync(ctx context.Context, b pipeline.Batch, done func(error)) {
 	o.mu.RLock()
 	stopped := o.stopped || o.cl == nil
