@@ -532,19 +532,14 @@ func (c *Cursor) readFrame(f segFile, h frameHeader, hb []byte, limit int64, wan
 		if !want {
 			return Record{}, true, nil
 		}
-		meta, entries, ok := h.splitPayload(payload[tagLen:])
+		// One copy of what follows the tag (append does not zero the new
+		// memory first, as make would), then split.
+		rest := append([]byte(nil), payload[tagLen:]...)
+		meta, entries, ok := h.splitPayload(rest)
 		if !ok {
 			return Record{}, false, nil
 		}
-		rec := Record{Offset: h.offset, Epoch: c.p.b.recordEpoch(h.epoch), Count: int(h.count), Tag: c.tag(payload[:tagLen])}
-		rec.Entries = make([]byte, len(entries)+len(meta))
-		copy(rec.Entries, entries)
-		if meta != nil {
-			rec.Meta = rec.Entries[len(entries) : len(entries)+len(meta)]
-			copy(rec.Meta, meta)
-			rec.Entries = rec.Entries[:len(entries):len(entries)]
-		}
-		return rec, true, nil
+		return Record{Offset: h.offset, Epoch: c.p.b.recordEpoch(h.epoch), Count: int(h.count), Tag: c.tag(payload[:tagLen]), Entries: entries, Meta: meta}, true, nil
 	}
 	if !want {
 		// stream the CRC through the buffer

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
+	"sync"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -209,7 +211,10 @@ type Decoder struct {
 	r   io.Reader
 	lim Limits
 
-	buf        []byte // len == cap; unconsumed bytes are buf[start:end]
+	buf []byte // len == cap; unconsumed bytes are buf[start:end]
+	// hint is the size the last large frame needed: the next frame larger
+	// than initialBuffer grows to it at once instead of doubling.
+	hint       int
 	start, end int
 	rerr       error // a read error held back because enough data came with it
 	format     int
@@ -288,13 +293,21 @@ func (d *Decoder) fill(need int) error {
 			// Full (and start is 0): grow by doubling as bytes arrive, so
 			// that memory follows what the peer sent, not what a header
 			// claims; within the frame limit, or need if that is more.
-			size := min(max(initialBuffer, 2*len(d.buf)), max(need, d.lim.MaxFrameBytes))
+			size := max(initialBuffer, 2*len(d.buf))
+			if len(d.buf) > 0 {
+				// The frame is larger than the buffer: grow to what the
+				// last large one needed at once.
+				size = max(size, d.hint)
+				d.hint = 0
+			}
+			size = min(size, max(need, d.lim.MaxFrameBytes))
 			if err := d.account(d.footprint() - len(d.buf) + size); err != nil {
 				return err
 			}
-			nb := make([]byte, size)
+			nb := getBuf(size)
 			d.end = copy(nb, d.buf[d.start:d.end])
 			d.start = 0
+			putBuf(d.buf)
 			d.buf = nb
 		}
 		n, err := d.r.Read(d.buf[d.end:])
@@ -350,6 +363,10 @@ func (d *Decoder) release() {
 		d.zd, d.zdCost = nil, 0
 	}
 	if len(d.buf) > initialBuffer {
+		// Requests are valid until the next Decode: nothing refers to
+		// the buffer any more, another connection may take it.
+		d.hint = len(d.buf)
+		putBuf(d.buf)
 		d.buf, d.start, d.end = nil, 0, 0
 	}
 	if cap(d.inflated) > retainSmall {
@@ -572,4 +589,38 @@ func (d *Decoder) inflate(c Compression, src []byte) ([]byte, error) {
 	}
 	d.inflated = out
 	return out, nil
+}
+
+// Read buffers are shared through pools, one per power-of-two size from
+// initialBuffer: a synchronous sender's connection gives its buffer
+// back while it waits for the next request (release) and takes one again
+// for it, without allocating or zeroing hundreds of KiB per request.
+const (
+	minPooledShift = 16 // 64 KiB: initialBuffer
+	maxPooledShift = 26 // 64 MiB
+)
+
+var bufPools [maxPooledShift - minPooledShift + 1]sync.Pool
+
+// pooledClass returns the pool of a buffer of size n, or -1.
+func pooledClass(n int) int {
+	if n < 1<<minPooledShift || n > 1<<maxPooledShift || n&(n-1) != 0 {
+		return -1
+	}
+	return bits.TrailingZeros(uint(n)) - minPooledShift
+}
+
+func getBuf(n int) []byte {
+	if c := pooledClass(n); c >= 0 {
+		if b, ok := bufPools[c].Get().([]byte); ok {
+			return b
+		}
+	}
+	return make([]byte, n)
+}
+
+func putBuf(b []byte) {
+	if c := pooledClass(len(b)); c >= 0 && cap(b) == len(b) {
+		bufPools[c].Put(b) //nolint:staticcheck // SA6002: a slice header per Put is nothing beside the buffer
+	}
 }
