@@ -271,8 +271,13 @@ func (w *txnPart) deliver(group []*job) {
 func (w *txnPart) ready() error {
 	o := w.o
 	if w.cl == nil {
-		opts := append(append([]kgo.Opt{}, o.opts...), kgo.TransactionalID(w.id), kgo.TransactionTimeout(txnTimeout))
-		cl, err := kgo.NewClient(opts...)
+		// Options of its own: kgo.NewClient writes into the compression
+		// option's codec slice, so clients made at once must not share it.
+		opts, err := o.clientOpts()
+		if err != nil {
+			return err
+		}
+		cl, err := kgo.NewClient(append(opts, kgo.TransactionalID(w.id), kgo.TransactionTimeout(txnTimeout))...)
 		if err != nil {
 			return err
 		}
