@@ -363,6 +363,9 @@ func (w *txnPart) transact(group []*job, alone bool) error {
 	}
 	ctx, cancel := context.WithTimeout(o.ctx, o.cfg.DeliveryTimeout.D())
 	defer cancel()
+	// The runner giving up on the batches (its loop ends) ends the
+	// attempt too: the transaction is aborted, the batches stay buffered.
+	defer context.AfterFunc(group[0].ctx, cancel)()
 	if err := w.cl.BeginTransaction(); err != nil {
 		return err
 	}

@@ -9,8 +9,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/logship/logship/conftypes"
@@ -258,4 +260,34 @@ func mustClient(t *testing.T, c *kfake.Cluster) *kgo.Client {
 	}
 	t.Cleanup(cl.Close)
 	return cl
+}
+
+// TestExactlyOnceCanceledLeavesBuffered: while Kafka refuses every
+// produce, a batch's transaction is retried; when the runner gives up on
+// it (its context ends) done reports a transient error at once: the batch
+// stays in the buffer.
+func TestExactlyOnceCanceledLeavesBuffered(t *testing.T) {
+	t.Parallel()
+	c := cluster(t, kfake.SeedTopics(3, "logs"))
+	h := startEO(t, c, t.TempDir(), func(cfg *Config) { cfg.DeliveryTimeout = conftypes.Duration(time.Minute) })
+	fault := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.NotEnoughReplicas, Count: -1})
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	h.out.WriteAsync(ctx, eoBatch(t, 0, 10), func(err error) { errc <- err })
+	if err := fault.Wait(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		if err == nil || pipeline.IsPermanent(err) {
+			t.Fatalf("after cancel: %v, want a transient error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("done not called after the batch's context ended")
+	}
+	fault.Remove()
+	if recs := consumeCommitted(t, c.ListenAddrs(), "logs", 0, time.Second); len(recs) != 0 {
+		t.Fatalf("read_committed consumer saw %d messages of an aborted transaction", len(recs))
+	}
 }
