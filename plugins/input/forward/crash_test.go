@@ -77,8 +77,8 @@ func fwdCrashChild(dir, addr string) int {
 
 // fwdSender sends chunks "s<k>-<n>" of 1 to 5 events "k/n/j" on its own
 // connection, one at a time, resending each (same id, same bytes) until
-// it is acknowledged.
-func fwdSender(k, chunks int, addr *atomic.Value, stop <-chan struct{}) error {
+// it is acknowledged, until quit is set; it returns how many it sent.
+func fwdSender(k int, quit *atomic.Bool, addr *atomic.Value, stop <-chan struct{}) (int, error) {
 	rng := rand.New(rand.NewPCG(uint64(k), 3))
 	var c net.Conn
 	var rd *bufio.Reader
@@ -87,10 +87,13 @@ func fwdSender(k, chunks int, addr *atomic.Value, stop <-chan struct{}) error {
 			c.Close()
 		}
 	}()
-	for n := 0; n < chunks; {
+	n := 0
+	// a chunk once sent is resent until acknowledged, quit or not: it may
+	// be stored already
+	for tried := false; tried || !quit.Load(); {
 		select {
 		case <-stop:
-			return fmt.Errorf("sender %d stopped at chunk %d of %d", k, n, chunks)
+			return n, fmt.Errorf("sender %d stopped at chunk %d", k, n)
 		default:
 		}
 		id := fmt.Sprintf("s%d-%d", k, n)
@@ -104,7 +107,7 @@ func fwdSender(k, chunks int, addr *atomic.Value, stop <-chan struct{}) error {
 		}
 		req, err := msgpack.Marshal([]any{fmt.Sprintf("crash.%d", k), entries, map[string]any{"chunk": id, "size": events}})
 		if err != nil {
-			return err
+			return n, err
 		}
 		if c == nil {
 			c, err = net.DialTimeout("tcp", addr.Load().(string), time.Second)
@@ -115,6 +118,7 @@ func fwdSender(k, chunks int, addr *atomic.Value, stop <-chan struct{}) error {
 			}
 			rd = bufio.NewReader(c)
 		}
+		tried = true
 		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
 		var ack map[string]string
 		if _, err = c.Write(req); err == nil {
@@ -126,8 +130,9 @@ func fwdSender(k, chunks int, addr *atomic.Value, stop <-chan struct{}) error {
 			continue // resent with the same id
 		}
 		n++
+		tried = false
 	}
-	return nil
+	return n, nil
 }
 
 // TestCrashStoredOnce: chunks resent after SIGKILLs of the receiving
@@ -137,19 +142,22 @@ func TestCrashStoredOnce(t *testing.T) {
 	t.Parallel()
 	const (
 		senders = 4
-		chunks  = 5000
+		kills   = 14 // then the senders stop
 	)
 	dir := t.TempDir()
 	var addr atomic.Value
 	addr.Store(testutil.FreeAddr(t))
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	var quit atomic.Bool
 	errs := make(chan error, senders)
+	sent := make([]int, senders)
 	for k := range senders {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := fwdSender(k, chunks, &addr, stop); err != nil {
+			var err error
+			if sent[k], err = fwdSender(k, &quit, &addr, stop); err != nil {
 				errs <- err
 			}
 		}()
@@ -168,8 +176,11 @@ func TestCrashStoredOnce(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 9))
-	kills := 0
+	killed := 0
 	for finished := false; !finished; {
+		if killed == kills {
+			quit.Store(true) // the senders finish their chunk in flight
+		}
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), fwdCrashDirEnv+"="+dir, fwdCrashAddrEnv+"="+addr.Load().(string))
 		var stderr bytes.Buffer
@@ -208,10 +219,10 @@ func TestCrashStoredOnce(t *testing.T) {
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		_ = cmd.Wait()
 		if !finished {
-			kills++
+			killed++
 		}
-		if kills > 200 {
-			t.Fatal("senders made no progress in 200 rounds")
+		if killed > kills+50 {
+			t.Fatal("the senders did not finish within 50 rounds after being told to")
 		}
 	}
 	close(errs)
@@ -243,7 +254,7 @@ func TestCrashStoredOnce(t *testing.T) {
 	want, dups := 0, 0
 	var missing []string
 	for k := range senders {
-		for n := range chunks {
+		for n := range sent[k] {
 			for j := range 1 + (n*7+k)%5 {
 				want++
 				e := fmt.Sprintf("%d/%d/%d", k, n, j)
@@ -260,10 +271,14 @@ func TestCrashStoredOnce(t *testing.T) {
 		t.Fatalf("%d distinct events stored, want %d", len(seen), want-len(missing))
 	}
 	if len(missing) > 0 || dups > 0 {
-		t.Fatalf("%d kills: %d of %d events missing (e.g. %s), %d stored twice", kills, len(missing), want, strings.Join(missing[:min(3, len(missing))], " "), dups)
+		t.Fatalf("%d kills: %d of %d events missing (e.g. %s), %d stored twice", killed, len(missing), want, strings.Join(missing[:min(3, len(missing))], " "), dups)
 	}
-	if kills < 10 {
-		t.Fatalf("only %d kills: the senders finished too early to test anything", kills)
+	chunks := 0
+	for _, n := range sent {
+		chunks += n
 	}
-	t.Logf("%d kills, %d chunks of %d senders (%d events) stored exactly once", kills, senders*chunks, senders, want)
+	if chunks < 1000 {
+		t.Fatalf("only %d chunks sent in %d rounds: the test did not load the input", chunks, killed)
+	}
+	t.Logf("%d kills, %d chunks of %d senders (%d events) stored exactly once", killed, chunks, senders, want)
 }
