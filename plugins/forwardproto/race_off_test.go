@@ -1,0 +1,5 @@
+//go:build !race
+
+package forwardproto
+
+const raceEnabled = false
