@@ -2,6 +2,22 @@ package agent
 
 import "github.com/logship/logship/conf"
 
-// Role is the agent role. It runs on the common defaults: a small buffer
-// (4 partitions, 1 GiB) and metrics on 127.0.0.1:2020.
-var Role = conf.Role{Name: "agent"}
+// DataDir is the agent's default data_dir: a host path that survives the
+// process (a hostPath volume in a Kubernetes DaemonSet, a systemd
+// StateDirectory on a VM).
+const DataDir = "/var/lib/logship"
+
+// Role is the agent role: the common defaults (a small buffer: 4
+// partitions, 1 GiB; metrics on 127.0.0.1:2020) with a host's own:
+// data_dir /var/lib/logship, and, when the config lists no inputs, a
+// forward input with its defaults (0.0.0.0:24224) so that applications and
+// fluentd / fluent-bit on the host can send at once. The node name
+// (service.node_name: NODE_NAME or the hostname) is filled in by package
+// conf for both roles.
+var Role = conf.Role{
+	Name: "agent",
+	Defaults: func(c *conf.Config) {
+		c.Service.DataDir = DataDir
+	},
+	DefaultInputs: []string{"forward"},
+}

@@ -146,7 +146,7 @@ buffer:
 inputs: [{type: dummy}]
 outputs: [{type: stdout}]
 `, nil, []string{
-			"agent.yaml:3: service.shutdown_timeot: unknown key (known: data_dir, http_listen, log_format, log_level, shutdown_timeout)",
+			"agent.yaml:3: service.shutdown_timeot: unknown key (known: data_dir, http_listen, log_format, log_level, node_name, shutdown_timeout)",
 			`agent.yaml:5: buffer.max_bytes: invalid size "12XB" (want a byte count or a number with KiB, MiB, GiB)`,
 			`agent.yaml:6: buffer.sync_interval: invalid duration "soon" (want a Go duration such as 200ms, 30s)`,
 		}},

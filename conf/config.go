@@ -22,6 +22,11 @@ type Role struct {
 	// Defaults sets the role's own defaults on the common ones; nil keeps
 	// the common defaults.
 	Defaults func(*Config)
+	// DefaultInputs are the types of the inputs a config without any gets,
+	// each with its plugin's defaults (the agent: a forward input). A
+	// config that lists inputs gets only those; a type the registry lacks
+	// is skipped.
+	DefaultInputs []string
 }
 
 // Config returns the configuration the role starts from before a file is
@@ -68,6 +73,11 @@ type Service struct {
 	// ShutdownTimeout bounds how long a stop waits for in-flight
 	// deliveries; what is not delivered stays buffered.
 	ShutdownTimeout conftypes.Duration `yaml:"shutdown_timeout"`
+	// NodeName is this node's identity, given to every plugin: the forward
+	// output sends it as its self_hostname. "" (the default) takes the
+	// NODE_NAME environment variable (set it from the pod's spec.nodeName
+	// in a Kubernetes DaemonSet), else the machine's hostname.
+	NodeName string `yaml:"node_name"`
 }
 
 // Buffer configures the durable partitioned buffer.
@@ -110,7 +120,8 @@ type Plugin struct {
 	Matcher *pipeline.Matcher // compiled Match
 	Config  pipeline.Config
 	Factory pipeline.Factory
-	Line    int // line of the block in the file
+	Line    int  // line of the block in the file
+	Default bool // a role's default input: the file lists no inputs
 }
 
 // CommonDefaults returns the defaults every role shares. A role sets its

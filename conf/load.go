@@ -184,12 +184,46 @@ func Parse(file string, data []byte, role Role, reg *pipeline.Registry, lookup f
 			l.add(k.Line, k.Value, "unknown key (known: service, buffer, inputs, filters, outputs)")
 		}
 	}
+	l.defaultInputs(cfg, role, reg, seen["inputs"])
+	if cfg.Service.NodeName == "" {
+		cfg.Service.NodeName = nodeName(lookup)
+	}
 	l.validateTop(cfg, root, blockLines)
 	if len(l.errs) > 0 {
 		sort.SliceStable(l.errs, func(i, j int) bool { return l.errs[i].Line < l.errs[j].Line })
 		return nil, l.errs
 	}
 	return cfg, nil
+}
+
+// nodeName is the default node name: $NODE_NAME, else the hostname.
+func nodeName(lookup func(string) (string, bool)) string {
+	if v, ok := lookup("NODE_NAME"); ok && v != "" {
+		return v
+	}
+	h, _ := os.Hostname()
+	return h
+}
+
+// defaultInputs gives a config without inputs the role's default ones,
+// each with its plugin's defaults. A file whose inputs failed to decode
+// gets none (its errors are reported instead).
+func (l *loader) defaultInputs(cfg *Config, role Role, reg *pipeline.Registry, listed bool) {
+	if len(cfg.Inputs) > 0 || (listed && l.hasErrorAt("inputs")) {
+		return
+	}
+	for _, typ := range role.DefaultInputs {
+		f, ok := reg.Lookup(pipeline.KindInput, typ)
+		if !ok {
+			continue
+		}
+		p := Plugin{Kind: pipeline.KindInput, Type: typ, Name: fmt.Sprintf("%s.%d", typ, len(cfg.Inputs)), Config: f.NewConfig(), Factory: f, Default: true}
+		if err := p.Config.Validate(); err != nil {
+			l.validationErrors(err, "inputs (default "+typ+")", 0, nil)
+			continue
+		}
+		cfg.Inputs = append(cfg.Inputs, p)
+	}
 }
 
 func keyLine(root *yaml.Node, path ...string) int {

@@ -38,7 +38,9 @@ type Batch struct {
 // same way on both sides of the buffer (outputs: see Output.Write):
 //   - nil: the chunk is durable in the buffer (or was dropped on purpose by
 //     a filter, or an event of it that can never be stored was dropped and
-//     counted): the input acknowledges it to its source.
+//     counted): the input acknowledges it to its source. For an input with
+//     ack: downstream (Component.Ack), nil comes later: once every output
+//     matching the chunk's tag has also delivered it (AckDownstream).
 //   - a Permanent error: the chunk can never be stored (a filter refused it
 //     for good). The input drops it, counts it as
 //     dropped_records_total{reason="permanent_error"}, and acknowledges it
@@ -57,7 +59,8 @@ type Emitter interface {
 	// AckFunc). When Emit returns nil the pipeline has copied c: the
 	// caller may reuse c.Entries at once, and ack is called exactly once,
 	// maybe before Emit returns, maybe from another goroutine. ack must not
-	// block: it runs on the buffer's sync goroutine.
+	// block: it runs on the buffer's sync goroutine (under ack: downstream,
+	// on an output's).
 	//
 	// A chunk larger than one buffer record is stored in pieces and acked
 	// once all are durable; an event that can never be stored (larger than
@@ -199,8 +202,12 @@ type Settings struct {
 	Type    string
 	Role    string // "agent" or "aggregator"
 	DataDir string // the service's data_dir; a plugin keeps its state under DataDir/<kind>/<name>
-	Logger  *zap.Logger
-	Metrics *ComponentMetrics
+	// NodeName is this process's node identity (service.node_name: the
+	// NODE_NAME environment variable or the hostname by default); plugins
+	// use it where they name themselves to a peer. It may be "" in tests.
+	NodeName string
+	Logger   *zap.Logger
+	Metrics  *ComponentMetrics
 }
 
 // Factory creates instances of one plugin type. Make one with

@@ -148,7 +148,7 @@ func (s *Service) build(cfg *conf.Config, reuse map[string]built) (inputs, filte
 				continue
 			}
 			set := pipeline.Settings{
-				Name: p.Name, Type: p.Type, Role: s.role.Name, DataDir: cfg.Service.DataDir,
+				Name: p.Name, Type: p.Type, Role: s.role.Name, DataDir: cfg.Service.DataDir, NodeName: cfg.Service.NodeName,
 				Logger:  s.log.With(zap.String(string(p.Kind), p.Name)),
 				Metrics: s.metrics.Component(p.Kind, p.Name, p.Type),
 			}
@@ -204,7 +204,12 @@ func (s *Service) Run(ctx context.Context, reload <-chan struct{}) error {
 	}
 	s.runner, s.comps = r, comps
 	s.ready.Store(true)
-	s.log.Info("logship started", zap.String("config", s.path), zap.Int("inputs", len(s.cfg.Inputs)), zap.Int("outputs", len(s.cfg.Outputs)), zap.String("data_dir", s.cfg.Service.DataDir))
+	for _, p := range s.cfg.Inputs {
+		if p.Default {
+			s.log.Info("the config lists no inputs: running the role's default input", zap.String("input", p.Name), zap.String("type", p.Type))
+		}
+	}
+	s.log.Info("logship started", zap.String("config", s.path), zap.Int("inputs", len(s.cfg.Inputs)), zap.Int("outputs", len(s.cfg.Outputs)), zap.String("data_dir", s.cfg.Service.DataDir), zap.String("node_name", s.cfg.Service.NodeName))
 	for {
 		select {
 		case <-ctx.Done():
