@@ -13,9 +13,20 @@ import (
 // Config is the forward output's configuration.
 type Config struct {
 	// Servers are the receivers (host:port): logship aggregators, fluentd
-	// or fluent-bit. Partition p prefers servers[p % len(servers)] and
-	// fails over to the next healthy one in the list.
+	// or fluent-bit. A host that is a DNS name stands for every address it
+	// resolves to (the IPv4 ones when it has any, else the IPv6 ones), so
+	// a Kubernetes headless Service names the whole aggregator tier. Each
+	// buffer partition sends to one of the addresses, chosen by rendezvous
+	// hashing on the partition and this output's sender id, while that
+	// address is healthy, and fails over to its next choice otherwise.
 	Servers []string `yaml:"servers"`
+	// ResolveInterval is how often the DNS names in servers are resolved
+	// again: new addresses are used at once, and an address that is gone
+	// is left once the chunks in flight on it are acknowledged (or have
+	// waited ack_timeout; they are then sent elsewhere). A change moves
+	// only the partitions whose choice it changes. A failed lookup keeps
+	// the addresses the name had. 0 resolves once, at start.
+	ResolveInterval conftypes.Duration `yaml:"resolve_interval"`
 	// RequireAck sends every chunk with its id and waits for the
 	// receiver's {"ack": id} before the buffer's cursor moves past it
 	// (at-least-once). Without it a chunk counts as delivered once written
@@ -44,8 +55,9 @@ type Config struct {
 	// key on every connection. A refused handshake is logged and retried
 	// with backoff.
 	SharedKey string `yaml:"shared_key"`
-	// SelfHostname is the hostname sent in PING; "" means the machine's.
-	// It must differ from the receiver's own name.
+	// SelfHostname is the hostname sent in PING; "" means the service's
+	// node_name (NODE_NAME or the machine's hostname). It must differ from
+	// the receiver's own name.
 	SelfHostname string `yaml:"self_hostname"`
 	// Username is sent in the handshake when the receiver's HELO carries
 	// an auth salt (needs shared_key). Without one, an empty username and
@@ -82,14 +94,15 @@ type Config struct {
 
 func defaultConfig() *Config {
 	return &Config{
-		RequireAck:     true,
-		AckTimeout:     conftypes.Duration(30 * time.Second),
-		Compress:       "none",
-		ConnectTimeout: conftypes.Duration(10 * time.Second),
-		TCPKeepalive:   conftypes.Duration(30 * time.Second),
-		RetryMin:       conftypes.Duration(500 * time.Millisecond),
-		RetryMax:       conftypes.Duration(30 * time.Second),
-		MaxInFlight:    16,
+		ResolveInterval: conftypes.Duration(30 * time.Second),
+		RequireAck:      true,
+		AckTimeout:      conftypes.Duration(30 * time.Second),
+		Compress:        "none",
+		ConnectTimeout:  conftypes.Duration(10 * time.Second),
+		TCPKeepalive:    conftypes.Duration(30 * time.Second),
+		RetryMin:        conftypes.Duration(500 * time.Millisecond),
+		RetryMax:        conftypes.Duration(30 * time.Second),
+		MaxInFlight:     16,
 	}
 }
 
@@ -120,6 +133,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, pipeline.FieldErr("servers", "[%d] %q is listed twice", i, s))
 		}
 		seen[s] = true
+	}
+	if c.ResolveInterval < 0 {
+		errs = append(errs, pipeline.FieldErr("resolve_interval", "must not be negative (0 resolves once, at start)"))
 	}
 	if _, ok := compressions[c.Compress]; !ok {
 		errs = append(errs, pipeline.FieldErr("compress", "%q is not one of gzip, zstd, none", c.Compress))

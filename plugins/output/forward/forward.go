@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -42,9 +43,17 @@ type Output struct {
 	log     *zap.Logger
 	comp    forwardproto.Compression
 	tlsConf *tls.Config
-	servers []*server
 	m       *metrics
 	sender  [6]byte
+	salt    uint64 // from sender: this output's own rendezvous choices
+
+	entries []*entry   // the configured servers; touched by Start and the resolve loop only
+	lookup  LookupFunc // resolves their names
+	maxPart atomic.Int32
+
+	srvMu    sync.RWMutex
+	servers  []*server          // what the entries resolve to now, by address
+	draining map[string]*server // removed, waiting for their chunks in flight
 
 	// ctx lives until Stop: dials and handshakes run under it.
 	ctx    context.Context
@@ -72,7 +81,12 @@ func New(set pipeline.Settings, cfg *Config) (*Output, error) {
 	if set.Metrics == nil {
 		set.Metrics = pipeline.NopMetrics(pipeline.KindOutput, set.Name)
 	}
-	o := &Output{set: set, cfg: *cfg, log: set.Logger, lanes: map[int]chan struct{}{}, wake: make(chan struct{})}
+	o := &Output{set: set, cfg: *cfg, log: set.Logger, lanes: map[int]chan struct{}{}, wake: make(chan struct{}),
+		lookup: defaultLookup, draining: map[string]*server{}}
+	o.maxPart.Store(-1)
+	if o.cfg.SelfHostname == "" {
+		o.cfg.SelfHostname = set.NodeName
+	}
 	if o.cfg.SelfHostname == "" {
 		o.cfg.SelfHostname, _ = os.Hostname()
 	}
@@ -89,10 +103,9 @@ func New(set pipeline.Settings, cfg *Config) (*Output, error) {
 		o.tlsConf = tc
 	}
 	o.m = newMetrics(set)
-	for _, addr := range cfg.Servers {
-		o.servers = append(o.servers, newServer(o, addr))
-	}
 	o.ctx, o.cancel = context.WithCancel(context.Background())
+	o.entries = parseEntries(cfg.Servers)
+	o.applyEntries() // the IP addresses; names are resolved by Start
 	o.encs.New = func() any { return forwardproto.NewEncoder() }
 	o.frames.New = func() any { return new([]byte) }
 	return o, nil
@@ -128,8 +141,15 @@ func (o *Output) Start(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("forward output %s: sender id: %w", o.set.Name, err)
 	}
-	o.sender = id
-	o.log.Info("forward output ready", zap.Strings("servers", o.cfg.Servers), zap.String("sender_id", fmt.Sprintf("%x", id[:])),
+	o.sender, o.salt = id, saltOf(id)
+	if o.hasNames() {
+		ok := o.resolveAll()
+		if !ok || o.cfg.ResolveInterval > 0 {
+			o.wg.Add(1)
+			go o.resolveLoop(ok)
+		}
+	}
+	o.log.Info("forward output ready", zap.Strings("servers", o.cfg.Servers), zap.Strings("addresses", o.Servers()), zap.String("sender_id", fmt.Sprintf("%x", id[:])),
 		zap.Bool("require_ack", o.cfg.RequireAck), zap.String("compress", o.cfg.Compress), zap.Bool("tls", o.tlsConf != nil), zap.Bool("shared_key", o.cfg.SharedKey != ""))
 	return nil
 }
@@ -168,6 +188,12 @@ func (o *Output) WriteAsync(ctx context.Context, b pipeline.Batch, done func(err
 	}
 	o.wg.Add(1)
 	o.mu.RUnlock()
+	for p := int32(b.Partition); ; {
+		m := o.maxPart.Load()
+		if p <= m || o.maxPart.CompareAndSwap(m, p) {
+			break
+		}
+	}
 
 	next := make(chan struct{})
 	o.laneMu.Lock()
@@ -278,18 +304,6 @@ func (o *Output) deliver(ctx context.Context, b pipeline.Batch, reply func(error
 	}
 }
 
-// pick returns the server for partition p's next attempt: its preferred
-// server when usable, else the next usable one in the list, else nil.
-func (o *Output) pick(p int) *server {
-	n := len(o.servers)
-	for i := range n {
-		if s := o.servers[(p+i)%n]; s.usable() {
-			return s
-		}
-	}
-	return nil
-}
-
 func (o *Output) wakeChan() <-chan struct{} {
 	o.wakeMu.Lock()
 	defer o.wakeMu.Unlock()
@@ -312,8 +326,14 @@ func (o *Output) Stop(context.Context) error {
 	o.stopped = true
 	o.mu.Unlock()
 	o.cancel()
-	for _, s := range o.servers {
-		s.stop()
+	o.srvMu.Lock()
+	all := append([]*server(nil), o.servers...)
+	for _, s := range o.draining {
+		all = append(all, s)
+	}
+	o.srvMu.Unlock()
+	for _, s := range all {
+		s.stop(ErrStopped)
 	}
 	o.wg.Wait()
 	return nil

@@ -308,12 +308,15 @@ func TestRequireAckFalse(t *testing.T) {
 	}
 }
 
-// TestPartitionsSpreadOverServers: partition p goes to servers[p % n].
+// TestPartitionsSpreadOverServers: each partition goes to its first choice
+// only (steered here to a, b, a, b), and with the output's own choices
+// every partition still sticks to one server.
 func TestPartitionsSpreadOverServers(t *testing.T) {
 	recA, recB := newRecorder(), newRecorder()
 	a := receiver(t, "127.0.0.1:0", nil, recA)
 	b := receiver(t, "127.0.0.1:0", nil, recB)
 	o := newOutput(t, t.TempDir(), nil, func(c *Config) { c.Servers = []string{a.Addr().String(), b.Addr().String()} })
+	steer(t, o, a.Addr().String(), b.Addr().String(), a.Addr().String(), b.Addr().String())
 	bs := batches(4, 3, 5)
 	deliverAll(t, o, bs, 10*time.Second)
 	for _, bt := range bs {
@@ -323,6 +326,24 @@ func TestPartitionsSpreadOverServers(t *testing.T) {
 		}
 		if len(want.tags()[bt.Tag]) != 1 || len(other.tags()[bt.Tag]) != 0 {
 			t.Fatalf("partition %d's %s not on its preferred server only", bt.Partition, bt.Tag)
+		}
+	}
+
+	recC, recD := newRecorder(), newRecorder()
+	c := receiver(t, "127.0.0.1:0", nil, recC)
+	d := receiver(t, "127.0.0.1:0", nil, recD)
+	o2 := newOutput(t, t.TempDir(), nil, func(cf *Config) { cf.Servers = []string{c.Addr().String(), d.Addr().String()} })
+	bs = batches(8, 3, 5)
+	deliverAll(t, o2, bs, 10*time.Second)
+	onC := map[int]int{}
+	onD := map[int]int{}
+	for _, bt := range bs {
+		onC[bt.Partition] += len(recC.tags()[bt.Tag])
+		onD[bt.Partition] += len(recD.tags()[bt.Tag])
+	}
+	for p := range 8 {
+		if onC[p]+onD[p] != 3 || (onC[p] != 0 && onD[p] != 0) {
+			t.Fatalf("partition %d: %d chunks on c, %d on d; want its 3 on one server", p, onC[p], onD[p])
 		}
 	}
 }
@@ -342,6 +363,7 @@ func TestFailoverWhenReceiverDiesMidStream(t *testing.T) {
 		c.Servers = []string{a.Addr().String(), b.Addr().String()}
 		c.MaxInFlight = 4
 	})
+	steer(t, o, a.Addr().String(), b.Addr().String(), a.Addr().String(), b.Addr().String())
 	bs := batches(4, 60, 20)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -385,6 +407,7 @@ func TestFailedServerDoesNotStallItsPartition(t *testing.T) {
 		c.SharedKey = "k"
 		c.ConnectTimeout = conftypes.Duration(20 * time.Second)
 	})
+	steer(t, o, hang.addr())
 	deliverAll(t, o, []pipeline.Batch{batch(0, 0, 1)}, 5*time.Second) // fails over after the first, refused, connection
 	testutil.CheckFor(t, 5*time.Second, func() error {
 		if hang.seen.Load() < 2 {

@@ -12,6 +12,7 @@ type metrics struct {
 	acks     prometheus.Counter
 	latency  prometheus.Observer
 	inflight prometheus.Gauge
+	servers  prometheus.Gauge
 
 	connects *prometheus.CounterVec // component, server
 	up       *prometheus.GaugeVec   // component, server
@@ -32,6 +33,8 @@ func newMetrics(set pipeline.Settings) *metrics {
 		Help: "From writing a chunk to its ack.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 17)}, byComponent))
 	inflight := pipeline.RegisterOnce(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "inflight_chunks",
 		Help: "Chunks being sent or waiting for their ack."}, byComponent))
+	servers := pipeline.RegisterOnce(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "resolved_servers",
+		Help: "Server addresses the output sends to: what its servers resolve to."}, byComponent))
 	connects := pipeline.RegisterOnce(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "connects_total",
 		Help: "Connections established to a server (handshake included); more than one means reconnects."}, byServer))
 	up := pipeline.RegisterOnce(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "server_up",
@@ -42,10 +45,18 @@ func newMetrics(set pipeline.Settings) *metrics {
 		acks:     acks.WithLabelValues(set.Name),
 		latency:  latency.WithLabelValues(set.Name),
 		inflight: inflight.WithLabelValues(set.Name),
+		servers:  servers.WithLabelValues(set.Name),
 		connects: connects, up: up, failures: failures,
 		name: set.Name,
 		std:  set.Metrics,
 	}
+}
+
+// forget drops the series of a server address that left.
+func (m *metrics) forget(addr string) {
+	m.connects.DeleteLabelValues(m.name, addr)
+	m.up.DeleteLabelValues(m.name, addr)
+	m.failures.DeletePartialMatch(prometheus.Labels{"component": m.name, "server": addr})
 }
 
 // failure counts one failure of server addr.

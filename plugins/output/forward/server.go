@@ -46,7 +46,8 @@ const ackFrameLimit = 64 << 10
 // until the probe has a connection again.
 type server struct {
 	o        *Output
-	addr     string
+	addr     string // ip:port (or host:port when it could not be resolved)
+	hash     uint64 // of addr, for rendezvous hashing
 	tlsConf  *tls.Config
 	connects prometheus.Counter
 	up       prometheus.Gauge
@@ -61,10 +62,12 @@ type server struct {
 	lastErr error
 	lastLog time.Time
 	stopped bool
+	removed bool // its name no longer resolves to it: draining
 }
 
-func newServer(o *Output, addr string) *server {
-	s := &server{o: o, addr: addr, conns: map[*conn]struct{}{},
+// newServer makes the server at addr; host is the name TLS verifies.
+func newServer(o *Output, addr, host string) *server {
+	s := &server{o: o, addr: addr, hash: addrHash(addr), conns: map[*conn]struct{}{},
 		connects: o.m.connects.WithLabelValues(o.set.Name, addr),
 		up:       o.m.up.WithLabelValues(o.set.Name, addr),
 	}
@@ -72,7 +75,6 @@ func newServer(o *Output, addr string) *server {
 	if o.tlsConf != nil {
 		s.tlsConf = o.tlsConf
 		if s.tlsConf.ServerName == "" {
-			host, _, _ := net.SplitHostPort(addr)
 			s.tlsConf = o.tlsConf.Clone()
 			s.tlsConf.ServerName = host
 		}
@@ -84,7 +86,43 @@ func newServer(o *Output, addr string) *server {
 func (s *server) usable() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return !s.stopped && (s.cur != nil || s.fails == 0)
+	return !s.stopped && !s.removed && (s.cur != nil || s.fails == 0)
+}
+
+// remove marks the server as no longer resolved: no new chunk goes to it.
+func (s *server) remove() {
+	s.mu.Lock()
+	s.removed = true
+	s.mu.Unlock()
+}
+
+// revive takes a removed server back, unless it was closed already.
+func (s *server) revive() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return false
+	}
+	s.removed = false
+	return true
+}
+
+func (s *server) removing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.removed && !s.stopped
+}
+
+// busy says whether a chunk waits for its ack on one of its connections.
+func (s *server) busy() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.waiting() > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // backoff is the wait after n failures in a row: retry_min doubled n-1
@@ -150,7 +188,7 @@ func (s *server) lost(c *conn, err error, fault bool) {
 	if fault {
 		s.failLocked(err)
 	}
-	if s.fails > 0 && s.cur == nil {
+	if s.fails > 0 && s.cur == nil && !s.removed {
 		s.probeLocked()
 	}
 }
@@ -165,8 +203,9 @@ func (s *server) adoptLocked(c *conn) {
 	go c.readLoop()
 }
 
-// stop closes every connection; no new one is made.
-func (s *server) stop() {
+// stop closes every connection, failing what waits on them with err; no
+// new one is made.
+func (s *server) stop(err error) {
 	s.mu.Lock()
 	s.stopped = true
 	s.cur = nil
@@ -176,7 +215,7 @@ func (s *server) stop() {
 	}
 	s.mu.Unlock()
 	for _, c := range cs {
-		c.close(ErrStopped, false)
+		c.close(err, false)
 	}
 }
 
@@ -197,7 +236,14 @@ func (s *server) get(ctx context.Context) (*conn, error) {
 		s.mu.Lock()
 		if s.stopped {
 			s.mu.Unlock()
+			if s.removed {
+				return nil, errRemoved
+			}
 			return nil, ErrStopped
+		}
+		if s.removed {
+			s.mu.Unlock()
+			return nil, errRemoved
 		}
 		if c := s.cur; c != nil {
 			if c.oneShot {
@@ -409,6 +455,13 @@ func (c *conn) handshake(ctx context.Context) error {
 		_ = c.nc.SetDeadline(time.Time{})
 	}
 	return err
+}
+
+// waiting is the number of chunks waiting for their ack.
+func (c *conn) waiting() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending)
 }
 
 func (c *conn) register(chunk string, w waiter) error {
