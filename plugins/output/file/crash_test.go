@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -32,19 +34,38 @@ import (
 // acknowledged event once, each tag's events in order, no torn line.
 
 const (
-	crashChildEnv = "LOGSHIP_FILE_CRASH_DIR"
-	crashRoundEnv = "LOGSHIP_FILE_CRASH_ROUND"
-	crashTags     = 5
-	crashParts    = 3
+	crashChildEnv   = "LOGSHIP_FILE_CRASH_DIR"
+	crashRoundEnv   = "LOGSHIP_FILE_CRASH_ROUND"
+	crashPathEnv    = "LOGSHIP_FILE_CRASH_PATH"
+	crashMaxOpenEnv = "LOGSHIP_FILE_CRASH_MAX_OPEN"
+	crashTags       = 5
+	crashParts      = 3
+	crashShards     = 3 // values of the events' "shard" field
 )
+
+// crashCase is one path configuration the crash test runs with: a fixed
+// path, one file per tag, and files per tag and record field with fewer
+// open files allowed than there are files (closed and opened again all
+// the time).
+type crashCase struct {
+	name    string
+	path    string // relative to the test's directory
+	maxOpen int
+}
+
+var crashCases = []crashCase{
+	{"fixed", "out/all.log", 256},
+	{"per-tag", "out/{tag}.log", 256},
+	{"per-tag-and-field", "out/{tag[1]}/shard-{record.shard}.log", 4},
+}
 
 func crashBroker(dir string) (*broker.Broker, error) {
 	return broker.Open(filepath.Join(dir, "buffer"), broker.WithPartitions(crashParts),
 		broker.WithSegmentBytes(256<<10), broker.WithSync(broker.SyncNone))
 }
 
-func crashOutput(dir string) *Output {
-	return &Output{cfg: &Config{Path: filepath.Join(dir, "out", "all.log"), Mode: "0644"},
+func crashOutput(dir string, cc crashCase) *Output {
+	return &Output{cfg: &Config{Path: filepath.Join(dir, cc.path), Mode: "0644", MaxOpenFiles: cc.maxOpen},
 		set: pipeline.Settings{Name: "file", Type: "file", DataDir: filepath.Join(dir, "data"), Logger: zap.NewNop(),
 			Metrics: pipeline.NopMetrics(pipeline.KindOutput, "file")}}
 }
@@ -54,8 +75,8 @@ func crashComp(name string, kind pipeline.Kind, inst any) pipeline.Component {
 		Metrics: pipeline.NopMetrics(kind, name), Matcher: pipeline.MustCompileMatch("**")}
 }
 
-// genInput appends chunks of numbered events, "tag/round/seq", round robin
-// over the tags, and prints "ACK tag round first count" for every chunk
+// genInput appends chunks of numbered events, {"k": "tag/round/seq",
+// "shard": seq%3, "pad": ...}, round robin over the tags, and prints "ACK tag round first count" for every chunk
 // acknowledged (durable in the buffer).
 type genInput struct {
 	round int
@@ -82,9 +103,11 @@ func (g *genInput) Start(_ context.Context, emit pipeline.Emitter) error {
 			n := 1 + rng.IntN(40)
 			var e []byte
 			for j := range n {
-				rec := mpack.AppendMapHeader(nil, 2)
+				rec := mpack.AppendMapHeader(nil, 3)
 				rec = mpack.AppendString(rec, "k")
 				rec = mpack.AppendString(rec, fmt.Sprintf("%s/%d/%d", tag, g.round, seq[k]+j))
+				rec = mpack.AppendString(rec, "shard")
+				rec = mpack.AppendInt(rec, int64((seq[k]+j)%crashShards))
 				rec = mpack.AppendString(rec, "pad")
 				rec = mpack.AppendString(rec, pad[:rng.IntN(len(pad))])
 				e = mpack.AppendEntry(e, mpack.EventTime{Sec: 1_700_000_000}, rec)
@@ -115,6 +138,8 @@ func (g *genInput) Stop(context.Context) error {
 func crashChild() int {
 	dir := os.Getenv(crashChildEnv)
 	round, _ := strconv.Atoi(os.Getenv(crashRoundEnv))
+	cc := crashCase{path: os.Getenv(crashPathEnv)}
+	cc.maxOpen, _ = strconv.Atoi(os.Getenv(crashMaxOpenEnv))
 	buf, err := crashBroker(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open buffer:", err)
@@ -128,7 +153,7 @@ func crashChild() int {
 	}
 	gen := &genInput{round: round, out: out}
 	r := pipeline.NewRunner(buf, zap.NewNop(), []pipeline.Component{crashComp("gen", pipeline.KindInput, gen)}, nil,
-		[]pipeline.Component{crashComp("file", pipeline.KindOutput, crashOutput(dir))})
+		[]pipeline.Component{crashComp("file", pipeline.KindOutput, crashOutput(dir, cc))})
 	if err := r.Start(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "start:", err)
 		return 2
@@ -163,86 +188,138 @@ func parseEvent(line []byte) (crashEvent, error) {
 	return ev, nil
 }
 
-// checkFile checks the complete lines of the output file (a torn last line
-// is allowed only when partial is set: a child was just killed): every
-// line an event, none twice, each tag's events in order. It returns the
-// events.
-func checkFile(t *testing.T, path string, partial bool) map[crashEvent]bool {
+// crashFiles returns the contents of the files under dir/out, by path
+// relative to dir.
+func crashFiles(t *testing.T, dir string) map[string][]byte {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
+	files := map[string][]byte{}
+	err := filepath.WalkDir(filepath.Join(dir, "out"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		files[rel] = data
+		return nil
+	})
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		t.Fatal(err)
 	}
-	if i := bytes.LastIndexByte(data, '\n'); i+1 != len(data) {
-		if !partial {
-			t.Fatalf("the file ends in a torn line: %.120q", data[i+1:])
-		}
-		data = data[:i+1]
+	return files
+}
+
+// wantFile is the file (relative to the test's directory) the case's
+// path names for ev.
+func (cc crashCase) wantFile(t *testing.T, ev crashEvent) string {
+	t.Helper()
+	p, err := parsePath(cc.path)
+	if err != nil {
+		t.Fatal(err)
 	}
+	rec := mpack.AppendMapHeader(nil, 1)
+	rec = mpack.AppendString(rec, "shard")
+	rec = mpack.AppendInt(rec, int64(ev.seq%crashShards))
+	_, path, err := p.render(nil, ev.tag, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// checkFiles checks the complete lines of the output files (a torn last
+// line is allowed only when partial is set: a child was just killed):
+// every line an event, in the file the path names for it, none twice,
+// each tag's events in order within a file. It returns the events.
+func checkFiles(t *testing.T, dir string, cc crashCase, partial bool) map[crashEvent]bool {
+	t.Helper()
 	seen := map[crashEvent]bool{}
-	last := map[string]crashEvent{}
-	for n, line := range bytes.Split(bytes.TrimSuffix(data, []byte{'\n'}), []byte{'\n'}) {
-		if len(line) == 0 && len(data) == 0 {
-			break
+	for name, data := range crashFiles(t, dir) {
+		if i := bytes.LastIndexByte(data, '\n'); i+1 != len(data) {
+			if !partial {
+				t.Fatalf("%s ends in a torn line: %.120q", name, data[i+1:])
+			}
+			data = data[:i+1]
 		}
-		ev, err := parseEvent(line)
-		if err != nil {
-			t.Fatalf("line %d: %v", n+1, err)
+		if len(data) == 0 {
+			continue
 		}
-		if seen[ev] {
-			t.Fatalf("line %d: %s/%d/%d is in the file twice", n+1, ev.tag, ev.round, ev.seq)
+		last := map[string]crashEvent{}
+		for n, line := range bytes.Split(bytes.TrimSuffix(data, []byte{'\n'}), []byte{'\n'}) {
+			ev, err := parseEvent(line)
+			if err != nil {
+				t.Fatalf("%s: line %d: %v", name, n+1, err)
+			}
+			if seen[ev] {
+				t.Fatalf("%s: line %d: %s/%d/%d is in the files twice", name, n+1, ev.tag, ev.round, ev.seq)
+			}
+			seen[ev] = true
+			if want := cc.wantFile(t, ev); want != name {
+				t.Fatalf("%s: line %d: %s/%d/%d belongs in %s", name, n+1, ev.tag, ev.round, ev.seq, want)
+			}
+			if p, ok := last[ev.tag]; ok && (ev.round < p.round || ev.round == p.round && ev.seq <= p.seq) {
+				t.Fatalf("%s: line %d: %s/%d/%d after %s/%d/%d", name, n+1, ev.tag, ev.round, ev.seq, p.tag, p.round, p.seq)
+			}
+			last[ev.tag] = ev
 		}
-		seen[ev] = true
-		if p, ok := last[ev.tag]; ok && (ev.round < p.round || ev.round == p.round && ev.seq <= p.seq) {
-			t.Fatalf("line %d: %s/%d/%d after %s/%d/%d", n+1, ev.tag, ev.round, ev.seq, p.tag, p.round, p.seq)
-		}
-		last[ev.tag] = ev
 	}
 	return seen
 }
 
 // TestCrashExactlyOnce: SIGKILLs of a loaded child at random moments, and
-// restarts, leave every acknowledged event in the file exactly once, in
-// order, with no torn line.
+// restarts, leave every acknowledged event in its file exactly once, in
+// order, with no torn line: with a fixed path, with a file per tag, and
+// with files per tag and record field, more of them than may be open.
 func TestCrashExactlyOnce(t *testing.T) {
 	t.Parallel()
 	rounds := 14
 	if s := os.Getenv("LOGSHIP_FILE_CRASH_ROUNDS"); s != "" {
 		rounds, _ = strconv.Atoi(s)
 	}
+	for _, cc := range crashCases {
+		t.Run(cc.name, func(t *testing.T) {
+			t.Parallel()
+			testCrashExactlyOnce(t, cc, rounds)
+		})
+	}
+}
+
+func testCrashExactlyOnce(t *testing.T, cc crashCase, rounds int) {
 	dir := t.TempDir()
-	path := filepath.Join(dir, "out", "all.log")
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 2))
 	acked := map[crashEvent]bool{}
 	for round := range rounds {
-		got := runCrashChild(t, dir, round, rng)
+		got := runCrashChild(t, dir, cc, round, rng)
 		for _, a := range got {
 			for j := range a.count {
 				acked[crashEvent{a.tag, a.round, a.first + j}] = true
 			}
 		}
-		checkFile(t, path, true)
+		checkFiles(t, dir, cc, true)
 	}
 
-	// Drain what the buffer holds, without kills, and check the file.
+	// Drain what the buffer holds, without kills, and check the files.
 	buf, err := crashBroker(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := pipeline.NewRunner(buf, zap.NewNop(), nil, nil, []pipeline.Component{crashComp("file", pipeline.KindOutput, crashOutput(dir))})
+	r := pipeline.NewRunner(buf, zap.NewNop(), nil, nil, []pipeline.Component{crashComp("file", pipeline.KindOutput, crashOutput(dir, cc))})
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	var missing []crashEvent
 	for {
-		data, _ := os.ReadFile(path)
 		seen := map[crashEvent]bool{}
-		for _, line := range bytes.Split(data, []byte{'\n'}) {
-			if ev, err := parseEvent(line); err == nil {
-				seen[ev] = true
+		for _, data := range crashFiles(t, dir) {
+			for _, line := range bytes.Split(data, []byte{'\n'}) {
+				if ev, err := parseEvent(line); err == nil {
+					seen[ev] = true
+				}
 			}
 		}
 		missing = missing[:0]
@@ -265,13 +342,14 @@ func TestCrashExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(missing) > 0 {
-		t.Fatalf("%d acknowledged events missing from the file, e.g. %+v", len(missing), missing[0])
+		t.Fatalf("%d acknowledged events missing from the files, e.g. %+v", len(missing), missing[0])
 	}
-	seen := checkFile(t, path, false)
+	seen := checkFiles(t, dir, cc, false)
 	if len(acked) < 1000 {
 		t.Fatalf("only %d events acknowledged in %d rounds: the test did not load the output", len(acked), rounds)
 	}
-	t.Logf("%d rounds, %d acknowledged events, %d in the file, each once", rounds, len(acked), len(seen))
+	files := len(crashFiles(t, dir))
+	t.Logf("%d rounds, %d acknowledged events, %d in %d files, each once", rounds, len(acked), len(seen), files)
 }
 
 type crashAck struct {
@@ -282,10 +360,11 @@ type crashAck struct {
 // runCrashChild runs one child and SIGKILLs it at a random moment: mostly
 // while it runs, sometimes while it is still starting (and cutting the
 // file back). It returns the acknowledgements the child printed.
-func runCrashChild(t *testing.T, dir string, round int, rng *rand.Rand) []crashAck {
+func runCrashChild(t *testing.T, dir string, cc crashCase, round int, rng *rand.Rand) []crashAck {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), crashChildEnv+"="+dir, crashRoundEnv+"="+strconv.Itoa(round))
+	cmd.Env = append(os.Environ(), crashChildEnv+"="+dir, crashRoundEnv+"="+strconv.Itoa(round),
+		crashPathEnv+"="+cc.path, crashMaxOpenEnv+"="+strconv.Itoa(cc.maxOpen))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()

@@ -17,11 +17,16 @@ import (
 const (
 	stateFileName = "file.state"
 	stateMagic    = "LSFO"
-	stateVersion  = 1
-	stateHeader   = 48
+	stateVersion  = 2
+	stateHeader   = 24
 	statePart     = 16
+	stateFile     = 28 // and the path's bytes
 	stateCRC      = 4
 	slotAlign     = 512
+
+	// version 1: one file, without its path (the configured one)
+	stateVersion1 = 1
+	stateHeader1  = 48
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -30,13 +35,21 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // next offset of the last batch written (next 0: none).
 type partState struct{ epoch, next uint64 }
 
-// state is what the output has written: the file, its length after the
-// last batch, and the last batch of every partition.
-type state struct {
-	seq      uint64 // of the last state stored
+// fileState is what the state records of one open file: its path, its
+// identity, and its length after the last batch written to it. A path ""
+// (a state of version 1) is the configured path.
+type fileState struct {
+	path     string
 	dev, ino uint64
 	length   int64
-	parts    []partState
+}
+
+// state is what the output has written: the files it has open, each with
+// its length after the last batch, and the last batch of every partition.
+type state struct {
+	seq   uint64 // of the last state stored
+	files []fileState
+	parts []partState
 }
 
 // written reports whether b was written already (see the package doc):
@@ -54,21 +67,25 @@ func (s *state) written(b pipeline.Batch) bool {
 	return b.Epoch == p.epoch || b.Epoch == 0 || (b.Epoch>>32 == p.epoch>>32 && b.Epoch < p.epoch)
 }
 
-// advance records that b was written and the file is now length bytes
-// long.
-func (s *state) advance(b pipeline.Batch, length int64) {
+// advance records that b was written.
+func (s *state) advance(b pipeline.Batch) {
 	for len(s.parts) <= b.Partition {
 		s.parts = append(s.parts, partState{})
 	}
 	s.parts[b.Partition] = partState{epoch: b.Epoch, next: b.Offset + 1}
-	s.length = length
 }
 
-func recordSize(parts int) int { return stateHeader + statePart*parts + stateCRC }
+func (s *state) recordSize() int {
+	n := stateHeader + statePart*len(s.parts) + stateCRC
+	for i := range s.files {
+		n += stateFile + len(s.files[i].path)
+	}
+	return n
+}
 
 // encode appends the slot record of s with sequence number seq.
 func (s *state) encode(dst []byte, seq uint64) []byte {
-	n := recordSize(len(s.parts))
+	n := s.recordSize()
 	if cap(dst) < n {
 		dst = make([]byte, n)
 	}
@@ -77,43 +94,102 @@ func (s *state) encode(dst []byte, seq uint64) []byte {
 	binary.LittleEndian.PutUint16(b[4:], stateVersion)
 	binary.LittleEndian.PutUint16(b[6:], 0)
 	binary.LittleEndian.PutUint32(b[8:], uint32(len(s.parts)))
-	binary.LittleEndian.PutUint32(b[12:], 0)
+	binary.LittleEndian.PutUint32(b[12:], uint32(len(s.files)))
 	binary.LittleEndian.PutUint64(b[16:], seq)
-	binary.LittleEndian.PutUint64(b[24:], s.dev)
-	binary.LittleEndian.PutUint64(b[32:], s.ino)
-	binary.LittleEndian.PutUint64(b[40:], uint64(s.length))
-	for i, p := range s.parts {
-		o := stateHeader + statePart*i
+	o := stateHeader
+	for _, p := range s.parts {
 		binary.LittleEndian.PutUint64(b[o:], p.epoch)
 		binary.LittleEndian.PutUint64(b[o+8:], p.next)
+		o += statePart
 	}
-	binary.LittleEndian.PutUint32(b[n-stateCRC:], crc32.Checksum(b[:n-stateCRC], castagnoli))
+	for i := range s.files {
+		f := &s.files[i]
+		binary.LittleEndian.PutUint64(b[o:], f.dev)
+		binary.LittleEndian.PutUint64(b[o+8:], f.ino)
+		binary.LittleEndian.PutUint64(b[o+16:], uint64(f.length))
+		binary.LittleEndian.PutUint32(b[o+24:], uint32(len(f.path)))
+		o += stateFile + copy(b[o+stateFile:], f.path)
+	}
+	binary.LittleEndian.PutUint32(b[o:], crc32.Checksum(b[:o], castagnoli))
 	return b
 }
 
 // decodeSlot reads the record of one slot; ok is false for a slot that
 // holds none (zero, torn, or from another format).
 func decodeSlot(b []byte) (s state, ok bool) {
-	if len(b) < recordSize(0) || string(b[0:4]) != stateMagic || binary.LittleEndian.Uint16(b[4:]) != stateVersion {
+	if len(b) < stateHeader+stateCRC || string(b[0:4]) != stateMagic {
+		return state{}, false
+	}
+	switch binary.LittleEndian.Uint16(b[4:]) {
+	case stateVersion1:
+		return decodeSlot1(b)
+	case stateVersion:
+	default:
+		return state{}, false
+	}
+	parts := uint64(binary.LittleEndian.Uint32(b[8:]))
+	files := uint64(binary.LittleEndian.Uint32(b[12:]))
+	o := uint64(stateHeader)
+	if parts > uint64(len(b))/statePart || files > uint64(len(b))/stateFile {
+		return state{}, false
+	}
+	o += parts * statePart
+	s = state{seq: binary.LittleEndian.Uint64(b[16:]), parts: make([]partState, parts), files: make([]fileState, files)}
+	if o+files*stateFile+stateCRC > uint64(len(b)) {
+		return state{}, false
+	}
+	for i := range s.parts {
+		p := b[stateHeader+statePart*i:]
+		s.parts[i] = partState{epoch: binary.LittleEndian.Uint64(p), next: binary.LittleEndian.Uint64(p[8:])}
+	}
+	for i := range s.files {
+		if o+stateFile+stateCRC > uint64(len(b)) {
+			return state{}, false
+		}
+		f := b[o:]
+		n := uint64(binary.LittleEndian.Uint32(f[24:]))
+		if o+stateFile+n+stateCRC > uint64(len(b)) {
+			return state{}, false
+		}
+		s.files[i] = fileState{
+			dev:    binary.LittleEndian.Uint64(f),
+			ino:    binary.LittleEndian.Uint64(f[8:]),
+			length: int64(binary.LittleEndian.Uint64(f[16:])),
+			path:   string(f[stateFile : stateFile+n]),
+		}
+		o += stateFile + n
+	}
+	if binary.LittleEndian.Uint32(b[o:]) != crc32.Checksum(b[:o], castagnoli) {
+		return state{}, false
+	}
+	return s, true
+}
+
+// decodeSlot1 reads a slot of version 1: header of 48 bytes with the one
+// file's device, inode and length at 24, 32 and 40, then the partitions.
+func decodeSlot1(b []byte) (s state, ok bool) {
+	if len(b) < stateHeader1+stateCRC {
 		return state{}, false
 	}
 	parts := binary.LittleEndian.Uint32(b[8:])
-	if uint64(parts) > uint64(len(b)-recordSize(0))/statePart {
+	if uint64(parts) > uint64(len(b)-stateHeader1-stateCRC)/statePart {
 		return state{}, false
 	}
-	n := recordSize(int(parts))
+	n := stateHeader1 + statePart*int(parts) + stateCRC
 	if binary.LittleEndian.Uint32(b[n-stateCRC:]) != crc32.Checksum(b[:n-stateCRC], castagnoli) {
 		return state{}, false
 	}
 	s = state{
-		seq:    binary.LittleEndian.Uint64(b[16:]),
-		dev:    binary.LittleEndian.Uint64(b[24:]),
-		ino:    binary.LittleEndian.Uint64(b[32:]),
-		length: int64(binary.LittleEndian.Uint64(b[40:])),
-		parts:  make([]partState, parts),
+		seq: binary.LittleEndian.Uint64(b[16:]),
+		files: []fileState{{
+			dev:    binary.LittleEndian.Uint64(b[24:]),
+			ino:    binary.LittleEndian.Uint64(b[32:]),
+			length: int64(binary.LittleEndian.Uint64(b[40:])),
+		}},
+		parts: make([]partState, parts),
 	}
 	for i := range s.parts {
-		o := stateHeader + statePart*i
+		o := stateHeader1 + statePart*i
 		s.parts[i] = partState{epoch: binary.LittleEndian.Uint64(b[o:]), next: binary.LittleEndian.Uint64(b[o+8:])}
 	}
 	return s, true
@@ -159,7 +235,7 @@ func openStateStore(dir string) (*stateStore, state, error) {
 	if st.slot == 0 || !found {
 		// new, or unusable: lay the file out again (empty slots)
 		best = state{}
-		if err := st.rewrite(nil, 0, slotSizeFor(0)); err != nil {
+		if err := st.rewrite(nil, 0, slotAlign); err != nil {
 			return nil, state{}, err
 		}
 		if len(data) > 0 {
@@ -174,10 +250,11 @@ func openStateStore(dir string) (*stateStore, state, error) {
 }
 
 // slotSizeFor is the smallest power of two >= slotAlign that holds a
-// record of parts partitions (a power of two: a slot never spans a page).
-func slotSizeFor(parts int) int {
+// record of size bytes (a power of two: a slot of a page or less never
+// spans a page).
+func slotSizeFor(size int) int {
 	n := slotAlign
-	for n < recordSize(parts) {
+	for n < size {
 		n *= 2
 	}
 	return n
@@ -189,8 +266,8 @@ func slotSizeFor(parts int) int {
 // and the other slot still holds the previous state.
 func (st *stateStore) save(s *state, sync bool) error {
 	seq := s.seq + 1
-	if recordSize(len(s.parts)) > st.slot {
-		if err := st.rewrite(s, seq, slotSizeFor(len(s.parts))); err != nil {
+	if size := s.recordSize(); size > st.slot {
+		if err := st.rewrite(s, seq, slotSizeFor(size)); err != nil {
 			return err
 		}
 		s.seq = seq

@@ -28,10 +28,10 @@ func TestStateSlots(t *testing.T) {
 		{name: "highest sequence wins, slot B", saves: 3, wantSeq: 3},
 		{name: "highest sequence wins, slot A", saves: 4, wantSeq: 4},
 		{name: "torn newest slot: the previous state", saves: 5, wantSeq: 4, tear: func(path string, slot int) {
-			flipByte(t, path, int64(slot)+40) // slot B (seq 5): its length
+			flipByte(t, path, int64(slot)+40) // slot B (seq 5): partition 1's epoch
 		}},
 		{name: "torn record tail: the previous state", saves: 6, wantSeq: 5, tear: func(path string, slot int) {
-			zeroRange(t, path, 48+16*2, 4) // slot A (seq 6): its CRC
+			zeroRange(t, path, stateHeader+statePart*2+stateFile+int64(len("out/all.log")), 4) // slot A (seq 6): its CRC
 		}},
 		{name: "half-written newest slot", saves: 2, wantSeq: 1, tear: func(path string, slot int) {
 			zeroRange(t, path, 20, 100) // slot A (seq 2) from its sequence on
@@ -54,8 +54,8 @@ func TestStateSlots(t *testing.T) {
 				t.Fatalf("new store: %v, seq %d", err, s.seq)
 			}
 			for i := 1; i <= tc.saves; i++ {
-				s.dev, s.ino = 7, 42
-				s.advance(pipeline.Batch{Partition: 1, Offset: uint64(100 + i), Epoch: 9}, int64(1000*i))
+				s.files = []fileState{{path: "out/all.log", dev: 7, ino: 42, length: int64(1000 * i)}}
+				s.advance(pipeline.Batch{Partition: 1, Offset: uint64(100 + i), Epoch: 9})
 				if err := st.save(&s, false); err != nil {
 					t.Fatal(err)
 				}
@@ -79,7 +79,7 @@ func TestStateSlots(t *testing.T) {
 				}
 				return
 			}
-			want := state{seq: tc.wantSeq, dev: 7, ino: 42, length: int64(1000 * tc.wantSeq),
+			want := state{seq: tc.wantSeq, files: []fileState{{path: "out/all.log", dev: 7, ino: 42, length: int64(1000 * tc.wantSeq)}},
 				parts: []partState{{}, {epoch: 9, next: 100 + tc.wantSeq + 1}}}
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Fatalf("state %+v, want %+v", got, want)
@@ -110,7 +110,7 @@ func TestStateGrows(t *testing.T) {
 		t.Fatal(err)
 	}
 	for p := range 200 {
-		s.advance(pipeline.Batch{Partition: p, Offset: uint64(p), Epoch: 3}, int64(p))
+		s.advance(pipeline.Batch{Partition: p, Offset: uint64(p), Epoch: 3})
 		if err := st.save(&s, false); err != nil {
 			t.Fatal(err)
 		}
@@ -224,7 +224,9 @@ func (h *harness) start() *Output {
 // kill drops the output as a SIGKILL would: its files are closed, nothing
 // more is written.
 func (h *harness) kill() {
-	h.out.f.Close()
+	for _, of := range h.out.open {
+		of.f.Close()
+	}
 	_ = h.out.store.close()
 	h.out = nil
 }
