@@ -40,7 +40,7 @@ func newMetrics(set pipeline.Settings) *metrics {
 	up := pipeline.RegisterOnce(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "server_up",
 		Help: "1 while a server is healthy, 0 while it is in its retry backoff."}, byServer))
 	failures := pipeline.RegisterOnce(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "failures_total",
-		Help: "Connection failures per server and reason (connect, tls, auth, handshake, write, read, ack_timeout)."}, []string{"component", "server", "reason"}))
+		Help: "Connection failures per server and reason (connect, tls, auth, handshake, write, read, ack_timeout, resolve)."}, []string{"component", "server", "reason"}))
 	return &metrics{
 		acks:     acks.WithLabelValues(set.Name),
 		latency:  latency.WithLabelValues(set.Name),
