@@ -58,6 +58,9 @@ func TestDefaultsAndMinimal(t *testing.T) {
 	if got := cfg.Inputs[0].Name; got != "dummy.0" {
 		t.Fatalf("default name %q, want dummy.0", got)
 	}
+	if got := cfg.Inputs[0].Ack; got != pipeline.AckLocal {
+		t.Fatalf("default ack %q, want local", got)
+	}
 	if got := cfg.Outputs[0]; got.Name != "stdout.0" || got.Match != "**" || !got.Matcher.Match("any.tag") {
 		t.Fatalf("output defaults: %+v", got)
 	}
@@ -87,6 +90,7 @@ buffer:
 inputs:
   - type: dummy
     name: gen
+    ack: downstream
     tag: app.${APP}
     rate: 0
     count: 10
@@ -108,8 +112,8 @@ outputs:
 		t.Fatalf("buffer: %+v", cfg.Buffer)
 	}
 	in := cfg.Inputs[0]
-	if in.Name != "gen" || in.Line != 14 {
-		t.Fatalf("input %s at line %d", in.Name, in.Line)
+	if in.Name != "gen" || in.Line != 14 || in.Ack != pipeline.AckDownstream {
+		t.Fatalf("input %s at line %d, ack %q", in.Name, in.Line, in.Ack)
 	}
 	out := cfg.Outputs[0]
 	if !out.Matcher.Match("sys.x") || out.Matcher.Match("sys.x.y") {
@@ -167,6 +171,17 @@ outputs:
 			`agent.yaml:8: outputs[0].match: match pattern "a.{b": unbalanced braces`,
 			"agent.yaml:7: outputs[0].path: is required",
 			"agent.yaml:9: outputs[1].type: is required (one of file, stdout)",
+		}},
+		{"ack level", `
+inputs:
+  - type: dummy
+    ack: all
+outputs:
+  - type: stdout
+    ack: local
+`, nil, []string{
+			`agent.yaml:3: inputs[0].ack: "all" is not one of local, downstream`,
+			"agent.yaml:6: outputs[0].ack: unknown key (known: tag_key, time_key)",
 		}},
 		{"missing required sections", `
 service:

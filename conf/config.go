@@ -118,6 +118,7 @@ type Plugin struct {
 	Name    string
 	Match   string            // filters and outputs
 	Matcher *pipeline.Matcher // compiled Match
+	Ack     pipeline.AckLevel // inputs: when the source gets its ack (local by default)
 	Config  pipeline.Config
 	Factory pipeline.Factory
 	Line    int  // line of the block in the file

@@ -312,6 +312,12 @@ func (l *loader) plugins(n *yaml.Node, section string, kind pipeline.Kind, reg *
 				if !nameRe.MatchString(v.Value) {
 					l.add(k.Line, path+".name", "%q is not a valid name (letters, digits, '_', '.', '-')", v.Value)
 				}
+			case k.Value == "ack" && kind == pipeline.KindInput:
+				lvl, err := pipeline.ParseAckLevel(v.Value)
+				if err != nil || v.Kind != yaml.ScalarNode {
+					l.add(k.Line, path+".ack", "%q is not one of local, downstream", v.Value)
+				}
+				p.Ack = lvl
 			case k.Value == "match" && kind != pipeline.KindInput:
 				p.Match = v.Value
 				m, err := pipeline.CompileMatch(v.Value)
@@ -335,6 +341,9 @@ func (l *loader) plugins(n *yaml.Node, section string, kind pipeline.Kind, reg *
 		p.Factory = f
 		if p.Name == "" {
 			p.Name = fmt.Sprintf("%s.%d", p.Type, i)
+		}
+		if kind == pipeline.KindInput && p.Ack == "" {
+			p.Ack = pipeline.AckLocal
 		}
 		if kind != pipeline.KindInput && p.Match == "" {
 			p.Match = "**"

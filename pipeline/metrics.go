@@ -18,6 +18,7 @@ type Metrics struct {
 	retries    *prometheus.CounterVec
 	dropped    *prometheus.CounterVec
 	duplicates *prometheus.CounterVec
+	ackLatency *prometheus.HistogramVec
 	Reg        prometheus.Registerer
 }
 
@@ -33,8 +34,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(v)
 		return v
 	}
+	ackLatency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "logship", Name: "downstream_ack_seconds",
+		Help:    "Time from emit to the source's ack of a chunk of an input with ack: downstream (every matching output delivered it).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 17), // 1ms .. 65s
+	}, labels)
+	reg.MustRegister(ackLatency)
 	return &Metrics{
 		Reg:        reg,
+		ackLatency: ackLatency,
 		recordsIn:  cv("records_in_total", "Events a component received."),
 		bytesIn:    cv("bytes_in_total", "Bytes of msgpack entries a component received."),
 		recordsOut: cv("records_out_total", "Events a component passed on or delivered."),
@@ -56,6 +64,8 @@ func (m *Metrics) Component(kind Kind, name, typ string) *ComponentMetrics {
 		BytesOut:   m.bytesOut.With(l),
 		Retries:    m.retries.With(l),
 		Duplicates: m.duplicates.With(l),
+		ackLatency: m.ackLatency,
+		labels:     l,
 		errors:     m.errors.MustCurryWith(l),
 		dropped:    m.dropped.MustCurryWith(l),
 		Registerer: m.Reg,
@@ -68,10 +78,23 @@ type ComponentMetrics struct {
 	// Duplicates counts events suppressed as already stored or delivered
 	// (effectively-once delivery: docs/operations.md).
 	Duplicates      prometheus.Counter
+	ackLatency      *prometheus.HistogramVec
+	labels          prometheus.Labels
 	errors, dropped *prometheus.CounterVec
 	// Registerer is where a plugin registers metrics of its own; register
 	// through RegisterOnce, since a reload creates the plugin again.
 	Registerer prometheus.Registerer
+}
+
+// DownstreamAck returns the histogram of an input with ack: downstream:
+// the time from emit to the source's ack (logship_downstream_ack_seconds).
+// It is created on first use, so that other components export no empty
+// histogram.
+func (c *ComponentMetrics) DownstreamAck() prometheus.Observer {
+	if c == nil || c.ackLatency == nil {
+		return nil
+	}
+	return c.ackLatency.With(c.labels)
 }
 
 // Error counts one error of the given reason ("malformed_frame", ...).

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/logship/logship/broker"
@@ -18,11 +19,14 @@ import (
 // Component is one built plugin instance with what the runner needs to
 // know about it.
 type Component struct {
-	Name     string
-	Type     string
-	Kind     Kind
-	Matcher  *Matcher // filters and outputs
-	Instance          // the field of Kind is set
+	Name    string
+	Type    string
+	Kind    Kind
+	Matcher *Matcher // filters and outputs
+	// Ack is when an input's source gets its ack (the input's `ack`
+	// option); "" is AckLocal.
+	Ack      AckLevel
+	Instance // the field of Kind is set
 	Metrics  *ComponentMetrics
 }
 
@@ -44,6 +48,7 @@ type Runner struct {
 	outputs  []*outRun
 	filters  atomic.Pointer[[]Component]
 	changing atomic.Bool // an Update is stopping or starting inputs
+	acks     ackTracker  // downstream acks waiting for outputs' commits
 
 	// Backoff bounds for outputs that return retryable errors.
 	MinBackoff, MaxBackoff time.Duration
@@ -63,6 +68,7 @@ type outRun struct {
 	cancelRun  context.CancelFunc
 	draining   chan struct{}
 	loops      sync.WaitGroup
+	acks       *outAcks // downstream acks waiting for this output's commits
 }
 
 // NewRunner builds a runner. The buffer stays open after Stop: the caller
@@ -119,7 +125,10 @@ func (r *Runner) startOutput(ctx context.Context, c Component) error {
 		}
 		cursors[p] = cur
 	}
-	o := &outRun{c: c, out: out, draining: make(chan struct{})}
+	o := &outRun{c: c, out: out, draining: make(chan struct{}), acks: r.acks.output(c.Name, len(cursors))}
+	for p, cur := range cursors {
+		o.acks.committed(p, cur.Committed())
+	}
 	o.loopCtx, o.cancelLoop = context.WithCancel(context.Background())
 	o.runCtx, o.cancelRun = context.WithCancel(o.loopCtx)
 	for _, cur := range cursors {
@@ -127,6 +136,7 @@ func (r *Runner) startOutput(ctx context.Context, c Component) error {
 		go r.outputLoop(o, cur)
 	}
 	r.outputs = append(r.outputs, o)
+	r.acks.publish(r.outputs)
 	return nil
 }
 
@@ -135,7 +145,16 @@ func (r *Runner) startInput(ctx context.Context, c Component) error {
 	if in == nil {
 		return fmt.Errorf("%s is not an input", c.Name)
 	}
-	if err := in.Start(ctx, &emitter{r: r, name: c.Name, metrics: c.Metrics, log: r.log.With(zap.String("input", c.Name))}); err != nil {
+	e := &emitter{r: r, name: c.Name, metrics: c.Metrics, log: r.log.With(zap.String("input", c.Name))}
+	switch c.Ack {
+	case "", AckLocal:
+	case AckDownstream:
+		e.downstreamAcks = true
+		e.ackObs = c.Metrics.DownstreamAck()
+	default:
+		return fmt.Errorf("input %s: unknown ack level %q", c.Name, c.Ack)
+	}
+	if err := in.Start(ctx, e); err != nil {
 		return fmt.Errorf("start input %s: %w", c.Name, err)
 	}
 	r.inputs = append(r.inputs, c)
@@ -219,6 +238,13 @@ func (r *Runner) Update(ctx context.Context, inputs, filters, outputs []Componen
 		keepOut[c.Instance] = true
 	}
 	runningOut := make(map[Instance]bool, len(r.outputs))
+	removed := make(map[string]bool)
+	for _, o := range r.outputs {
+		removed[o.c.Name] = true
+	}
+	for _, c := range outputs {
+		delete(removed, c.Name)
+	}
 	var keptOut []*outRun
 	for _, o := range r.outputs {
 		if keepOut[o.c.Instance] {
@@ -232,6 +258,11 @@ func (r *Runner) Update(ctx context.Context, inputs, filters, outputs []Componen
 		r.log.Info("output stopped by reload", zap.String("output", o.c.Name))
 	}
 	r.outputs = keptOut
+	r.acks.publish(r.outputs)
+	// Downstream acks no longer wait for an output the new set lacks.
+	for name := range removed {
+		r.acks.forget(name)
+	}
 	if err := r.buf.Flush(); err != nil {
 		errs = append(errs, fmt.Errorf("persist cursors: %w", err))
 	}
@@ -329,6 +360,10 @@ type emitter struct {
 	metrics *ComponentMetrics
 	log     *zap.Logger
 	pending pendingFloors // chunks with a Source awaiting their ack
+	// downstreamAcks: ack: downstream, the input's ack waits for the
+	// matching outputs (replication.go); ackObs times it.
+	downstreamAcks bool
+	ackObs         prometheus.Observer
 }
 
 func (e *emitter) Emit(ctx context.Context, c Chunk, ack AckFunc) error {
@@ -372,7 +407,8 @@ func (e *emitter) Emit(ctx context.Context, c Chunk, ack AckFunc) error {
 		sa := &sourceAck{e: e, inner: ack, p: e.r.buf.PartitionFor(c.Tag)}
 		sa.floor = e.r.buf.NextOffset(sa.p)
 		e.pending.add(sa.p, sa.floor)
-		err := e.emitMeta(ctx, c, meta, sa.ack) // meta is not retained
+		durable, stored := e.acks(c.Tag, sa.ack)
+		err := e.emitMeta(ctx, c, meta, durable, stored) // meta is not retained
 		*mb = meta[:0]
 		metaPool.Put(mb)
 		if err != nil {
@@ -380,21 +416,37 @@ func (e *emitter) Emit(ctx context.Context, c Chunk, ack AckFunc) error {
 		}
 		return err
 	}
-	return e.emitMeta(ctx, c, nil, ack)
+	durable, stored := e.acks(c.Tag, ack)
+	return e.emitMeta(ctx, c, nil, durable, stored)
 }
 
-// emitMeta appends c, with meta in its (last) record.
-func (e *emitter) emitMeta(ctx context.Context, c Chunk, meta []byte, ack AckFunc) error {
+// acks returns the ack to call once a chunk of tag is durable, and the
+// hook (nil if none) to call with the position of each stored piece first.
+// Under ack: local, the input's ack is called at durability; under
+// downstream, once the matching outputs delivered every piece.
+func (e *emitter) acks(tag string, ack AckFunc) (AckFunc, func(broker.Pos)) {
+	if !e.downstreamAcks {
+		return ack, nil
+	}
+	w := e.downstream(tag, ack)
+	return w.seal, w.stored
+}
+
+// emitMeta appends c, with meta in its (last) record. stored, if not nil,
+// learns the position of each piece stored, before ack.
+func (e *emitter) emitMeta(ctx context.Context, c Chunk, meta []byte, ack AckFunc, stored func(broker.Pos)) error {
 	extra := int64(0)
 	if meta != nil {
 		extra = 2 + int64(len(meta))
 	}
 	if max := e.r.buf.MaxChunkBytes(); int64(len(c.Tag)+len(c.Entries))+extra > max {
-		return e.emitTooLarge(ctx, c, max-extra, meta, ack)
+		return e.emitTooLarge(ctx, c, max-extra, meta, ack, stored)
 	}
-	err := e.r.buf.AppendAsyncMeta(ctx, c.Tag, meta, c.Entries, c.Count, func(_ broker.Pos, err error) {
+	err := e.r.buf.AppendAsyncMeta(ctx, c.Tag, meta, c.Entries, c.Count, func(pos broker.Pos, err error) {
 		if err != nil {
 			e.metrics.Error("buffer")
+		} else if stored != nil {
+			stored(pos)
 		}
 		ack(err)
 	})
@@ -415,6 +467,7 @@ func (e *emitter) emitMeta(ctx context.Context, c Chunk, meta []byte, ack AckFun
 type commitQueue struct {
 	mu      sync.Mutex
 	cur     *broker.Cursor
+	acks    *outAcks // told of each commit (downstream acks)
 	offsets []uint64
 	done    []bool
 	failed  bool
@@ -449,7 +502,9 @@ func (q *commitQueue) complete(off uint64, ok bool) {
 		n++
 	}
 	if n > 0 {
-		_ = q.cur.Commit(q.offsets[n-1])
+		if q.cur.Commit(q.offsets[n-1]) == nil && q.acks != nil {
+			q.acks.committed(q.cur.Partition(), q.offsets[n-1]+1)
+		}
 		q.offsets = q.offsets[n:]
 		q.done = q.done[n:]
 	}
@@ -465,7 +520,7 @@ func (r *Runner) outputLoop(o *outRun, cur *broker.Cursor) {
 	if pipelined != nil {
 		sem = make(chan struct{}, max(1, pipelined.MaxInFlight()))
 	}
-	q := &commitQueue{cur: cur}
+	q := &commitQueue{cur: cur, acks: o.acks}
 	var inflight sync.WaitGroup
 	defer inflight.Wait()
 	for {

@@ -23,7 +23,7 @@ import (
 
 // emitTooLarge stores c in pieces of at most max bytes of tag+entries and
 // calls ack once when all pieces are durable (or with the first error).
-func (e *emitter) emitTooLarge(ctx context.Context, c Chunk, max int64, meta []byte, ack AckFunc) error {
+func (e *emitter) emitTooLarge(ctx context.Context, c Chunk, max int64, meta []byte, ack AckFunc, onStored func(broker.Pos)) error {
 	limit := max - int64(len(c.Tag))
 	if limit <= 0 {
 		e.dropTooLarge(c.Tag, c.Count, int64(len(c.Tag)+len(c.Entries)), fmt.Errorf("tag of %d bytes", len(c.Tag)))
@@ -44,9 +44,11 @@ func (e *emitter) emitTooLarge(ctx context.Context, c Chunk, max int64, meta []b
 		}
 		piece := c.Entries[start:pos]
 		j.add()
-		err := e.r.buf.AppendAsyncMeta(ctx, c.Tag, meta, piece, count, func(_ broker.Pos, err error) {
+		err := e.r.buf.AppendAsyncMeta(ctx, c.Tag, meta, piece, count, func(pos broker.Pos, err error) {
 			if err != nil {
 				e.metrics.Error("buffer")
+			} else if onStored != nil {
+				onStored(pos)
 			}
 			j.done(err)
 		})

@@ -130,7 +130,7 @@ func compKey(kind pipeline.Kind, name string) string { return string(kind) + "/"
 // unchanged says whether a running component can serve the new config
 // block as it is.
 func unchanged(old, p conf.Plugin) bool {
-	return old.Type == p.Type && old.Match == p.Match && reflect.DeepEqual(old.Config, p.Config)
+	return old.Type == p.Type && old.Match == p.Match && old.Ack == p.Ack && reflect.DeepEqual(old.Config, p.Config)
 }
 
 // build creates the components of cfg. A component in reuse whose config
@@ -156,7 +156,7 @@ func (s *Service) build(cfg *conf.Config, reuse map[string]built) (inputs, filte
 			if err != nil {
 				return nil, fmt.Errorf("%s %s: %w", p.Kind, p.Name, err)
 			}
-			c := pipeline.Component{Name: p.Name, Type: p.Type, Kind: p.Kind, Matcher: p.Matcher, Instance: inst, Metrics: set.Metrics}
+			c := pipeline.Component{Name: p.Name, Type: p.Type, Kind: p.Kind, Matcher: p.Matcher, Ack: p.Ack, Instance: inst, Metrics: set.Metrics}
 			comps[key] = built{plugin: p, comp: c}
 			out = append(out, c)
 		}

@@ -15,6 +15,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/logship/logship/agent"
+	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/all"
 )
 
@@ -221,4 +222,27 @@ func TestReloadReopensRenamedFile(t *testing.T) {
 	if m := lines(rotated); m != n {
 		t.Fatalf("the renamed file still grows after the reload: %d lines, then %d", n, m)
 	}
+}
+
+// TestReloadAckLevel: an input's ack option reaches the pipeline, and a
+// reload that changes it starts the input again with the new level while
+// events keep flowing.
+func TestReloadAckLevel(t *testing.T) {
+	dir := t.TempDir()
+	one := filepath.Join(dir, "one.log")
+	s, _ := startService(t, dir, one)
+	growing(t, one)
+	before := s.comps["input/gen"]
+	if before.comp.Ack != pipeline.AckLocal {
+		t.Fatalf("ack %q, want local by default", before.comp.Ack)
+	}
+	config(t, dir, "    ack: downstream\n", one)
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	after := s.comps["input/gen"]
+	if after.comp.Instance == before.comp.Instance || after.comp.Ack != pipeline.AckDownstream {
+		t.Fatalf("input not restarted with ack: downstream (ack %q)", after.comp.Ack)
+	}
+	growing(t, one)
 }

@@ -218,7 +218,8 @@ func Generate(reg *pipeline.Registry) []byte {
 	b.WriteString("| key | description |\n| --- | --- |\n")
 	b.WriteString("| `type` | the plugin type (required) |\n")
 	b.WriteString("| `name` | a unique name used in metrics, logs and cursor files; default `TYPE.INDEX` |\n")
-	b.WriteString("| `match` | filters and outputs: the tags they take, Fluentd patterns (`a.*`, `a.**`, `{a,b}`, space-separated alternatives); default `**` |\n\n")
+	b.WriteString("| `match` | filters and outputs: the tags they take, Fluentd patterns (`a.*`, `a.**`, `{a,b}`, space-separated alternatives); default `**` |\n")
+	b.WriteString("| `ack` | inputs: when the source gets its ack. `local` (the default): once the chunk is durable in this process's buffer; `downstream`: once every output matching its tag has delivered it (survives the loss of this host; see Replication levels in operations.md) |\n\n")
 	for _, kind := range []pipeline.Kind{pipeline.KindInput, pipeline.KindFilter, pipeline.KindOutput} {
 		types := reg.Types(kind)
 		if len(types) == 0 {
