@@ -32,9 +32,11 @@ test: peers
 test-unit:
 	$(GO) test -count=1 -short $(PKGS)
 
+# The main job on this machine: an agent tailing a growing log and listening
+# for forward clients, shipping to an aggregator that writes a file per tag
+# (./demo/out/<tag>.log). Ctrl-C stops both.
 run: build
-	@mkdir -p data out
-	./$(BIN) agent -c conf/examples/agent-demo.yaml
+	@bash scripts/run-demo.sh
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./pipeline/... ./broker/... ./plugins/...
