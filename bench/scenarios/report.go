@@ -12,7 +12,8 @@ import (
 // at the start of the measurement.
 type proc struct {
 	role, name string
-	p          *benchkit.Proc
+	pid        int
+	p          *benchkit.Proc // nil: not stopped by the meter
 	u0         benchkit.Usage
 }
 
@@ -39,12 +40,12 @@ type result struct {
 type meter struct{ procs []*proc }
 
 func (m *meter) add(role, name string, p *benchkit.Proc) {
-	m.procs = append(m.procs, &proc{role: role, name: name, p: p})
+	m.procs = append(m.procs, &proc{role: role, name: name, pid: p.Pid(), p: p})
 }
 
 func (m *meter) begin() error {
 	for _, p := range m.procs {
-		u, err := benchkit.ReadUsage(p.p.Pid())
+		u, err := benchkit.ReadUsage(p.pid)
 		if err != nil {
 			return fmt.Errorf("%s: %w", p.name, err)
 		}
@@ -56,7 +57,7 @@ func (m *meter) begin() error {
 func (m *meter) end() ([]procResult, error) {
 	var out []procResult
 	for _, p := range m.procs {
-		u, err := benchkit.ReadUsage(p.p.Pid())
+		u, err := benchkit.ReadUsage(p.pid)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p.name, err)
 		}
@@ -73,7 +74,9 @@ func (m *meter) end() ([]procResult, error) {
 // aggregator).
 func (m *meter) stop() {
 	for i := len(m.procs) - 1; i >= 0; i-- {
-		m.procs[i].p.Stop()
+		if m.procs[i].p != nil {
+			m.procs[i].p.Stop()
+		}
 	}
 }
 
@@ -190,6 +193,17 @@ func printRatios(results []result, disk *benchkit.DiskBandwidth) {
 	if a, ok := find(results, "a", "logship"); ok && disk != nil {
 		fmt.Printf("\n(a) logship: %.1f MB/s of lines = %.0f%% of the disk's fdatasync'd bandwidth (%.1f MB/s; goal >= 50%%)\n",
 			a.mbps(), 100*a.mbps()/disk.MBps(), disk.MBps())
+		var w int64
+		for _, rs := range a.roles() {
+			if rs.role != "harness" && rs.written > 0 {
+				w += rs.written
+			}
+		}
+		if w > 0 {
+			mb := float64(w) / a.elapsed.Seconds() / 1e6
+			fmt.Printf("    the agent and the aggregator wrote %.0f B per event to storage (buffers, output file): %.1f MB/s = %.0f%% of the disk\n",
+				float64(w)/float64(a.events), mb, 100*mb/disk.MBps())
+		}
 	}
 	header := false
 	for _, scen := range []string{"a", "b", "c"} {
