@@ -161,7 +161,7 @@ func measure(brokers []string, topic string, m int) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	group := fmt.Sprintf("scaleout-%d-%d", m, time.Now().UnixNano())
 	var stderr *os.File
 	if *quiet {
