@@ -35,6 +35,13 @@ func (e *exitError) Unwrap() error { return e.err }
 func usageErr(err error) error { return &exitError{code: 2, err: err} }
 
 func main() {
+	if path := os.Getenv("LOGSHIP_MEMPROFILE"); path != "" {
+		// For benchmarks: the heap profile at the largest live heap seen.
+		stop := startMemProfile(path)
+		code := run(os.Args[1:])
+		stop()
+		os.Exit(code)
+	}
 	if path := os.Getenv("LOGSHIP_CPUPROFILE"); path != "" {
 		// For benchmarks: a CPU profile of the whole run.
 		if stop, err := startCPUProfile(path); err == nil {

@@ -3,7 +3,9 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"runtime/metrics"
 	"runtime/pprof"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -30,4 +32,43 @@ func startCPUProfile(path string) (func(), error) {
 		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// startMemProfile writes a heap profile to path whenever the live heap
+// (what the last GC kept) is the largest seen so far, checked every 250ms,
+// so that the file holds the allocations at the peak. stop ends it.
+func startMemProfile(path string) (stop func()) {
+	done, quit := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		var peak uint64
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+			}
+			metrics.Read(s)
+			if live := s[0].Value.Uint64(); live > peak {
+				peak = live
+				writeHeapProfile(path)
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
+}
+
+func writeHeapProfile(path string) {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return
+	}
+	err = pprof.Lookup("heap").WriteTo(f, 0)
+	if cerr := f.Close(); err == nil && cerr == nil {
+		_ = os.Rename(tmp, path)
+	}
 }

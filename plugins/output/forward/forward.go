@@ -71,6 +71,58 @@ type Output struct {
 
 	encs   sync.Pool // *forwardproto.Encoder
 	frames sync.Pool // *[]byte
+
+	held *byteGate // max_in_flight_bytes
+}
+
+// byteGate bounds the bytes of the chunks in flight (max_in_flight_bytes).
+type byteGate struct {
+	mu    sync.Mutex
+	limit int64
+	used  int64
+	freed chan struct{} // closed and replaced whenever bytes are released
+}
+
+func newByteGate(limit int64) *byteGate {
+	return &byteGate{limit: limit, freed: make(chan struct{})}
+}
+
+// acquire takes n bytes, waiting while they would go past the limit and
+// something is held; false when a or b ended first.
+func (g *byteGate) acquire(a, b context.Context, n int64) bool {
+	for {
+		g.mu.Lock()
+		if g.used == 0 || g.used+n <= g.limit {
+			g.used += n
+			g.mu.Unlock()
+			return true
+		}
+		freed := g.freed
+		g.mu.Unlock()
+		select {
+		case <-freed:
+		case <-a.Done():
+			return false
+		case <-b.Done():
+			return false
+		}
+	}
+}
+
+// release gives n bytes back.
+func (g *byteGate) release(n int64) {
+	g.mu.Lock()
+	g.used -= n
+	close(g.freed)
+	g.freed = make(chan struct{})
+	g.mu.Unlock()
+}
+
+// inUse is what the chunks in flight hold.
+func (g *byteGate) inUse() int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.used
 }
 
 // New builds the output. Connections are dialed on first use.
@@ -108,6 +160,7 @@ func New(set pipeline.Settings, cfg *Config) (*Output, error) {
 	o.applyEntries() // the IP addresses; names are resolved by Start
 	o.encs.New = func() any { return forwardproto.NewEncoder() }
 	o.frames.New = func() any { return new([]byte) }
+	o.held = newByteGate(int64(cfg.MaxInFlightBytes))
 	return o, nil
 }
 
@@ -175,6 +228,11 @@ func (o *Output) Write(ctx context.Context, b pipeline.Batch) error {
 // until ctx ends (done(ctx.Err())) or the output is stopped
 // (done(ErrStopped)). Chunks of one partition are first written in the
 // order WriteAsync was called for them.
+//
+// WriteAsync blocks while the chunks in flight hold max_in_flight_bytes
+// (until ctx ends or the output stops: done then gets the error), so that
+// the caller reads no further from the buffer: what the output holds in
+// memory is bounded in bytes, not only in chunks.
 func (o *Output) WriteAsync(ctx context.Context, b pipeline.Batch, done func(error)) {
 	if b.Partition < 0 || b.Partition > math.MaxUint16 {
 		done(pipeline.Permanent(fmt.Errorf("partition %d does not fit a chunk id", b.Partition)))
@@ -188,6 +246,21 @@ func (o *Output) WriteAsync(ctx context.Context, b pipeline.Batch, done func(err
 	}
 	o.wg.Add(1)
 	o.mu.RUnlock()
+	n := int64(len(b.Entries))
+	if !o.held.acquire(ctx, o.ctx, n) {
+		o.wg.Done()
+		if ctx.Err() != nil {
+			done(ctx.Err())
+		} else {
+			done(ErrStopped)
+		}
+		return
+	}
+	reply := done
+	done = func(err error) {
+		o.held.release(n)
+		reply(err)
+	}
 	for p := int32(b.Partition); ; {
 		m := o.maxPart.Load()
 		if p <= m || o.maxPart.CompareAndSwap(m, p) {
@@ -241,16 +314,16 @@ func (o *Output) deliver(ctx context.Context, b pipeline.Batch, reply func(error
 	if o.cfg.RequireAck {
 		chunk = forwardproto.EpochChunkID(o.sender, b.Epoch, uint16(b.Partition), b.Offset)
 	}
-	fp := o.frames.Get().(*[]byte)
-	defer o.frames.Put(fp)
-	enc := o.encs.Get().(*forwardproto.Encoder)
-	frame, err := enc.AppendPackedForward((*fp)[:0], b.Tag, b.Entries, b.Count, chunk, o.comp)
-	o.encs.Put(enc)
-	*fp = frame
-	if err != nil {
-		done(pipeline.Permanent(fmt.Errorf("encode chunk: %w", err)))
-		return
-	}
+	// The frame is encoded once a server is there to take it, and given
+	// back once sent: a chunk waiting for its turn or for a server holds
+	// only its events.
+	var frame []byte
+	var fp *[]byte
+	defer func() {
+		if fp != nil {
+			o.frames.Put(fp)
+		}
+	}()
 
 	if prev != nil {
 		select {
@@ -283,6 +356,17 @@ func (o *Output) deliver(ctx context.Context, b pipeline.Batch, reply func(error
 			}
 			t.Stop()
 			continue
+		}
+		if fp == nil {
+			fp = o.frames.Get().(*[]byte)
+			enc := o.encs.Get().(*forwardproto.Encoder)
+			f, err := enc.AppendPackedForward((*fp)[:0], b.Tag, b.Entries, b.Count, chunk, o.comp)
+			o.encs.Put(enc)
+			*fp, frame = f, f
+			if err != nil {
+				done(pipeline.Permanent(fmt.Errorf("encode chunk: %w", err)))
+				return
+			}
 		}
 		if sends++; sends > 1 {
 			o.set.Metrics.Retries.Inc()

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -455,6 +456,68 @@ func TestReceiverDownAtStartComesUpLater(t *testing.T) {
 	}
 }
 
+// TestMaxInFlightBytesBoundsWhatIsHeld: while the receiver is down, the
+// chunks the output holds stay within max_in_flight_bytes (WriteAsync
+// blocks the caller instead of taking more), a chunk larger than the bound
+// still goes alone, and everything is delivered once the receiver is up.
+func TestMaxInFlightBytesBoundsWhatIsHeld(t *testing.T) {
+	addr := testutil.FreeAddr(t)
+	const limit = 64 << 10
+	o := newOutput(t, t.TempDir(), nil, func(c *Config) { c.Servers = []string{addr}; c.MaxInFlightBytes = limit })
+	bs := batches(4, 10, 100) // about 7KiB each: 40 of them are 4 times the bound
+	big := batch(1, 200, 2000)
+	if len(big.Entries) <= limit {
+		t.Fatalf("the big chunk has %d bytes, not more than the bound", len(big.Entries))
+	}
+	bs = append(bs, big)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			n := o.held.inUse()
+			if n > peak.Load() {
+				peak.Store(n)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	res := drive(ctx, o, bs)
+	testutil.CheckFor(t, 5*time.Second, func() error {
+		if testutil.Value(o.m.failures.WithLabelValues("fwd", addr, "connect")) < 3 {
+			return errors.New("not retrying the connection yet")
+		}
+		return nil
+	})
+	expectNoResult(t, res, 50*time.Millisecond)
+	if n := o.held.inUse(); n == 0 || n > limit {
+		t.Fatalf("the output holds %d bytes while the receiver is down; want 1 to %d", n, limit)
+	}
+	rec := newRecorder()
+	receiver(t, addr, nil, rec)
+	for _, r := range waitResults(t, res, len(bs), 10*time.Second) {
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+	close(stop)
+	<-sampled
+	checkAllArrived(t, bs, rec)
+	if p := peak.Load(); p > int64(len(big.Entries)) && p > limit {
+		t.Fatalf("peak held %d bytes: more than max_in_flight_bytes (%d) and more than the big chunk alone (%d)", p, limit, len(big.Entries))
+	}
+	if n := o.held.inUse(); n != 0 {
+		t.Fatalf("%d bytes still held after every chunk was delivered", n)
+	}
+}
+
 // TestResendAfterCrashStoredOnce: a second output instance on the same
 // data_dir (a restart after a crash) resends (partition, offset) with the
 // same chunk id, and the receiver's dedup stores it once.
@@ -622,6 +685,8 @@ func TestConfigValidate(t *testing.T) {
 		{"retries", func(c *Config) { c.RetryMin, c.RetryMax = 0, -1 }, []string{"retry_min", "retry_max"}},
 		{"retry_max below retry_min", func(c *Config) { c.RetryMax = conftypes.Duration(time.Millisecond) }, []string{"retry_max"}},
 		{"max_in_flight", func(c *Config) { c.MaxInFlight = 0 }, []string{"max_in_flight"}},
+		{"max_in_flight_bytes too small", func(c *Config) { c.MaxInFlightBytes = 1 << 10 }, []string{"max_in_flight_bytes"}},
+		{"max_in_flight_bytes too large", func(c *Config) { c.MaxInFlightBytes = 8 << 30 }, []string{"max_in_flight_bytes"}},
 		{"user without key", func(c *Config) { c.Username, c.Password = "u", "p" }, []string{"username"}},
 		{"password without user", func(c *Config) { c.SharedKey, c.Password = "k", "p" }, []string{"password"}},
 		{"tls half a pair", func(c *Config) { c.TLS.CertFile = "x" }, []string{"tls"}},
@@ -661,7 +726,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("factory %s/%s", f.Type, f.Kind)
 	}
 	d := f.NewConfig().(*Config)
-	if !d.RequireAck || d.Compress != "none" || d.MaxInFlight != 16 || d.AckTimeout.D() != 30*time.Second {
+	if !d.RequireAck || d.Compress != "none" || d.MaxInFlight != 16 || d.MaxInFlightBytes != 8<<20 || d.AckTimeout.D() != 30*time.Second {
 		t.Fatalf("defaults %+v", d)
 	}
 	var _ pipeline.PipelinedOutput = (*Output)(nil)
