@@ -150,7 +150,7 @@ buffer:
 inputs: [{type: dummy}]
 outputs: [{type: stdout}]
 `, nil, []string{
-			"agent.yaml:3: service.shutdown_timeot: unknown key (known: data_dir, http_listen, log_format, log_level, node_name, shutdown_timeout)",
+			"agent.yaml:3: service.shutdown_timeot: unknown key (known: data_dir, http_listen, log_format, log_level, memory_limit, node_name, shutdown_timeout)",
 			`agent.yaml:5: buffer.max_bytes: invalid size "12XB" (want a byte count or a number with KiB, MiB, GiB)`,
 			`agent.yaml:6: buffer.sync_interval: invalid duration "soon" (want a Go duration such as 200ms, 30s)`,
 		}},
@@ -371,6 +371,7 @@ func TestServiceAndBufferValidate(t *testing.T) {
 service:
   shutdown_timeout: 2h
   log_format: xml
+  memory_limit: 2048GiB
 buffer:
   when_full: drop_newest
 inputs: [{type: dummy}]
@@ -379,7 +380,8 @@ outputs: [{type: stdout}]
 	want := []string{
 		"agent.yaml:2: service.shutdown_timeout: 2h0m0s is out of range 0s..1h0m0s",
 		`agent.yaml:3: service.log_format: "xml" is not one of console, json`,
-		`agent.yaml:5: buffer.when_full: "drop_newest" is not one of block, drop_oldest`,
+		"agent.yaml:4: service.memory_limit: 2TiB is out of range 0..1TiB",
+		`agent.yaml:6: buffer.when_full: "drop_newest" is not one of block, drop_oldest`,
 	}
 	if err == nil || err.Error() != strings.Join(want, "\n") {
 		t.Fatalf("got %v\nwant %s", err, strings.Join(want, "\n"))

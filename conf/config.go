@@ -78,6 +78,18 @@ type Service struct {
 	// NODE_NAME environment variable (set it from the pod's spec.nodeName
 	// in a Kubernetes DaemonSet), else the machine's hostname.
 	NodeName string `yaml:"node_name"`
+	// MemoryLimit is a soft limit on the memory of the Go runtime (the
+	// heap, goroutine stacks and the runtime's own structures, not the
+	// binary's code): as the process nears it the garbage collector runs
+	// more often, trading CPU for memory (Go's GOMEMLIMIT). What the
+	// plugins hold is bounded by their own settings (the forward input's
+	// memory_limit, the forward output's max_in_flight_bytes); when they
+	// need more than this, the process goes past it rather than fail, with
+	// the collector using at most about half the CPU. 0 (the default)
+	// leaves the collector to its usual pacing, which lets the heap grow
+	// to about twice what is live. The GOMEMLIMIT environment variable,
+	// when set, takes precedence. At most 1TiB.
+	MemoryLimit conftypes.Size `yaml:"memory_limit"`
 }
 
 // Buffer configures the durable partitioned buffer.
@@ -164,6 +176,9 @@ func (s *Service) Validate() error {
 	default:
 		errs = append(errs, pipeline.FieldErr("log_format", "%q is not one of console, json", s.LogFormat))
 	}
+	if s.MemoryLimit < 0 || s.MemoryLimit > maxMemoryLimit {
+		errs = append(errs, pipeline.FieldErr("memory_limit", "%s is out of range 0..%s", s.MemoryLimit, maxMemoryLimit))
+	}
 	if s.ShutdownTimeout < 0 || s.ShutdownTimeout > maxShutdownTimeout {
 		errs = append(errs, pipeline.FieldErr("shutdown_timeout", "%s is out of range 0s..%s", s.ShutdownTimeout, maxShutdownTimeout))
 	}
@@ -173,6 +188,7 @@ func (s *Service) Validate() error {
 // Bounds of the service and buffer settings.
 const (
 	maxShutdownTimeout = conftypes.Duration(time.Hour)
+	maxMemoryLimit     = conftypes.Size(1 << 40)
 	maxPartitions      = 1024
 	minSegmentBytes    = conftypes.Size(4 << 10)
 	maxSegmentBytes    = conftypes.Size(1 << 30)

@@ -9,11 +9,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +28,7 @@ import (
 
 	"github.com/logship/logship/broker"
 	"github.com/logship/logship/conf"
+	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -180,6 +183,7 @@ func (s *Service) Run(ctx context.Context, reload <-chan struct{}) error {
 	if err := os.MkdirAll(s.cfg.Service.DataDir, 0o755); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
 	}
+	s.applyMemoryLimit(s.cfg.Service.MemoryLimit)
 	if err := s.startHTTP(s.cfg.Service.HTTPListen); err != nil {
 		return err
 	}
@@ -264,6 +268,9 @@ func (s *Service) Reload() error {
 		return nil
 	}
 	s.level.SetLevel(levelOf(cfg.Service.LogLevel))
+	if cfg.Service.MemoryLimit != s.cfg.Service.MemoryLimit {
+		s.applyMemoryLimit(cfg.Service.MemoryLimit)
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.Service.ShutdownTimeout.D())
 	defer cancel()
 	if err := s.runner.Update(sctx, in, fl, out); err != nil {
@@ -298,6 +305,36 @@ func (s *Service) Reload() error {
 	s.reloadOK.Set(1)
 	s.log.Info("config reloaded")
 	return nil
+}
+
+// memoryLimit is the Go runtime's soft memory limit for service.memory_limit
+// (0: none), and whether it applies: the GOMEMLIMIT environment variable,
+// when set, takes precedence.
+func memoryLimit(limit conftypes.Size, env string) (int64, bool) {
+	if env != "" {
+		return 0, false
+	}
+	if limit <= 0 {
+		return math.MaxInt64, true // the runtime's "no limit"
+	}
+	return int64(limit), true
+}
+
+// applyMemoryLimit sets the Go runtime's soft memory limit from
+// service.memory_limit, unless GOMEMLIMIT is set.
+func (s *Service) applyMemoryLimit(limit conftypes.Size) {
+	env := os.Getenv("GOMEMLIMIT")
+	n, ok := memoryLimit(limit, env)
+	if !ok {
+		if limit > 0 {
+			s.log.Info("GOMEMLIMIT is set: it takes precedence over service.memory_limit", zap.String("GOMEMLIMIT", env), zap.Stringer("memory_limit", limit))
+		}
+		return
+	}
+	debug.SetMemoryLimit(n)
+	if limit > 0 {
+		s.log.Info("Go runtime memory limit", zap.Stringer("memory_limit", limit))
+	}
 }
 
 // reopenKept calls Reopen on every output that kept running through a

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"testing"
@@ -15,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/logship/logship/agent"
+	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/all"
 )
@@ -245,4 +248,71 @@ func TestReloadAckLevel(t *testing.T) {
 		t.Fatalf("input not restarted with ack: downstream (ack %q)", after.comp.Ack)
 	}
 	growing(t, one)
+}
+
+// TestMemoryLimit: service.memory_limit sets the Go runtime's soft memory
+// limit at start and on reload (0: none), unless GOMEMLIMIT is set.
+func TestMemoryLimit(t *testing.T) {
+	for _, tc := range []struct {
+		limit conftypes.Size
+		env   string
+		want  int64
+		ok    bool
+	}{
+		{0, "", math.MaxInt64, true},
+		{48 << 20, "", 48 << 20, true},
+		{48 << 20, "100MiB", 0, false},
+		{0, "off", 0, false},
+	} {
+		if got, ok := memoryLimit(tc.limit, tc.env); got != tc.want || ok != tc.ok {
+			t.Errorf("memoryLimit(%s, %q) = %d, %v; want %d, %v", tc.limit, tc.env, got, ok, tc.want, tc.ok)
+		}
+	}
+	if os.Getenv("GOMEMLIMIT") != "" {
+		t.Skip("SKIP: GOMEMLIMIT is set in the environment")
+	}
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+
+	dir := t.TempDir()
+	path := config(t, dir, "", filepath.Join(dir, "out.log"))
+	write := func(limit string) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(b)
+		if i := strings.Index(s, "  memory_limit:"); i >= 0 {
+			s = s[:i] + s[i+strings.Index(s[i:], "\n")+1:]
+		}
+		s = strings.Replace(s, "service:\n", "service:\n  memory_limit: "+limit+"\n", 1)
+		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("40MiB")
+	s, err := New(agent.Role, path, all.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, nil) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	waitFor(t, func() error { return s.readiness() })
+	if got := debug.SetMemoryLimit(-1); got != 40<<20 {
+		t.Fatalf("memory limit %d after start, want %d", got, 40<<20)
+	}
+	write("0")
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+		t.Fatalf("memory limit %d after reloading with 0, want none (%d)", got, int64(math.MaxInt64))
+	}
 }
