@@ -48,6 +48,10 @@ type Input struct {
 
 	cl   *kgo.Client
 	emit pipeline.Emitter
+	// clSet is closed once cl is set: kgo calls back (fetch offsets,
+	// revocations) from its own goroutines, maybe before NewClient
+	// returned.
+	clSet chan struct{}
 
 	ctx    context.Context // ends the poll and retry loops
 	cancel context.CancelFunc
@@ -156,11 +160,13 @@ func (in *Input) Start(ctx context.Context, emit pipeline.Emitter) error {
 		in.pos = p
 		in.recoverPositions(ctx)
 	}
+	in.clSet = make(chan struct{})
 	cl, err := kgo.NewClient(in.opts...)
 	if err != nil {
 		return fmt.Errorf("kafka input %s: %w", in.set.Name, err)
 	}
 	in.cl = cl
+	close(in.clSet)
 	in.emit = emit
 	in.ctx, in.cancel = context.WithCancel(context.Background())
 	in.wg.Add(3)
@@ -740,4 +746,10 @@ func notify(c chan struct{}) {
 	case c <- struct{}{}:
 	default:
 	}
+}
+
+// client returns the client from a kgo callback, once Start has set it.
+func (in *Input) client() *kgo.Client {
+	<-in.clSet
+	return in.cl
 }

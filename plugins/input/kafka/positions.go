@@ -216,7 +216,7 @@ func (in *Input) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Of
 	if len(unanchored) > 0 {
 		lctx, cancel := context.WithTimeout(ctx, in.cfg.ConnectTimeout.D())
 		var err error
-		if starts, err = kadm.NewClient(in.cl).ListStartOffsets(lctx, unanchored...); err != nil {
+		if starts, err = kadm.NewClient(in.client()).ListStartOffsets(lctx, unanchored...); err != nil {
 			in.log.Warn("kafka input: start offsets unknown; partitions without a committed offset start at the earliest", zap.Error(err))
 			starts = nil
 		}
@@ -266,7 +266,7 @@ func (in *Input) move(ctx context.Context, offsets map[string]map[int32]kgo.Offs
 		}
 	}
 	lctx, cancel := context.WithTimeout(ctx, in.cfg.ConnectTimeout.D())
-	ends, err := kadm.NewClient(in.cl).ListEndOffsets(lctx, topics...)
+	ends, err := kadm.NewClient(in.client()).ListEndOffsets(lctx, topics...)
 	cancel()
 	if err != nil {
 		in.log.Warn("kafka input: end offsets unknown; partitions start at their committed offsets", zap.Error(err))
@@ -338,7 +338,7 @@ func (in *Input) commitAndSave(ctx context.Context) error {
 		floor = in.pos.Floor()
 	}
 	in.markDurable(nil)
-	if err := in.cl.CommitMarkedOffsets(ctx); err != nil {
+	if err := in.client().CommitMarkedOffsets(ctx); err != nil {
 		if !errors.Is(err, context.Canceled) {
 			in.m.commitErr.Inc()
 			in.rl.Warn("commit", "kafka input: offset commit failed; retried with the next one", zap.Error(err))
