@@ -27,7 +27,8 @@ type Config struct {
 	// SharedKey, when set, makes the HELO/PING/PONG handshake mandatory:
 	// clients must prove they know it.
 	SharedKey string `yaml:"shared_key"`
-	// SelfHostname is the hostname sent in PONG; "" means the machine's.
+	// SelfHostname is the hostname sent in PONG; "" means the node's name
+	// (service.node_name: NODE_NAME or the hostname).
 	SelfHostname string `yaml:"self_hostname"`
 	// Users, when set (with shared_key), also requires a username and
 	// password in the handshake.

@@ -173,7 +173,10 @@ var (
 func New(set pipeline.Settings, cfg *Config) (*Input, error) {
 	in := &Input{set: set, cfg: cfg, log: set.Logger, conns: map[*conn]struct{}{}, listen: net.Listen, state: errNotStarted}
 	if cfg.SelfHostname == "" {
-		host, _ := os.Hostname()
+		host := set.NodeName // service.node_name: NODE_NAME or the hostname
+		if host == "" {
+			host, _ = os.Hostname()
+		}
 		c := *cfg
 		c.SelfHostname = host
 		in.cfg = &c

@@ -599,3 +599,24 @@ func TestAckClassification(t *testing.T) {
 		})
 	}
 }
+
+// TestSelfHostnameFromNodeName: the PONG's hostname defaults to the node's
+// name (service.node_name), then the machine's; self_hostname wins.
+func TestSelfHostnameFromNodeName(t *testing.T) {
+	host, _ := os.Hostname()
+	for _, c := range []struct{ node, self, want string }{
+		{"node-7", "", "node-7"},
+		{"node-7", "mine", "mine"},
+		{"", "", host},
+	} {
+		cfg := defaultConfig()
+		cfg.SelfHostname = c.self
+		in, err := New(pipeline.Settings{Name: "fwd", NodeName: c.node, Logger: zap.NewNop(), Metrics: pipeline.NopMetrics(pipeline.KindInput, "fwd")}, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in.cfg.SelfHostname != c.want {
+			t.Fatalf("node %q, self_hostname %q: PONG hostname %q, want %q", c.node, c.self, in.cfg.SelfHostname, c.want)
+		}
+	}
+}
