@@ -9,7 +9,7 @@ PKGS      := ./...
 # to keep `make test` well inside CI's time on 2 cores.
 RACE_PKGS := ./pipeline/... ./broker/... ./plugins/...
 
-.PHONY: all build test test-unit run bench fuzz lint lint-install fmt vet docs peers clean
+.PHONY: all build test test-unit run bench fuzz lint lint-install fmt vet docs peers clean install
 
 all: build
 
@@ -67,3 +67,28 @@ docs:
 
 clean:
 	rm -rf bin data out
+
+# Install on a VM: the binary in $(PREFIX)/bin, the units (pointing at it) in
+# $(UNITDIR), the example configs in $(SYSCONFDIR)/logship unless already
+# there. DESTDIR stages the tree; without it, as root, it also creates the
+# logship system user and reloads systemd. docs/install.md has the details.
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/logship
+	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/logship
+	for u in deploy/systemd/*.service; do \
+	  sed -e '/^Exec/s#/usr/bin/logship#$(PREFIX)/bin/logship#g' -e '/^Exec/s#/etc/logship/#$(SYSCONFDIR)/logship/#g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u) && \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u) || exit 1; \
+	done
+	for c in agent aggregator; do \
+	  if [ -e $(DESTDIR)$(SYSCONFDIR)/logship/$$c.yaml ]; then echo "keeping $(DESTDIR)$(SYSCONFDIR)/logship/$$c.yaml"; \
+	  else install -m 0640 conf/examples/$$c.yaml $(DESTDIR)$(SYSCONFDIR)/logship/$$c.yaml || exit 1; fi; \
+	done
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \
+	  getent passwd logship >/dev/null || useradd --system --user-group --home-dir /var/lib/logship --no-create-home --shell /usr/sbin/nologin logship; \
+	  for g in adm systemd-journal; do getent group $$g >/dev/null && usermod -a -G $$g logship; done; \
+	  chgrp logship $(SYSCONFDIR)/logship/agent.yaml $(SYSCONFDIR)/logship/aggregator.yaml; \
+	  if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+	fi
