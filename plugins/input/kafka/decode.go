@@ -3,6 +3,7 @@ package kafka
 import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/logship/logship/internal/jsonmp"
 	"github.com/logship/logship/internal/mpack"
 )
 
@@ -37,7 +38,7 @@ func (in *Input) appendEntry(dst []byte, r *kgo.Record) ([]byte, int, decodeResu
 	switch in.cfg.Format {
 	case "json":
 		var ok bool
-		if dst, ok = appendJSONRecord(dst, r.Value, nil, 0); ok {
+		if dst, ok = jsonmp.AppendRecord(dst, r.Value, nil, 0); ok {
 			return dst, rec, decodedOK
 		}
 		res = badJSON

@@ -1,4 +1,9 @@
-package kafka
+// Package jsonmp turns JSON text into msgpack without reflection and
+// without an intermediate tree, in time linear in the input: the tail
+// input transcodes each JSON line straight into its chunk (and picks the
+// fields of Docker's json-file lines), the kafka input each JSON message
+// value.
+package jsonmp
 
 import (
 	"bytes"
@@ -12,15 +17,15 @@ import (
 	"github.com/logship/logship/internal/mpack"
 )
 
-// This file turns a JSON message value into a msgpack map without
-// reflection and without an intermediate tree. It is the tail input's
-// transcoder (plugins/input/tail/jsonmp.go), copied: the two should move
-// together into internal/ once a third user appears.
-
 // maxJSONDepth is how deeply JSON objects and arrays may nest in a value,
 // the top-level object counting as one level. A value nested deeper is not
-// transcoded: it is kept as {key: VALUE} and counted as bad JSON, which
-// keeps the work per value linear in its length.
+// transcoded: callers keep it as it is (the tail input as {key: LINE}, the
+// kafka input as {key: VALUE}) and count it.
+// The bound keeps the recursion and the work per line linear in the line's
+// length whatever a writer puts in it, and keeps records that deep out of
+// the outputs (JSON encoders and msgpack decoders downstream have limits
+// of their own, Go's encoding/json among them); 128 is far above what any
+// structured logger writes.
 const maxJSONDepth = 128
 
 func skipWS(b []byte, i int) int {
@@ -416,3 +421,124 @@ func transcodeNumber(dst, b []byte, i int) ([]byte, int, bool) {
 func isRangeErr(err error) bool {
 	return errors.Is(err, strconv.ErrRange)
 }
+
+// skipValue returns the end of the JSON value at b[i], validating it;
+// depth is the number of containers around it.
+func skipValue(b []byte, i, depth int) (int, bool) {
+	if i >= len(b) {
+		return 0, false
+	}
+	switch c := b[i]; {
+	case c == '"':
+		end, _, ok := scanString(b, i)
+		return end, ok
+	case c == '{' || c == '[':
+		if depth >= maxJSONDepth {
+			return 0, false
+		}
+		close := byte('}')
+		if c == '[' {
+			close = ']'
+		}
+		i = skipWS(b, i+1)
+		if i < len(b) && b[i] == close {
+			return i + 1, true
+		}
+		for {
+			if c == '{' {
+				if i >= len(b) || b[i] != '"' {
+					return 0, false
+				}
+				end, _, ok := scanString(b, i)
+				if !ok {
+					return 0, false
+				}
+				i = skipWS(b, end)
+				if i >= len(b) || b[i] != ':' {
+					return 0, false
+				}
+				i = skipWS(b, i+1)
+			}
+			end, ok := skipValue(b, i, depth+1)
+			if !ok {
+				return 0, false
+			}
+			i = skipWS(b, end)
+			if i >= len(b) {
+				return 0, false
+			}
+			if b[i] == close {
+				return i + 1, true
+			}
+			if b[i] != ',' {
+				return 0, false
+			}
+			i = skipWS(b, i+1)
+		}
+	case c == 't':
+		return i + 4, hasWord(b, i, "true")
+	case c == 'f':
+		return i + 5, hasWord(b, i, "false")
+	case c == 'n':
+		return i + 4, hasWord(b, i, "null")
+	case c == '-' || c >= '0' && c <= '9':
+		end, _, ok := scanNumber(b, i)
+		return end, ok
+	}
+	return 0, false
+}
+
+// tooDeep reports whether the JSON text in b nests objects and arrays
+// more than maxJSONDepth levels deep (brackets inside strings do not
+// count). It is called only for a line that did not parse, to tell why.
+func tooDeep(b []byte) bool {
+	depth := 0
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			end, _, ok := scanString(b, i)
+			if !ok {
+				return false
+			}
+			i = end - 1
+		case '{', '[':
+			depth++
+			if depth > maxJSONDepth {
+				return true
+			}
+		case '}', ']':
+			depth--
+		}
+	}
+	return false
+}
+
+// MaxDepth is how deeply objects and arrays may nest (see maxJSONDepth).
+const MaxDepth = maxJSONDepth
+
+// AppendRecord appends the JSON object in line as a msgpack map to dst,
+// with extraN more entries (extra, already msgpack) at its end; ok is
+// false when line is not one JSON object within MaxDepth (dst is then
+// unchanged in length).
+func AppendRecord(dst, line, extra []byte, extraN int) ([]byte, bool) {
+	return appendJSONRecord(dst, line, extra, extraN)
+}
+
+// AppendUnescaped appends the body of a JSON string (without its quotes)
+// with its escapes resolved.
+func AppendUnescaped(dst, raw []byte) ([]byte, bool) { return appendUnescaped(dst, raw) }
+
+// TooDeep reports whether b nests objects and arrays deeper than MaxDepth.
+func TooDeep(b []byte) bool { return tooDeep(b) }
+
+// SkipWS returns the index of the first byte at or after i that is not
+// JSON white space.
+func SkipWS(b []byte, i int) int { return skipWS(b, i) }
+
+// ScanString returns the end of the JSON string starting at b[i] (its
+// opening quote), whether it holds escapes, and whether it is well formed.
+func ScanString(b []byte, i int) (end int, esc, ok bool) { return scanString(b, i) }
+
+// SkipValue returns the end of the JSON value at b[i], validating it;
+// depth is the number of containers around it.
+func SkipValue(b []byte, i, depth int) (int, bool) { return skipValue(b, i, depth) }
