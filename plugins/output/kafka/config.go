@@ -261,9 +261,6 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// tlsEnabled reports whether the tls block asks for TLS.
-func (c *Config) tlsEnabled() bool { return c.TLS.Enabled() || c.TLS.ServerName != "" }
-
 // validTopic reports whether Kafka accepts s as a topic name.
 func validTopic(s string) bool {
 	if s == "" || len(s) > 249 || s == "." || s == ".." {

@@ -2,24 +2,20 @@ package kafka
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"go.uber.org/zap"
 
 	"github.com/logship/logship/internal/ratelog"
 	"github.com/logship/logship/internal/template"
 	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/plugins/internal/kafkaconn"
 )
 
 // Factory registers the kafka output.
@@ -138,7 +134,7 @@ func (o *Output) clientOpts() ([]kgo.Opt, error) {
 		// The pipeline bounds what is in flight (max_in_flight chunks per
 		// buffer partition); the client must not block below that.
 		kgo.MaxBufferedRecords(1 << 24),
-		kgo.WithLogger(zapLogger{o.log}),
+		kgo.WithLogger(kafkaconn.Logger{L: o.log}),
 		kgo.WithHooks(o.m),
 	}
 	switch c.Acks {
@@ -149,46 +145,11 @@ func (o *Output) clientOpts() ([]kgo.Opt, error) {
 	case "0":
 		opts = append(opts, kgo.RequiredAcks(kgo.NoAck()), kgo.DisableIdempotentWrite())
 	}
-	if c.tlsEnabled() {
-		tc, err := clientTLS(c)
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, kgo.DialTLSConfig(tc))
+	sec, err := kafkaconn.Security(c.TLS, c.SASL.Mechanism, c.SASL.Username, c.SASL.Password)
+	if err != nil {
+		return nil, err
 	}
-	switch c.SASL.Mechanism {
-	case "PLAIN":
-		opts = append(opts, kgo.SASL(plain.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsMechanism()))
-	case "SCRAM-SHA-256":
-		opts = append(opts, kgo.SASL(scram.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsSha256Mechanism()))
-	case "SCRAM-SHA-512":
-		opts = append(opts, kgo.SASL(scram.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsSha512Mechanism()))
-	}
-	return opts, nil
-}
-
-func clientTLS(cfg *Config) (*tls.Config, error) {
-	//nolint:gosec // InsecureSkipVerify is the user's explicit choice.
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.TLS.InsecureSkipVerify, ServerName: cfg.TLS.ServerName}
-	if cfg.TLS.CAFile != "" {
-		pem, err := os.ReadFile(cfg.TLS.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file: no PEM certificate in %s", cfg.TLS.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if cfg.TLS.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
+	return append(opts, sec...), nil
 }
 
 // Start loads the sender id, makes the client and checks that a fixed
@@ -223,7 +184,7 @@ func (o *Output) Start(ctx context.Context) error {
 	}
 	o.log.Info("kafka output ready", zap.Strings("brokers", o.cfg.Brokers), zap.String("topic", o.cfg.Topic),
 		zap.String("acks", o.cfg.Acks), zap.String("compression", o.cfg.Compression), zap.String("format", o.cfg.Format),
-		zap.String("sender_id", fmt.Sprintf("%x", id[:])), zap.Bool("tls", o.cfg.tlsEnabled()), zap.String("sasl", o.cfg.SASL.Mechanism),
+		zap.String("sender_id", fmt.Sprintf("%x", id[:])), zap.Bool("tls", kafkaconn.TLSEnabled(o.cfg.TLS)), zap.String("sasl", o.cfg.SASL.Mechanism),
 		zap.Bool("exactly_once", o.cfg.ExactlyOnce))
 	return nil
 }
@@ -454,24 +415,4 @@ func errReason(err error) string {
 		return "client_closed"
 	}
 	return "client"
-}
-
-// zapLogger passes the client's warnings and errors to the output's log.
-type zapLogger struct{ l *zap.Logger }
-
-func (z zapLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
-
-func (z zapLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
-	fields := make([]zap.Field, 0, len(keyvals)/2)
-	for i := 0; i+1 < len(keyvals); i += 2 {
-		fields = append(fields, zap.Any(fmt.Sprint(keyvals[i]), keyvals[i+1]))
-	}
-	switch level {
-	case kgo.LogLevelError:
-		z.l.Error("kafka client: "+msg, fields...)
-	case kgo.LogLevelWarn:
-		z.l.Warn("kafka client: "+msg, fields...)
-	default:
-		z.l.Debug("kafka client: "+msg, fields...)
-	}
 }
