@@ -23,7 +23,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
@@ -42,12 +41,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.uber.org/zap"
-
-	"github.com/logship/logship/internal/mpack"
-	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/bench/internal/benchkit"
 	"github.com/logship/logship/plugins/forwardproto"
-	"github.com/logship/logship/plugins/input/forward"
 )
 
 var (
@@ -117,7 +112,7 @@ func run() error {
 	if *quiet {
 		logs = io.Discard
 	}
-	payload := makeChunk(*perChunk, *eventSize)
+	payload := benchkit.MakeChunk(*perChunk, *eventSize)
 	if *inExtra+*outExtra+*svcExtra != "" {
 		fmt.Printf("config: service {%s} forward input {%s} forward output {%s}\n", *svcExtra, *inExtra, *outExtra)
 	}
@@ -169,27 +164,27 @@ func situation(bin, dir string, payload []byte, down bool, logs io.Writer) (resu
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return r, err
 	}
-	var recv *receiver
+	var recv *benchkit.Receiver
 	var recvAddr string
 	if down {
-		a, err := freeAddr() // nothing listens there
+		a, err := benchkit.FreeAddr() // nothing listens there
 		if err != nil {
 			return r, err
 		}
 		recvAddr = a
 	} else {
 		var err error
-		if recv, err = startReceiver(); err != nil {
+		if recv, err = benchkit.StartReceiver(); err != nil {
 			return r, err
 		}
-		defer recv.stop()
-		recvAddr = recv.addr()
+		defer recv.Stop()
+		recvAddr = recv.Addr()
 	}
-	listen, err := freeAddr()
+	listen, err := benchkit.FreeAddr()
 	if err != nil {
 		return r, err
 	}
-	httpAddr, err := freeAddr()
+	httpAddr, err := benchkit.FreeAddr()
 	if err != nil {
 		return r, err
 	}
@@ -227,7 +222,7 @@ func situation(bin, dir string, payload []byte, down bool, logs io.Writer) (resu
 			<-waited
 		}
 	}()
-	if err := waitListening(listen, 30*time.Second); err != nil {
+	if err := benchkit.WaitListening(listen, 30*time.Second); err != nil {
 		return r, err
 	}
 	pid := cmd.Process.Pid
@@ -460,83 +455,3 @@ func scrape(url string, names []string) map[string]float64 {
 }
 
 func scrapeOne(url, name string) float64 { return scrape(url, []string{name})[name] }
-
-// receiver is a counting forward receiver: a forward input whose emitter
-// acknowledges every chunk at once (as bench/internal/benchkit's).
-type receiver struct {
-	n  atomic.Int64
-	in *forward.Input
-}
-
-func (r *receiver) Emit(_ context.Context, ch pipeline.Chunk, ack pipeline.AckFunc) error {
-	r.n.Add(int64(ch.Count))
-	ack(nil)
-	return nil
-}
-
-func (r *receiver) addr() string { return r.in.Addr().String() }
-func (r *receiver) stop()        { _ = r.in.Stop(context.Background()) }
-
-func startReceiver() (*receiver, error) {
-	r := &receiver{}
-	cfg := forward.Factory().NewConfig().(*forward.Config)
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Dedup = false
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("receiver config: %w", err)
-	}
-	set := pipeline.Settings{Name: "receiver", Logger: zap.NewNop(), Metrics: pipeline.NopMetrics(pipeline.KindInput, "receiver")}
-	in, err := forward.New(set, cfg)
-	if err != nil {
-		return nil, err
-	}
-	if err := in.Start(context.Background(), r); err != nil {
-		return nil, err
-	}
-	r.in = in
-	return r, nil
-}
-
-// makeChunk returns the entries of a PackedForward chunk: n events of
-// about size bytes each.
-func makeChunk(n, size int) []byte {
-	var entries []byte
-	pad := strings.Repeat("x", max(0, size-120))
-	for i := range n {
-		var rec []byte
-		rec = mpack.AppendMapHeader(rec, 4)
-		rec = mpack.AppendString(rec, "log")
-		rec = mpack.AppendString(rec, "2026-11-22T10:00:00Z INFO request served path=/api/v1/items status=200 "+pad)
-		rec = mpack.AppendString(rec, "stream")
-		rec = mpack.AppendString(rec, "stdout")
-		rec = mpack.AppendString(rec, "seq")
-		rec = mpack.AppendInt(rec, int64(i))
-		rec = mpack.AppendString(rec, "host")
-		rec = mpack.AppendString(rec, "node-1")
-		entries = mpack.AppendEntry(entries, mpack.Now(), rec)
-	}
-	return entries
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-func waitListening(addr string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			return c.Close()
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("nothing listens on %s after %s: %w", addr, timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
