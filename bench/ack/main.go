@@ -27,9 +27,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -48,7 +45,6 @@ import (
 
 	"github.com/logship/logship/agent"
 	"github.com/logship/logship/bench/internal/benchkit"
-	"github.com/logship/logship/plugins/forwardproto"
 	outforward "github.com/logship/logship/plugins/output/forward"
 )
 
@@ -318,8 +314,8 @@ func measureLogship(work string, recv *benchkit.Receiver, payload []byte, conns 
 	case "file":
 		path := filepath.Join(dir, "out", "all.log")
 		l.Output = fmt.Sprintf("  - type: file\n    path: %s\n", path)
-		lc := &lineCounter{path: path}
-		done = lc.count
+		lc := &benchkit.LineCounter{Path: path}
+		done = lc.Count
 	default:
 		return nil, fmt.Errorf("-output %q: forward or file", *output)
 	}
@@ -376,8 +372,6 @@ func runCases(t target, payload []byte, conns []int) ([]caseResult, error) {
 	return out, nil
 }
 
-var chunkSeq atomic.Uint64
-
 // runCase drives t with n synchronous connections for d, then waits until
 // its output has every acked event.
 func runCase(t target, payload []byte, n int, d time.Duration) (caseResult, error) {
@@ -414,7 +408,7 @@ func runCase(t target, payload []byte, n int, d time.Duration) (caseResult, erro
 			if *tags > 0 {
 				tag = i % *tags
 			}
-			lats[i], errs[i] = syncSender(c, "bench.ack."+strconv.Itoa(tag), payload, &stop)
+			lats[i], errs[i] = benchkit.SyncSender(c, "bench.ack."+strconv.Itoa(tag), payload, *perChunk, func() bool { return !stop.Load() })
 		}()
 	}
 	time.Sleep(d)
@@ -459,79 +453,6 @@ func runCase(t target, payload []byte, n int, d time.Duration) (caseResult, erro
 		r.p50, r.p99, r.max = benchkit.Percentile(all, 50), benchkit.Percentile(all, 99), all[len(all)-1]
 	}
 	return r, nil
-}
-
-// syncSender sends one chunk, waits for its ack, and again, until stop.
-func syncSender(c net.Conn, tag string, payload []byte, stop *atomic.Bool) ([]time.Duration, error) {
-	enc := forwardproto.NewEncoder()
-	dec := forwardproto.NewDecoder(c, forwardproto.Limits{})
-	var lat []time.Duration
-	var buf []byte
-	var salt [8]byte
-	_, _ = rand.Read(salt[:])
-	for !stop.Load() {
-		// A fresh 16-byte id per chunk, base64 as by convention: the
-		// receivers dedup on it.
-		var id [16]byte
-		copy(id[:], salt[:])
-		binary.BigEndian.PutUint64(id[8:], chunkSeq.Add(1))
-		chunk := base64.StdEncoding.EncodeToString(id[:])
-		var err error
-		buf, err = enc.AppendPackedForward(buf[:0], tag, payload, *perChunk, chunk, forwardproto.CompressNone)
-		if err != nil {
-			return lat, err
-		}
-		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-		s := time.Now()
-		if _, err := c.Write(buf); err != nil {
-			return lat, err
-		}
-		got, err := dec.NextAck()
-		if err != nil {
-			return lat, fmt.Errorf("waiting for the ack of %s: %w", chunk, err)
-		}
-		lat = append(lat, time.Since(s))
-		if got != chunk {
-			return lat, fmt.Errorf("ack %q for chunk %q", got, chunk)
-		}
-	}
-	return lat, nil
-}
-
-// lineCounter counts the lines of a growing file.
-type lineCounter struct {
-	path string
-	off  int64
-	n    int64
-}
-
-func (l *lineCounter) count() (int64, error) {
-	f, err := os.Open(l.path)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	if _, err := f.Seek(l.off, io.SeekStart); err != nil {
-		return 0, err
-	}
-	r := bufio.NewReaderSize(f, 1<<20)
-	for {
-		line, err := r.ReadSlice('\n')
-		if err == nil {
-			l.off += int64(len(line))
-			l.n++
-			continue
-		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			l.off += int64(len(line))
-			continue
-		}
-		// A partial last line is read again next time.
-		return l.n, nil
-	}
 }
 
 // scrape returns the value of a metric (the sum over its label sets) from
