@@ -6,7 +6,10 @@
 //	(a) generator appends lines to a file --tail--> agent --forward--> logship aggregator --> file
 //	    durable: both buffers on their default (sync always); measured until
 //	    the aggregator's file has every line; beside it, the disk's
-//	    fdatasync'd write bandwidth measured in the same run.
+//	    fdatasync'd write bandwidth measured in the same run. With
+//	    -aggregator-dir the aggregator writes on another filesystem, as
+//	    when it runs on its own host: the disk then holds what one agent
+//	    host writes (the application's log and the agent's buffer).
 //	(b) synchronous forward senders --> agent --forward--> counting receiver
 //	    (4 connections, 1000-event chunks, each waiting for its ack).
 //	(c) synchronous forward senders --> agent --kafka--> in-process kfake
@@ -53,6 +56,7 @@ var (
 	diskFor     = flag.Duration("disk-time", 3*time.Second, "how long (a)'s disk baseline writes 1 MiB blocks + fdatasync")
 	timeout     = flag.Duration("timeout", 3*time.Minute, "longest wait for one target of one scenario to deliver every event")
 	dirFlag     = flag.String("dir", os.TempDir(), "directory on the disk to measure: data dirs, files and the baseline go under it")
+	aggDirFlag  = flag.String("aggregator-dir", "", `directory for (a)'s aggregator (its buffer and output file) on another filesystem, as when it runs on its own host (e.g. /dev/shm); "" = under -dir, on the measured disk`)
 	verbose     = flag.Bool("v", false, "the processes' logs to stderr (default: files in the work directory, printed on failure)")
 	keep        = flag.Bool("keep", false, "keep the work directory")
 	settleDelay = 300 * time.Millisecond // after a process is ready, before the clock starts
@@ -81,6 +85,7 @@ type scenario struct {
 // env is what a scenario's run needs.
 type env struct {
 	work  string
+	agg   string // (a)'s aggregator's directory: under work, or under -aggregator-dir
 	fbBin string
 	logs  []string   // the log files of the run in progress
 	files []*os.File // and their open handles
@@ -110,7 +115,15 @@ func run() (failed bool, err error) {
 	} else {
 		defer func() { _ = os.RemoveAll(work) }()
 	}
-	e := &env{work: work, fbBin: benchkit.FluentBitPath(*fluentBit)}
+	e := &env{work: work, agg: work, fbBin: benchkit.FluentBitPath(*fluentBit)}
+	if *aggDirFlag != "" {
+		agg, err := os.MkdirTemp(*aggDirFlag, "logship-scenarios-aggregator")
+		if err != nil {
+			return false, err
+		}
+		defer func() { _ = os.RemoveAll(agg) }()
+		e.agg = agg
+	}
 	printHeader(e)
 
 	all := []scenario{

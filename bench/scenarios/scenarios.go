@@ -123,7 +123,8 @@ func runA(e *env, target string) (result, error) {
 		return result{}, err
 	}
 	aggFwd, aggHTTP, agentHTTP := a[0], a[1], a[2]
-	out := filepath.Join(dir, "out", "all.log")
+	aggDir := filepath.Join(e.agg, "a-"+target)
+	out := filepath.Join(aggDir, "out", "all.log")
 	var m meter
 	defer m.stop()
 	agg, err := e.startLogship("aggregator", "a-"+target+"-aggregator", filepath.Join(dir, "aggregator.yaml"), fmt.Sprintf(`service:
@@ -135,7 +136,7 @@ inputs:
 outputs:
   - type: file
     path: %s
-`, filepath.Join(dir, "aggregator-data"), aggHTTP, aggFwd, out), benchkit.Listening(aggFwd))
+`, filepath.Join(aggDir, "aggregator-data"), aggHTTP, aggFwd, out), benchkit.Listening(aggFwd))
 	if err != nil {
 		return result{}, err
 	}
