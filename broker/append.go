@@ -23,11 +23,13 @@ type Record struct {
 	Epoch   uint64
 	Tag     string
 	Count   int    // number of events in Entries
-	Entries []byte // msgpack [time, record] arrays concatenated; owned by the caller
+	Entries []byte // msgpack [time, record] arrays concatenated; owned by the caller (see Release)
 	// Meta is what the appender stored beside the entries (AppendAsyncMeta),
 	// or nil: an input's source position, kept in the same durable record
 	// as the data it covers.
 	Meta []byte
+
+	buf *[]byte // the pooled memory of Entries and Meta (Release), or nil
 }
 
 // MaxChunkBytes returns the largest tag+entries size Append accepts: a

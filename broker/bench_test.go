@@ -181,3 +181,69 @@ func BenchmarkRead(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkReadRelease is BenchmarkRead by a reader that gives each record
+// back once done with it (Record.Release), as the runner does for the
+// forward output: catching up (the records back to back, as when an
+// output lags) and at the tail (each record read right after it was
+// appended, as behind a synchronous sender).
+func BenchmarkReadRelease(b *testing.B) {
+	b.Run("catchup", func(b *testing.B) {
+		br := benchOpen(b, SyncNone)
+		data := benchEntries()
+		const stored = 500
+		for i := 0; i < stored; i++ {
+			if _, err := br.Append(context.Background(), "bench", data, benchEvents); err != nil {
+				b.Fatal(err)
+			}
+		}
+		c, err := br.Cursor("bench", 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx := context.Background()
+		b.SetBytes(benchChunk)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if i%stored == 0 {
+				c.Reset()
+			}
+			r, err := c.Next(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(r.Entries) != benchChunk {
+				b.Fatalf("read %d bytes", len(r.Entries))
+			}
+			r.Release()
+		}
+	})
+	b.Run("tail", func(b *testing.B) {
+		br := benchOpen(b, SyncNone, WithSegmentBytes(1<<30))
+		data := benchEntries()
+		c, err := br.Cursor("bench", 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx := context.Background()
+		b.SetBytes(benchChunk)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			if _, err := br.Append(ctx, "bench", data, benchEvents); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			r, err := c.Next(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(r.Entries) != benchChunk {
+				b.Fatalf("read %d bytes", len(r.Entries))
+			}
+			r.Release()
+		}
+	})
+}

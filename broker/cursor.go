@@ -51,7 +51,8 @@ type Cursor struct {
 	expect  uint64 // offset expected at pos
 	posFor  uint64 // readOff value the position was found for
 	posGen  uint64
-	buf     []byte
+	buf     []byte  // cursorBufSize bytes of pooled memory (bufP), or nil
+	bufP    *[]byte // handed to a record that takes buf whole (readFrame)
 	bufPos  int64
 	bufN    int
 	lastTag string
@@ -228,7 +229,7 @@ func (c *Cursor) Close() error {
 		c.seg.release()
 		c.seg = nil
 	}
-	c.buf = nil
+	c.dropBuf()
 	c.nextMu.Unlock()
 	if c.p.b.closed.Load() {
 		return nil // Broker.Close persists it
@@ -395,6 +396,20 @@ func (c *Cursor) enter(s *segment, e indexEntry) error {
 	return nil
 }
 
+// ensureBuf gives the cursor its read buffer, if it has none.
+func (c *Cursor) ensureBuf() {
+	if c.buf == nil {
+		c.buf, c.bufP = getRecBuf(cursorBufSize)
+		c.bufN = 0
+	}
+}
+
+// dropBuf gives the read buffer back to the pool.
+func (c *Cursor) dropBuf() {
+	putRecBuf(c.bufP)
+	c.buf, c.bufP, c.bufN = nil, nil, 0
+}
+
 // view returns n bytes at pos from the cursor's buffer, reading if needed;
 // fewer at limit. n <= len(c.buf).
 func (c *Cursor) view(f segFile, pos int64, n int, limit int64) ([]byte, error) {
@@ -408,9 +423,7 @@ func (c *Cursor) view(f segFile, pos int64, n int, limit int64) ([]byte, error) 
 		i := int(pos - c.bufPos)
 		return c.buf[i : i+n], nil
 	}
-	if c.buf == nil {
-		c.buf = make([]byte, cursorBufSize)
-	}
+	c.ensureBuf()
 	want := len(c.buf)
 	if pos+int64(want) > limit {
 		want = int(limit - pos)
@@ -436,9 +449,7 @@ func (c *Cursor) scanTo(s *segment, off uint64, limit int64, segNext uint64, bad
 	if f == nil {
 		return Record{}, false, ErrClosed
 	}
-	if c.buf == nil {
-		c.buf = make([]byte, cursorBufSize)
-	}
+	c.ensureBuf()
 	for c.pos < limit {
 		if i := slices.IndexFunc(bads, func(b badSpan) bool { return b.start == c.pos }); i >= 0 {
 			c.pos = bads[i].end
@@ -513,7 +524,10 @@ func (c *Cursor) missing(s *segment, limit int64, segNext uint64) {
 }
 
 // readFrame verifies the CRC of the frame at c.pos and, if want, returns
-// its record.
+// its record, in pooled memory (Record.Release): a large frame already in
+// the read buffer takes the buffer with it (the cursor takes another for
+// its next read), a smaller one is copied out, and one not in the buffer
+// is read straight into its record's memory: one copy of the bytes at most.
 func (c *Cursor) readFrame(f segFile, h frameHeader, hb []byte, limit int64, want bool) (Record, bool, error) {
 	crc := crc32.Update(0, crcTable, hb[8:frameHeaderSize])
 	size := h.size()
@@ -532,14 +546,23 @@ func (c *Cursor) readFrame(f segFile, h frameHeader, hb []byte, limit int64, wan
 		if !want {
 			return Record{}, true, nil
 		}
-		// One copy of what follows the tag (append does not zero the new
-		// memory first, as make would), then split.
-		rest := append([]byte(nil), payload[tagLen:]...)
+		var rest []byte
+		var rb *[]byte
+		if size > cursorBufSize/2 {
+			// Most of the buffer: the record takes it whole.
+			rest, rb = payload[tagLen:], c.bufP
+			c.buf, c.bufP, c.bufN = nil, nil, 0
+			c.ensureBuf()
+		} else {
+			rest, rb = getRecBuf(len(payload) - tagLen)
+			copy(rest, payload[tagLen:])
+		}
 		meta, entries, ok := h.splitPayload(rest)
 		if !ok {
+			putRecBuf(rb)
 			return Record{}, false, nil
 		}
-		return Record{Offset: h.offset, Epoch: c.p.b.recordEpoch(h.epoch), Count: int(h.count), Tag: c.tag(payload[:tagLen]), Entries: entries, Meta: meta}, true, nil
+		return Record{Offset: h.offset, Epoch: c.p.b.recordEpoch(h.epoch), Count: int(h.count), Tag: c.tag(payload[:tagLen]), Entries: entries, Meta: meta, buf: rb}, true, nil
 	}
 	if !want {
 		// stream the CRC through the buffer
@@ -556,22 +579,25 @@ func (c *Cursor) readFrame(f segFile, h frameHeader, hb []byte, limit int64, wan
 		}
 		return Record{}, crc == h.crc, nil
 	}
-	payload := make([]byte, h.length)
+	payload, rb := getRecBuf(int(h.length))
 	n, err := f.ReadAt(payload, payloadPos)
 	if n < len(payload) {
+		putRecBuf(rb)
 		if err == nil {
 			err = errors.New("short read")
 		}
 		return Record{}, false, fmt.Errorf("broker: read segment: %w", err)
 	}
 	if crc32.Update(crc, crcTable, payload) != h.crc {
+		putRecBuf(rb)
 		return Record{}, false, nil
 	}
 	meta, entries, ok := h.splitPayload(payload[tagLen:])
 	if !ok {
+		putRecBuf(rb)
 		return Record{}, false, nil
 	}
-	return Record{Offset: h.offset, Epoch: c.p.b.recordEpoch(h.epoch), Count: int(h.count), Tag: c.tag(payload[:tagLen]), Entries: entries, Meta: meta}, true, nil
+	return Record{Offset: h.offset, Epoch: c.p.b.recordEpoch(h.epoch), Count: int(h.count), Tag: c.tag(payload[:tagLen]), Entries: entries, Meta: meta, buf: rb}, true, nil
 }
 
 func (c *Cursor) tag(b []byte) string {
@@ -657,6 +683,7 @@ func (b *Broker) Scan(ctx context.Context, partition int, from uint64, fn func(R
 			c.seg.release()
 			c.seg = nil
 		}
+		c.dropBuf()
 		c.nextMu.Unlock()
 		p.mu.Lock()
 		if c.queued {

@@ -144,6 +144,19 @@ type PipelinedOutput interface {
 	MaxInFlight() int
 }
 
+// BatchRecycler is implemented by an output that keeps the rule on
+// b.Entries to the letter on every path (retries, stops, cancelled
+// contexts included): it never reads them once Write returned or done was
+// called. The runner then gives their memory back to the buffer, to read
+// later batches into, instead of leaving one allocation per batch to the
+// garbage collector.
+type BatchRecycler interface {
+	Output
+	// RecyclesBatches reports whether the runner may reuse the memory of
+	// b.Entries once Write returned or done was called.
+	RecyclesBatches() bool
+}
+
 // permanentError marks an error that retrying cannot cure.
 type permanentError struct{ err error }
 

@@ -516,6 +516,10 @@ func (r *Runner) outputLoop(o *outRun, cur *broker.Cursor) {
 	defer func() { _ = cur.Close() }()
 	log := r.log.With(zap.String("output", c.Name))
 	pipelined, _ := out.(PipelinedOutput)
+	recycles := false
+	if rc, ok := out.(BatchRecycler); ok {
+		recycles = rc.RecyclesBatches()
+	}
 	var sem chan struct{}
 	if pipelined != nil {
 		sem = make(chan struct{}, max(1, pipelined.MaxInFlight()))
@@ -529,6 +533,7 @@ func (r *Runner) outputLoop(o *outRun, cur *broker.Cursor) {
 			return
 		}
 		if !c.Matcher.Match(rec.Tag) {
+			rec.Release()
 			q.push(rec.Offset)
 			q.complete(rec.Offset, true)
 			continue
@@ -546,10 +551,17 @@ func (r *Runner) outputLoop(o *outRun, cur *broker.Cursor) {
 				defer inflight.Done()
 				defer func() { <-sem }()
 				q.complete(b.Offset, r.delivered(c, log, b, err))
+				if recycles {
+					rec.Release()
+				}
 			})
 			continue
 		}
-		if !r.deliver(o, log, b) {
+		ok := r.deliver(o, log, b)
+		if recycles {
+			rec.Release()
+		}
+		if !ok {
 			q.complete(b.Offset, false)
 			return
 		}

@@ -213,6 +213,10 @@ func (o *Output) SenderID() [6]byte { return o.sender }
 // MaxInFlight implements pipeline.PipelinedOutput.
 func (o *Output) MaxInFlight() int { return o.cfg.MaxInFlight }
 
+// RecyclesBatches implements pipeline.BatchRecycler: b.Entries are read
+// only to encode the frame (sendFast, deliver), always before done.
+func (o *Output) RecyclesBatches() bool { return true }
+
 // Write delivers b and waits for the outcome; the runner uses WriteAsync.
 func (o *Output) Write(ctx context.Context, b pipeline.Batch) error {
 	ch := make(chan error, 1)

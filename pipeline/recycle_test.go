@@ -1,0 +1,126 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/logship/logship/broker"
+	"github.com/logship/logship/internal/mpack"
+	"github.com/logship/logship/internal/testutil"
+	"github.com/logship/logship/pipeline"
+)
+
+// sizedInput emits one chunk per size: one event whose record carries that
+// many bytes, different in every chunk.
+type sizedInput struct {
+	sizes []int
+	wg    sync.WaitGroup
+}
+
+func (in *sizedInput) Start(ctx context.Context, emit pipeline.Emitter) error {
+	for i, n := range in.sizes {
+		pad := bytes.Repeat([]byte{byte(i + 1)}, n)
+		rec := mpack.AppendMapHeader(nil, 1)
+		rec = mpack.AppendString(rec, "pad")
+		rec = mpack.AppendBin(rec, pad)
+		in.wg.Add(1)
+		if err := emit.Emit(ctx, pipeline.Chunk{Tag: "t", Entries: mpack.AppendEntry(nil, mpack.EventTime{Sec: 1}, rec), Count: 1}, func(error) { in.wg.Done() }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (in *sizedInput) Stop(context.Context) error { in.wg.Wait(); return nil }
+
+// holdOutput keeps every batch it is given, b.Entries as they are (not
+// copied), beside a copy taken when it was given, and completes them when
+// told to.
+type holdOutput struct {
+	recycles bool
+	mu       sync.Mutex
+	held     []heldBatch
+}
+
+type heldBatch struct {
+	alias, copy []byte
+	done        func(error)
+}
+
+func (o *holdOutput) Start(context.Context) error                 { return nil }
+func (o *holdOutput) Stop(context.Context) error                  { return nil }
+func (o *holdOutput) MaxInFlight() int                            { return 4 }
+func (o *holdOutput) RecyclesBatches() bool                       { return o.recycles }
+func (o *holdOutput) Write(context.Context, pipeline.Batch) error { return nil }
+
+func (o *holdOutput) WriteAsync(_ context.Context, b pipeline.Batch, done func(error)) {
+	o.mu.Lock()
+	o.held = append(o.held, heldBatch{alias: b.Entries, copy: append([]byte(nil), b.Entries...), done: done})
+	o.mu.Unlock()
+}
+
+func (o *holdOutput) batches() []heldBatch {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]heldBatch(nil), o.held...)
+}
+
+// TestRunnerRecyclesBatchesAfterDone: the runner gives a batch's memory
+// back to the buffer only once done was called, and only for an output
+// that says it may (BatchRecycler): batches in flight, and every batch of
+// an output that keeps them, keep their bytes while later records are read.
+func TestRunnerRecyclesBatchesAfterDone(t *testing.T) {
+	// small, large (a read buffer of its own) and larger than a read buffer
+	sizes := []int{100, 200 << 10, 5 << 10, 300 << 10, 150 << 10, 10, 70 << 10, 250 << 10, 1 << 10, 180 << 10, 90 << 10, 20 << 10}
+	for _, recycles := range []bool{true, false} {
+		t.Run(fmt.Sprintf("recycles=%v", recycles), func(t *testing.T) {
+			buf, err := broker.Open(t.TempDir(), broker.WithPartitions(1), broker.WithSync(broker.SyncNone))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer buf.Close()
+			in := &sizedInput{sizes: sizes}
+			out := &holdOutput{recycles: recycles}
+			r := pipeline.NewRunner(buf, zap.NewNop(), []pipeline.Component{comp("in", pipeline.KindInput, "", in)}, nil,
+				[]pipeline.Component{comp("out", pipeline.KindOutput, "**", out)})
+			if err := r.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			// Complete the batches one at a time, oldest first, while the
+			// runner reads on (up to 4 in flight); each is intact when done.
+			for i := range sizes {
+				var b heldBatch
+				testutil.CheckFor(t, 5*time.Second, func() error {
+					bs := out.batches()
+					if len(bs) <= i {
+						return fmt.Errorf("%d batches of %d given", len(bs), i+1)
+					}
+					b = bs[i]
+					return nil
+				})
+				if !bytes.Equal(b.alias, b.copy) {
+					t.Fatalf("batch %d changed while in flight", i)
+				}
+				b.done(nil)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := r.Stop(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if !recycles {
+				for i, b := range out.batches() {
+					if !bytes.Equal(b.alias, b.copy) {
+						t.Fatalf("batch %d of an output that does not recycle changed after done", i)
+					}
+				}
+			}
+		})
+	}
+}
