@@ -4,6 +4,7 @@ package all
 
 import (
 	"github.com/logship/logship/pipeline"
+	"github.com/logship/logship/plugins/filter/kubernetes"
 	"github.com/logship/logship/plugins/input/dummy"
 	"github.com/logship/logship/plugins/input/forward"
 	kafkain "github.com/logship/logship/plugins/input/kafka"
@@ -21,6 +22,7 @@ func Factories() []pipeline.Factory {
 		forward.Factory(),
 		kafkain.Factory(),
 		tail.Factory(),
+		kubernetes.Factory(),
 		file.Factory(),
 		fwdout.Factory(),
 		kafka.Factory(),
