@@ -80,6 +80,23 @@ func (e *Encoder) AppendPackedForward(dst []byte, tag string, entries []byte, co
 	default:
 		return dst, fmt.Errorf("forwardproto: unknown compression %d", int(c))
 	}
+	return appendOptions(dst, count, chunk, c), nil
+}
+
+// AppendPackedForwardAround appends to dst what AppendPackedForward with
+// CompressNone would, except the n bytes of entries themselves: the request
+// is out[len(dst):at], then the entries, then out[at:]. A writer sends the
+// three with one writev, the entries from where they are, uncopied.
+func AppendPackedForwardAround(dst []byte, tag string, n, count int, chunk string) (out []byte, at int) {
+	dst = mpack.AppendArrayHeader(dst, 3)
+	dst = mpack.AppendString(dst, tag)
+	dst = mpack.AppendBinHeader(dst, n)
+	at = len(dst)
+	return appendOptions(dst, count, chunk, CompressNone), at
+}
+
+// appendOptions appends a PackedForward request's option map.
+func appendOptions(dst []byte, count int, chunk string, c Compression) []byte {
 	nopt := 1
 	if chunk != "" {
 		nopt++
@@ -100,7 +117,7 @@ func (e *Encoder) AppendPackedForward(dst []byte, tag string, entries []byte, co
 	if c != CompressNone {
 		dst = mpack.AppendString(mpack.AppendString(dst, "compressed"), c.String())
 	}
-	return dst, nil
+	return dst
 }
 
 // AppendAck appends the answer to a request that carried a chunk option,

@@ -155,3 +155,28 @@ func TestNextAck(t *testing.T) {
 		wantErr(t, err, ErrMalformed)
 	}
 }
+
+// TestPackedForwardAround: the request around the entries, with the
+// entries put in at its split, is byte for byte what AppendPackedForward
+// builds uncompressed.
+func TestPackedForwardAround(t *testing.T) {
+	e := NewEncoder()
+	for _, n := range []int{0, 1, 3, 1000} { // bin8 .. bin32 sizes
+		entries := entriesN(t, n)
+		for _, chunk := range []string{"", ChunkID([6]byte{9}, 1, uint64(n))} {
+			want, err := e.AppendPackedForward(nil, "out.tag", entries, n, chunk, CompressNone)
+			if err != nil {
+				t.Fatal(err)
+			}
+			prefix := []byte("kept")
+			out, at := AppendPackedForwardAround(prefix, "out.tag", len(entries), n, chunk)
+			if string(out[:len(prefix)]) != "kept" {
+				t.Fatal("dst overwritten")
+			}
+			got := append(append(append([]byte(nil), out[len(prefix):at]...), entries...), out[at:]...)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("%d events, chunk %q: around the entries differs from AppendPackedForward", n, chunk)
+			}
+		}
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,10 +31,17 @@ type fastSend struct {
 	timer *time.Timer
 	stop  func() bool // the context.AfterFunc
 	once  atomic.Bool
+	// written is done once sendFast no longer writes: the frame may be
+	// sent from b.Entries themselves, which must not be given back (done)
+	// while a write still reads them.
+	written sync.WaitGroup
 }
 
 // noFastSend turns sendFast off (tests and benchmarks of the deliver path).
 var noFastSend bool
+
+// fastWrote, when set (tests), runs once sendFast's write returned.
+var fastWrote func()
 
 // sendFast writes b on the current connection of its server when that
 // needs no waiting (a connection is up, its write lock is free) and
@@ -58,12 +67,23 @@ func (o *Output) sendFast(ctx context.Context, b pipeline.Batch, done func(error
 	fp := o.frames.Get().(*[]byte)
 	defer o.frames.Put(fp)
 	chunk := forwardproto.EpochChunkID(o.sender, b.Epoch, uint16(b.Partition), b.Offset)
-	enc := o.encs.Get().(*forwardproto.Encoder)
-	frame, err := enc.AppendPackedForward((*fp)[:0], b.Tag, b.Entries, b.Count, chunk, o.comp)
-	o.encs.Put(enc)
-	*fp = frame
-	if err != nil {
-		return false // deliver reports it
+	// Uncompressed on plain TCP, the entries go out from where they are,
+	// between the request's head and tail, in one writev: a copy of the
+	// chunk fewer. Compressed or over TLS, the frame is built whole.
+	var frame []byte
+	var bufs net.Buffers
+	if _, tcp := c.nc.(*net.TCPConn); tcp && o.comp == forwardproto.CompressNone {
+		around, at := forwardproto.AppendPackedForwardAround((*fp)[:0], b.Tag, len(b.Entries), b.Count, chunk)
+		*fp = around
+		bufs = net.Buffers{around[:at], b.Entries, around[at:]}
+	} else {
+		enc := o.encs.Get().(*forwardproto.Encoder)
+		f, err := enc.AppendPackedForward((*fp)[:0], b.Tag, b.Entries, b.Count, chunk, o.comp)
+		o.encs.Put(enc)
+		*fp, frame = f, f
+		if err != nil {
+			return false // deliver reports it
+		}
 	}
 	// Another partition's chunk may be being written on the connection:
 	// wait for it here (a frame takes microseconds) rather than hand the
@@ -76,6 +96,7 @@ func (o *Output) sendFast(ctx context.Context, b pipeline.Batch, done func(error
 		return false
 	}
 	f := &fastSend{o: o, c: c, ctx: ctx, b: b, done: done, chunk: chunk, sent: time.Now()}
+	f.written.Add(1)
 	o.m.inflight.Inc()
 	// The ack timer and the context hook are set before the waiter is
 	// registered (under c.mu, which the goroutines answering it take too):
@@ -90,18 +111,29 @@ func (o *Output) sendFast(ctx context.Context, b pipeline.Batch, done func(error
 		f.end(ctx.Err(), false)
 	})
 	if err := c.register(chunk, waiter{f: f}); err != nil {
+		f.written.Done()
 		<-c.wlock
 		close(next)
 		f.finish(err) // closed meanwhile: sent again by deliver
 		return true
 	}
 	if ctx.Err() != nil { // the hook answers
+		f.written.Done()
 		<-c.wlock
 		close(next)
 		return true
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(timeout))
-	_, err = c.nc.Write(frame)
+	var err error
+	if bufs != nil {
+		_, err = bufs.WriteTo(c.nc)
+	} else {
+		_, err = c.nc.Write(frame)
+	}
+	if fastWrote != nil {
+		fastWrote()
+	}
+	f.written.Done()
 	<-c.wlock
 	close(next)
 	if err != nil {
@@ -124,6 +156,7 @@ func (f *fastSend) end(err error, stop bool) {
 	if !f.once.CompareAndSwap(false, true) {
 		return
 	}
+	f.written.Wait() // a hook or a close may answer while the frame is being written
 	f.timer.Stop()
 	if stop {
 		f.stop()

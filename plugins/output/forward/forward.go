@@ -214,7 +214,10 @@ func (o *Output) SenderID() [6]byte { return o.sender }
 func (o *Output) MaxInFlight() int { return o.cfg.MaxInFlight }
 
 // RecyclesBatches implements pipeline.BatchRecycler: b.Entries are read
-// only to encode the frame (sendFast, deliver), always before done.
+// to encode the frame (sendFast, deliver), or written out as they are
+// (sendFast), always before done: a fast-sent chunk answered while its
+// frame is being written (a cancelled context, a closed connection) is
+// answered once the write returned.
 func (o *Output) RecyclesBatches() bool { return true }
 
 // Write delivers b and waits for the outcome; the runner uses WriteAsync.

@@ -765,3 +765,61 @@ func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
 	}
 	return certFile, keyFile
 }
+
+// TestCancelAnswersOnlyAfterTheWrite: a chunk whose frame is written from
+// its entries themselves (uncompressed, plain TCP) and whose context is
+// cancelled while the write is blocked is answered only once the write
+// returned: the runner reuses the entries' memory as soon as done is
+// called, and a write still reading them would send other bytes under the
+// chunk's id.
+func TestCancelAnswersOnlyAfterTheWrite(t *testing.T) {
+	f := newFakeServer(t, noRead)
+	o := newOutput(t, t.TempDir(), nil, func(c *Config) {
+		c.Servers = []string{f.addr()}
+		c.Compress = "none"
+		c.MaxInFlightBytes = 64 << 20
+	})
+	var wrote atomic.Bool
+	fastWrote = func() {
+		time.Sleep(100 * time.Millisecond) // a write that takes a while to return
+		wrote.Store(true)
+	}
+	defer func() { fastWrote = nil }()
+	// the first chunk opens the connection (deliver), and waits for an ack
+	res := drive(context.Background(), o, []pipeline.Batch{batch(0, 1, 1)})
+	testutil.CheckFor(t, 5*time.Second, func() error {
+		if testutil.Value(o.m.inflight) != 1 {
+			return errors.New("the first chunk is not in flight yet")
+		}
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	big := pipeline.Batch{Chunk: pipeline.Chunk{Tag: "big", Entries: makeEntries(32000, 1000), Count: 32000}, Partition: 1, Offset: 1}
+	answered := make(chan bool, 1)
+	// the fast path writes on WriteAsync's caller, and the frame does not
+	// fit the socket: the write blocks
+	go o.WriteAsync(ctx, big, func(err error) {
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("done(%v), want context.Canceled", err)
+		}
+		answered <- wrote.Load()
+	})
+	testutil.CheckFor(t, 5*time.Second, func() error {
+		if testutil.Value(o.m.inflight) != 2 {
+			return errors.New("the big chunk is not in flight yet")
+		}
+		return nil
+	})
+	cancel()
+	select {
+	case afterWrite := <-answered:
+		if !afterWrite {
+			t.Fatal("done was called while the frame was still being written")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer after the cancel")
+	}
+	_ = o.Stop(context.Background())
+	waitResults(t, res, 1, 5*time.Second)
+}
