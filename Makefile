@@ -9,7 +9,7 @@ PKGS      := ./...
 # to keep `make test` well inside CI's time on 2 cores.
 RACE_PKGS := ./pipeline/... ./broker/... ./plugins/...
 
-.PHONY: all build test test-unit run bench fuzz lint lint-install fmt vet docs peers clean install
+.PHONY: all build test test-unit run bench fuzz lint lint-install fmt vet docs peers clean install manifests
 
 all: build
 
@@ -19,15 +19,18 @@ build:
 # The whole test suite: what .ci/run calls. Optional peers (npm and Python
 # forward clients) are installed first when the registries can be reached;
 # tests that lack one print SKIP with the reason.
-# The packages whose tests use third-party peers run verbosely, so that a
-# missing peer's "SKIP: reason" shows in the output.
-PEER_PKGS := ./test/e2e/ ./plugins/output/forward/
+# The packages whose tests use third-party peers (and deploy/, whose tests
+# need helm, systemd-analyze, dpkg or a Docker engine) run verbosely, so
+# that a missing peer's "SKIP: reason" shows in the output. deploy/kubecheck
+# is a module of its own (k8s.io types stay out of go.mod).
+PEER_PKGS := ./test/e2e/ ./plugins/output/forward/ ./deploy/...
 test: peers
 	$(GO) vet $(PKGS)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
-	$(GO) test -count=1 -timeout 20m $$($(GO) list $(PKGS) | grep -v -e /test/e2e -e /plugins/output/forward)
+	$(GO) test -count=1 -timeout 20m $$($(GO) list $(PKGS) | grep -v -e /test/e2e -e /plugins/output/forward -e /deploy)
 	set -o pipefail; $(GO) test -count=1 -timeout 20m -v $(PEER_PKGS) | grep -E '^(--- |ok|FAIL|PASS)|SKIP|^\s+\S+_test\.go:'
 	$(GO) test -count=1 -race -short -timeout 20m $(RACE_PKGS)
+	set -o pipefail; cd deploy/kubecheck && $(GO) vet ./... && $(GO) test -count=1 -v ./... | grep -E '^(--- |ok|FAIL|PASS)|SKIP|^\s+\S+_test\.go:'
 
 test-unit:
 	$(GO) test -count=1 -short $(PKGS)
@@ -47,6 +50,14 @@ fuzz:
 
 peers:
 	@bash scripts/install-peers.sh || echo "peers: install failed; the tests that need them will SKIP"
+	@bash scripts/install-helm.sh || echo "peers: helm install failed; the chart tests will SKIP"
+
+# The plain Kubernetes manifests, rendered from the Helm chart; a test in
+# deploy/ fails when they are stale.
+manifests:
+	bash scripts/install-helm.sh
+	bash deploy/kubernetes/render.sh > deploy/kubernetes/logship.yaml.tmp
+	mv deploy/kubernetes/logship.yaml.tmp deploy/kubernetes/logship.yaml
 
 GOLANGCI_VERSION ?= v2.6.2
 lint-install:

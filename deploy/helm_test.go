@@ -66,6 +66,7 @@ func writeValues(t *testing.T, text string) string {
 // TestHelmLint lints the chart strictly (a value used but not defined is an
 // error) with the default values and with the combinations users choose.
 func TestHelmLint(t *testing.T) {
+	helmBin(t)
 	for _, c := range []struct {
 		name string
 		set  []string
@@ -92,6 +93,7 @@ func TestHelmLint(t *testing.T) {
 // TestHelmSchemaRejects checks that values.schema.json refuses values of the
 // wrong type or a misspelt key, naming the path, and accepts good ones.
 func TestHelmSchemaRejects(t *testing.T) {
+	helmBin(t)
 	for _, c := range []struct {
 		name, values, path string // path: "" for a values file that must pass
 	}{
