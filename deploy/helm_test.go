@@ -215,44 +215,51 @@ func TestPlainManifestConfigs(t *testing.T) {
 		t.Errorf("agent.yaml lacks the agreed kubernetes filter block:\n%s", kubernetesFilter)
 	}
 
-	t.Setenv("LOGSHIP_SHARED_KEY", "test-key")
 	dir := t.TempDir()
+	t.Setenv("LOGSHIP_SHARED_KEY", "test-key")
 	t.Setenv("LOGSHIP_DATA_DIR", dir)
-
-	aggPath := filepath.Join(dir, "aggregator.yaml")
-	if err := os.WriteFile(aggPath, []byte(configMapData(t, b, "logship-aggregator", "aggregator.yaml")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c, err := conf.Load(aggPath, aggregator.Role, all.Registry())
-	if err != nil {
-		t.Fatalf("aggregator.yaml: %v", err)
-	}
+	c := loadConfig(t, configMapData(t, b, "logship-aggregator", "aggregator.yaml"), aggregator.Role)
 	if c.Service.DataDir != dir {
 		t.Errorf("aggregator data_dir %q, want LOGSHIP_DATA_DIR %q", c.Service.DataDir, dir)
 	}
+	c = loadConfig(t, agentCfg, agent.Role)
+	if c.Service.DataDir != dir || len(c.Filters) != 1 || len(c.Inputs) != 2 || len(c.Outputs) != 1 {
+		t.Errorf("agent config: data_dir %q, %d inputs, %d filters, %d outputs; want LOGSHIP_DATA_DIR, 2, 1, 1",
+			c.Service.DataDir, len(c.Inputs), len(c.Filters), len(c.Outputs))
+	}
+}
 
-	// The agent config less the kubernetes filter, which another change
-	// brings: everything else must load as it is.
-	var doc map[string]any
-	if err := yaml.Unmarshal([]byte(agentCfg), &doc); err != nil {
-		t.Fatal(err)
-	}
-	filters, _ := doc["filters"].([]any)
-	if len(filters) != 1 || filters[0].(map[string]any)["type"] != "kubernetes" {
-		t.Fatalf("agent filters: %v, want the kubernetes filter alone", filters)
-	}
-	delete(doc, "filters")
-	rest, err := yaml.Marshal(doc)
+// TestHelmMetadataOptions: the chart's kubernetes filter options render
+// into a config the filter accepts.
+func TestHelmMetadataOptions(t *testing.T) {
+	out, err := runHelm(t, "template", "logship", chartDir, "--namespace", "logship",
+		"--set", "agent.metadata.source=api_server", "--set", "agent.metadata.kubeletInsecureSkipVerify=true")
 	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, out)
+	}
+	cfg := configMapData(t, []byte(out), "logship-agent", "agent.yaml")
+	for _, want := range []string{"\n    source: api_server\n", "\n    tls_insecure_skip_verify: true\n"} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("agent.yaml lacks %q", want)
+		}
+	}
+	t.Setenv("LOGSHIP_SHARED_KEY", "test-key")
+	t.Setenv("LOGSHIP_DATA_DIR", t.TempDir())
+	loadConfig(t, cfg, agent.Role)
+}
+
+// loadConfig loads a config text as `logship validate` does.
+func loadConfig(t *testing.T, text string, role conf.Role) *conf.Config {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), role.Name+".yaml")
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	agentPath := filepath.Join(dir, "agent.yaml")
-	if err := os.WriteFile(agentPath, rest, 0o644); err != nil {
-		t.Fatal(err)
+	c, err := conf.Load(p, role, all.Registry())
+	if err != nil {
+		t.Fatalf("%s config: %v", role.Name, err)
 	}
-	if _, err := conf.Load(agentPath, agent.Role, all.Registry()); err != nil {
-		t.Fatalf("agent.yaml without its filter: %v", err)
-	}
+	return c
 }
 
 // configMapData returns data[key] of the ConfigMap name in a multi-document
