@@ -263,7 +263,7 @@ func (f *Filter) enrich(c pipeline.Chunk, snap *snapshot) (pipeline.Chunk, stats
 			pos += recAt + recLen
 			continue
 		}
-		if snap.lookup(&r.meta) != nil {
+		if snap.lookupResolved(r) != nil {
 			st.full++
 		} else {
 			st.fileOnly++

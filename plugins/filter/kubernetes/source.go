@@ -53,6 +53,17 @@ func (s *snapshot) lookup(m *fileMeta) *podInfo {
 	return s.pods[m.key()]
 }
 
+// lookupResolved is lookup with the key made already.
+func (s *snapshot) lookupResolved(r *resolved) *podInfo {
+	if s == nil {
+		return nil
+	}
+	if r.meta.PodUID != "" {
+		return s.byUID[r.meta.PodUID]
+	}
+	return s.pods[r.key]
+}
+
 // source keeps the cache of one filter and fetches from the kubelet or the
 // API server. At most one goroutine talks to the source at a time (run);
 // the records read the cache through an atomic pointer.
