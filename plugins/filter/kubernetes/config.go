@@ -74,9 +74,10 @@ type Config struct {
 	// not list is not asked for again before it has passed. Between 1s and
 	// 24h.
 	CacheTTL conftypes.Duration `yaml:"cache_ttl"`
-	// RequestTimeout bounds one request (for a watch: until its first
-	// byte), and so the longest a chunk of a pod the cache does not know
-	// yet waits for it. Between 10ms and 1m.
+	// RequestTimeout bounds one request (for a watch: until its answer
+	// begins); a chunk of a pod the cache does not know yet waits for the
+	// list that may bring it at most twice this long, and only while the
+	// source answers. Between 10ms and 1m.
 	RequestTimeout conftypes.Duration `yaml:"request_timeout"`
 	// RetryBackoff is the least time between two requests, and the first
 	// pause after a failed one; the pause doubles with every failure up to
