@@ -238,7 +238,7 @@ func TestHelmMetadataOptions(t *testing.T) {
 		t.Fatalf("helm template: %v\n%s", err, out)
 	}
 	cfg := configMapData(t, []byte(out), "logship-agent", "agent.yaml")
-	for _, want := range []string{"\n    source: api_server\n", "\n    tls_insecure_skip_verify: true\n"} {
+	for _, want := range []string{"\n    source: api_server\n", "\n    tls:\n      insecure_skip_verify: true\n"} {
 		if !strings.Contains(cfg, want) {
 			t.Errorf("agent.yaml lacks %q", want)
 		}

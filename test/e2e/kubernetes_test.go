@@ -168,7 +168,18 @@ func rewriteAgentConfig(t *testing.T, text string, r nodeRewrite) (string, []str
 				t.Fatalf("the kubernetes filter's %s is not %s...: %v", key, want, v)
 			}
 		}
-		setDefault(fl, "ca_file").Value = r.caFile
+		tls := mapValue(fl, "tls")
+		if tls == nil {
+			tls = &yaml.Node{Kind: yaml.MappingNode}
+			fl.Content = append(fl.Content, scalar("tls"), tls)
+		}
+		if tls.Kind == yaml.ScalarNode && (tls.Tag == "!!null" || tls.Value == "") {
+			*tls = yaml.Node{Kind: yaml.MappingNode} // tls: (empty)
+		}
+		if tls.Kind != yaml.MappingNode {
+			t.Fatalf("the kubernetes filter's tls is not a mapping: %v", tls.Value)
+		}
+		setDefault(tls, "ca_file").Value = r.caFile
 		setDefault(fl, "token_file").Value = r.tokenFile
 	}
 	if filters != 1 {

@@ -29,7 +29,7 @@ func BenchmarkFilter(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			k := newBenchFake(b)
 			cfg := defaultConfig()
-			cfg.KubeletURL, cfg.CAFile, cfg.TokenFile = k.srv.URL, k.ca, ""
+			cfg.KubeletURL, cfg.TLS.CAFile, cfg.TokenFile = k.srv.URL, k.ca, ""
 			if bc.sourceNone {
 				cfg.Source = SourceNone
 			}

@@ -41,16 +41,21 @@ type Config struct {
 	// after a 401, since projected tokens rotate. A missing file means no
 	// token is sent.
 	TokenFile string `yaml:"token_file"`
-	// CAFile is the PEM bundle that verifies the server's certificate.
-	// When it does not exist, the system's roots are used.
-	CAFile string `yaml:"ca_file"`
-	// TLSInsecureSkipVerify skips verifying the server's certificate.
-	// Kubelet serving certificates are often self-signed (unless the
-	// cluster runs the kubelet with serverTLSBootstrap); set it for such a
+	// TLS verifies the server and may present a client certificate.
+	// ca_file is the PEM bundle that verifies the server's certificate
+	// (default: the service account's ca.crt; when that default file does
+	// not exist the system's roots are used, while a ca_file set to any
+	// other path must exist; "" takes the system's roots). Kubelet serving
+	// certificates are often self-signed (unless the cluster runs the
+	// kubelet with serverTLSBootstrap): set insecure_skip_verify for such a
 	// kubelet, or the requests fail and records carry the file-name
 	// metadata only (logship_kubernetes_requests_total{result="error"}
-	// says so).
-	TLSInsecureSkipVerify bool `yaml:"tls_insecure_skip_verify"`
+	// says so). server_name is the name verified instead of the URL's host.
+	// cert_file and key_file present a client certificate: the kubelet and
+	// the API server accept x509 client authentication (one their client
+	// CA signed), for clusters where the kubelet's token authentication is
+	// off.
+	TLS conftypes.TLS `yaml:"tls"`
 	// NodeName is the node whose pods are watched (source: api_server) and
 	// the host field of the metadata. "" takes service.node_name (the
 	// NODE_NAME environment variable or the hostname).
@@ -91,7 +96,7 @@ func defaultConfig() *Config {
 		KubeletURL:     "https://127.0.0.1:10250",
 		APIServerURL:   "https://kubernetes.default.svc",
 		TokenFile:      DefaultTokenFile,
-		CAFile:         DefaultCAFile,
+		TLS:            conftypes.TLS{CAFile: DefaultCAFile},
 		Key:            "kubernetes",
 		PathKey:        "file",
 		Labels:         true,
@@ -139,6 +144,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, pipeline.FieldErr("path_key", "must not be empty"))
 	case c.Key:
 		errs = append(errs, pipeline.FieldErr("path_key", "must differ from key (%q)", c.Key))
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		errs = append(errs, pipeline.FieldErr("tls", "cert_file and key_file go together"))
 	}
 	durationIn(&errs, "cache_ttl", c.CacheTTL, minCacheTTL, maxCacheTTL)
 	durationIn(&errs, "request_timeout", c.RequestTimeout, minRequestTimeout, maxRequestTimeout)

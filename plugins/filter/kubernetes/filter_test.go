@@ -2,14 +2,20 @@ package kubernetes
 
 import (
 	"bytes"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/internal/mpack"
@@ -471,6 +477,8 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.RequestTimeout = conftypes.Duration(2 * time.Minute) }, "request_timeout"},
 		{func(c *Config) { c.RetryBackoff = conftypes.Duration(time.Millisecond) }, "retry_backoff"},
 		{func(c *Config) { c.RetryBackoff = conftypes.Duration(2 * time.Minute) }, "retry_backoff"}, // > cache_ttl
+		{func(c *Config) { c.TLS.CertFile = "client.crt" }, "tls"},                                  // without key_file
+		{func(c *Config) { c.TLS.KeyFile = "client.key" }, "tls"},                                   // without cert_file
 	} {
 		c := defaultConfig()
 		tc.set(c)
@@ -491,39 +499,191 @@ func TestConfigValidate(t *testing.T) {
 	if _, err := New(pipeline.Settings{Name: "x", Metrics: pipeline.NopMetrics(pipeline.KindFilter, "x")}, c); err == nil || !strings.Contains(err.Error(), "node") {
 		t.Fatalf("api_server without a node: %v", err)
 	}
-	// a ca_file that holds no certificate
-	c = defaultConfig()
-	c.CAFile = c.TokenFile
-	bad := t.TempDir() + "/ca.crt"
-	if err := os.WriteFile(bad, []byte("not pem"), 0o644); err != nil {
+}
+
+// TestTLSFiles: the tls block's files are read when the filter is made.
+// The default ca_file (the service account's) may be missing, any other
+// may not; a ca_file without a certificate, a missing cert_file, and a
+// key that is not cert_file's are errors.
+func TestTLSFiles(t *testing.T) {
+	set := pipeline.Settings{Name: "x", Metrics: pipeline.NopMetrics(pipeline.KindFilter, "x")}
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(notPEM, []byte("not pem"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c.CAFile = bad
-	if _, err := New(pipeline.Settings{Name: "x", Metrics: pipeline.NopMetrics(pipeline.KindFilter, "x")}, c); err == nil || !strings.Contains(err.Error(), "ca_file") {
-		t.Fatalf("bad ca_file: %v", err)
+	certFile, keyFile, _ := writeClientCert(t, "a")
+	_, otherKey, _ := writeClientCert(t, "b")
+	for _, tc := range []struct {
+		name    string
+		tls     conftypes.TLS
+		want    string // "" for no error
+		missing bool   // the error is a missing file
+	}{
+		{"system roots", conftypes.TLS{}, "", false},
+		{"ca_file holds no certificate", conftypes.TLS{CAFile: notPEM}, "tls.ca_file: no PEM certificate", false},
+		{"ca_file missing", conftypes.TLS{CAFile: filepath.Join(dir, "missing.crt")}, "tls.ca_file", true},
+		{"cert_file missing", conftypes.TLS{CertFile: filepath.Join(dir, "missing.crt"), KeyFile: keyFile}, "tls.cert_file", true},
+		{"key_file not cert_file's", conftypes.TLS{CertFile: certFile, KeyFile: otherKey}, "tls.cert_file", false},
+		{"client certificate", conftypes.TLS{CertFile: certFile, KeyFile: keyFile}, "", false},
+	} {
+		c := defaultConfig()
+		c.TLS = tc.tls
+		if err := c.Validate(); err != nil {
+			t.Fatalf("%s: Validate: %v", tc.name, err)
+		}
+		f, err := New(set, c)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: want an error with %q, got %v", tc.name, tc.want, err)
+		case tc.missing && !errors.Is(err, os.ErrNotExist):
+			t.Errorf("%s: want a missing file, got %v", tc.name, err)
+		}
+		if f != nil {
+			_ = f.Close()
+		}
+	}
+
+	// The default ca_file: outside a pod it does not exist, and the
+	// system's roots are used, with a warning.
+	if _, err := os.Stat(DefaultCAFile); err == nil {
+		t.Logf("%s exists here: the missing default is not tested", DefaultCAFile)
+		return
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	set.Logger = zap.New(core)
+	c := defaultConfig()
+	if c.TLS.CAFile != DefaultCAFile {
+		t.Fatalf("default ca_file %q", c.TLS.CAFile)
+	}
+	f, err := New(set, c)
+	if err != nil {
+		t.Fatalf("default ca_file missing: %v", err)
+	}
+	_ = f.Close()
+	if n := logs.FilterMessageSnippet("system's roots").FilterField(zap.String("ca_file", DefaultCAFile)).Len(); n != 1 {
+		t.Fatalf("%d warnings about the missing default ca_file: %v", n, logs.All())
 	}
 }
 
-// TestVerifiesTLS: without the CA (and without
-// tls_insecure_skip_verify) the self-signed server is refused; with
-// tls_insecure_skip_verify it is used.
+// TestVerifiesTLS: without the CA (and without insecure_skip_verify) the
+// self-signed server is refused, and the log's hint names
+// tls.insecure_skip_verify; with insecure_skip_verify it is used;
+// server_name is the name verified.
 func TestVerifiesTLS(t *testing.T) {
 	k := newFake(t, serveFile(t, "kubelet-pods.json"))
 	cfg := testConfig(t, k)
-	cfg.CAFile = ""
+	cfg.TLS.CAFile = ""
 	cfg.RetryBackoff = cfg.CacheTTL
-	f, reg := newTestFilter(t, cfg)
+	core, logs := observer.New(zap.WarnLevel)
+	f, reg := newTestFilterLog(t, cfg, zap.New(core))
 	out, _ := f.Filter(chunk("kube.x", rec("file", webPath)))
 	checkFileNameOnly(t, out)
 	if got := metric(t, reg, "logship_kubernetes_requests_total", "result", "error"); got != 1 {
 		t.Fatalf("errors %v", got)
 	}
+	checkTLSHint(t, logs)
+
 	cfg = testConfig(t, k)
-	cfg.CAFile = ""
-	cfg.TLSInsecureSkipVerify = true
+	cfg.TLS.CAFile = ""
+	cfg.TLS.InsecureSkipVerify = true
 	f, _ = newTestFilter(t, cfg)
 	out, _ = f.Filter(chunk("kube.x", rec("file", webPath)))
 	if meta(records(t, out)[0])["labels"] == nil {
-		t.Fatal("no labels with tls_insecure_skip_verify")
+		t.Fatal("no labels with tls.insecure_skip_verify")
+	}
+
+	// httptest's certificate is for 127.0.0.1, ::1 and example.com: a
+	// server_name it does not name is refused, example.com is not.
+	cfg = testConfig(t, k)
+	cfg.TLS.ServerName = "kubelet.example.org"
+	cfg.RetryBackoff = cfg.CacheTTL
+	core, logs = observer.New(zap.WarnLevel)
+	f, reg = newTestFilterLog(t, cfg, zap.New(core))
+	out, _ = f.Filter(chunk("kube.x", rec("file", webPath)))
+	checkFileNameOnly(t, out)
+	if got := metric(t, reg, "logship_kubernetes_requests_total", "result", "error"); got != 1 {
+		t.Fatalf("errors with a server_name not in the certificate: %v", got)
+	}
+	checkTLSHint(t, logs)
+	cfg = testConfig(t, k)
+	cfg.TLS.ServerName = "example.com"
+	f, _ = newTestFilter(t, cfg)
+	out, _ = f.Filter(chunk("kube.x", rec("file", webPath)))
+	if meta(records(t, out)[0])["labels"] == nil {
+		t.Fatal("no labels with server_name: example.com")
+	}
+}
+
+// checkTLSHint: one request failure was logged, with the hint that names
+// the tls block's keys.
+func checkTLSHint(t *testing.T, logs *observer.ObservedLogs) {
+	t.Helper()
+	entries := logs.FilterMessageSnippet("request to the kubelet failed").All()
+	if len(entries) != 1 {
+		t.Fatalf("%d request failures logged, want 1: %v", len(entries), logs.All())
+	}
+	hint, _ := entries[0].ContextMap()["hint"].(string)
+	for _, want := range []string{"tls.insecure_skip_verify: true", "tls.ca_file"} {
+		if !strings.Contains(hint, want) {
+			t.Errorf("the hint %q does not name %s", hint, want)
+		}
+	}
+	if strings.Contains(hint, "tls_insecure_skip_verify") {
+		t.Errorf("the hint %q names the old key", hint)
+	}
+}
+
+// TestClientCertificate: a kubelet that requires a client certificate
+// (x509 client authentication, its token authentication off) refuses the
+// filter without tls.cert_file and tls.key_file, and answers with them;
+// it sees the certificate's name.
+func TestClientCertificate(t *testing.T) {
+	certFile, keyFile, pool := writeClientCert(t, "system:serviceaccount:logging:logship-agent")
+	var mu sync.Mutex
+	var peers []string
+	pods := readTestdata(t, "kubelet-pods.json")
+	k := newFakeTLS(t, func(r *http.Request, _ int) response {
+		mu.Lock()
+		peers = append(peers, r.TLS.PeerCertificates[0].Subject.CommonName)
+		mu.Unlock()
+		return response{body: pods}
+	}, &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool})
+
+	cfg := testConfig(t, k)
+	cfg.TokenFile = ""
+	cfg.RetryBackoff = cfg.CacheTTL
+	f, reg := newTestFilter(t, cfg)
+	out, _ := f.Filter(chunk("kube.x", rec("file", webPath)))
+	checkFileNameOnly(t, out)
+	if got := metric(t, reg, "logship_kubernetes_requests_total", "result", "error"); got != 1 {
+		t.Fatalf("errors without a client certificate: %v", got)
+	}
+	if n := k.count(); n != 0 {
+		t.Fatalf("%d requests reached the handler without a client certificate", n)
+	}
+
+	cfg = testConfig(t, k)
+	cfg.TokenFile = ""
+	cfg.TLS.CertFile, cfg.TLS.KeyFile = certFile, keyFile
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	f, reg = newTestFilter(t, cfg)
+	out, _ = f.Filter(chunk("kube.x", rec("file", webPath)))
+	m := meta(records(t, out)[0])
+	if m["labels"] == nil || m["pod_id"] != webUID {
+		t.Fatalf("with a client certificate: %v", m)
+	}
+	if got := metric(t, reg, "logship_kubernetes_requests_total", "result", "ok"); got != 1 {
+		t.Fatalf("ok requests with a client certificate: %v", got)
+	}
+	_, auths := k.requests()
+	mu.Lock()
+	defer mu.Unlock()
+	if !reflect.DeepEqual(peers, []string{"system:serviceaccount:logging:logship-agent"}) || !reflect.DeepEqual(auths, []string{""}) {
+		t.Fatalf("the kubelet saw client certificates %q and Authorization %q", peers, auths)
 	}
 }

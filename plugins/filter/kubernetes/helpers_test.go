@@ -1,10 +1,17 @@
 package kubernetes
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"io"
 	"log"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -62,8 +69,16 @@ type fake struct {
 
 func newFake(t testing.TB, answer func(r *http.Request, n int) response) *fake {
 	t.Helper()
+	return newFakeTLS(t, answer, nil)
+}
+
+// newFakeTLS is newFake with the server's TLS settings (client
+// authentication, say); the server's certificate is httptest's.
+func newFakeTLS(t testing.TB, answer func(r *http.Request, n int) response, tc *tls.Config) *fake {
+	t.Helper()
 	f := &fake{answer: answer}
 	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
+	f.srv.TLS = tc
 	f.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // handshakes refused on purpose
 	f.srv.StartTLS()
 	f.ca = filepath.Join(t.TempDir(), "ca.crt")
@@ -146,7 +161,7 @@ func testConfig(t *testing.T, f *fake) *Config {
 	cfg := defaultConfig()
 	cfg.KubeletURL = f.srv.URL
 	cfg.APIServerURL = f.srv.URL
-	cfg.CAFile = f.ca
+	cfg.TLS.CAFile = f.ca
 	cfg.TokenFile = filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(cfg.TokenFile, []byte("token-1\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -164,20 +179,80 @@ func testConfig(t *testing.T, f *fake) *Config {
 // closes it at the end of the test.
 func newTestFilter(t testing.TB, cfg *Config) (*Filter, *prometheus.Registry) {
 	t.Helper()
-	reg := prometheus.NewRegistry()
-	m := pipeline.NewMetrics(reg).Component(pipeline.KindFilter, t.Name(), "kubernetes")
 	var log *zap.Logger
 	if tt, ok := t.(*testing.T); ok {
 		log = zaptest.NewLogger(tt)
 	} else {
 		log = zap.NewNop()
 	}
+	return newTestFilterLog(t, cfg, log)
+}
+
+// newTestFilterLog is newTestFilter logging to log.
+func newTestFilterLog(t testing.TB, cfg *Config, log *zap.Logger) (*Filter, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m := pipeline.NewMetrics(reg).Component(pipeline.KindFilter, t.Name(), "kubernetes")
 	f, err := New(pipeline.Settings{Name: t.Name(), Type: "kubernetes", NodeName: testNodeName, Logger: log, Metrics: m}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = f.Close() })
 	return f, reg
+}
+
+// writeClientCert makes a CA and a client certificate it signs (common
+// name cn, usage client auth), writes the certificate and its key as PEM
+// files and returns their paths with the CA's pool, for a server's
+// ClientCAs.
+func writeClientCert(t *testing.T, cn string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test client CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: cn},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(ca)
+	return certFile, keyFile, pool
 }
 
 // rec is a record: alternating keys and values.

@@ -21,7 +21,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/internal/ratelog"
+	"github.com/logship/logship/plugins/internal/kafkaconn"
 )
 
 // Bounds on what a source may send and the cache may hold.
@@ -102,21 +104,9 @@ type source struct {
 }
 
 func newSource(cfg *Config, node string, met *metrics, log *zap.Logger) (*source, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.TLSInsecureSkipVerify} //nolint:gosec // the user's choice, documented
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		switch {
-		case err == nil:
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("ca_file %s: no PEM certificate in it", cfg.CAFile)
-			}
-			tc.RootCAs = pool
-		case errors.Is(err, os.ErrNotExist):
-			log.Warn("ca_file does not exist; verifying the server with the system's roots", zap.String("ca_file", cfg.CAFile))
-		default:
-			return nil, fmt.Errorf("ca_file: %w", err)
-		}
+	tc, err := clientTLS(cfg.TLS, log)
+	if err != nil {
+		return nil, err
 	}
 	tr := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
@@ -144,6 +134,19 @@ func newSource(cfg *Config, node string, met *metrics, log *zap.Logger) (*source
 	}
 	s.snap.Store(&snapshot{pods: map[string]*podInfo{}, byUID: map[string]*podInfo{}})
 	return s, nil
+}
+
+// clientTLS is the client's TLS configuration for t. The default ca_file
+// (the service account's) falls back to the system's roots when it does
+// not exist, outside a pod; any other ca_file must exist.
+func clientTLS(t conftypes.TLS, log *zap.Logger) (*tls.Config, error) {
+	if t.CAFile == DefaultCAFile {
+		if _, err := os.Stat(t.CAFile); errors.Is(err, os.ErrNotExist) {
+			log.Warn("tls.ca_file, the service account's CA, does not exist; verifying the server with the system's roots", zap.String("ca_file", t.CAFile))
+			t.CAFile = ""
+		}
+	}
+	return kafkaconn.ClientTLS(t)
 }
 
 // close stops a request in flight and waits for it.
@@ -313,7 +316,7 @@ func (s *source) failed(err error) {
 	var hn x509.HostnameError
 	var ci x509.CertificateInvalidError
 	if errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci) {
-		fields = append(fields, zap.String("hint", "the server's certificate does not verify against ca_file (else the system's roots): kubelet serving certificates are often self-signed; set tls_insecure_skip_verify: true, or give the kubelet a certificate the cluster's CA signs (serverTLSBootstrap)"))
+		fields = append(fields, zap.String("hint", "the server's certificate does not verify against tls.ca_file (else the system's roots) for tls.server_name (else the URL's host): kubelet serving certificates are often self-signed; set tls.insecure_skip_verify: true, or give the kubelet a certificate the cluster's CA signs (serverTLSBootstrap)"))
 	}
 	s.rl.Warn("request", "kubernetes metadata: a request to the "+s.kind+" failed; records get the metadata of their file's name until one succeeds", fields...)
 }
