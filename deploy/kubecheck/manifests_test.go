@@ -258,18 +258,21 @@ func checkAgent(t *testing.T, o *objects, w agentWant) {
 	if spec.ServiceAccountName != name || (spec.AutomountServiceAccountToken != nil && !*spec.AutomountServiceAccountToken) {
 		t.Errorf("%s: serviceAccountName %q (token mounted: %v), want %s with its token", what, spec.ServiceAccountName, spec.AutomountServiceAccountToken, name)
 	}
-	role := mustGet(t, o.clusterRoles, "ClusterRole", name)
+	// Cluster-scoped objects carry the namespace in their name: two
+	// releases of one name in two namespaces must not share them.
+	roleName := w.namespace + "-" + name
+	role := mustGet(t, o.clusterRoles, "ClusterRole", roleName)
 	wantRules := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"nodes/proxy"}, Verbs: []string{"get"}},
-		{APIGroups: []string{""}, Resources: []string{"pods", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
 	}
 	if describe(role.Rules) != describe(wantRules) {
-		t.Errorf("ClusterRole %s: rules %s, want exactly %s", name, describe(role.Rules), describe(wantRules))
+		t.Errorf("ClusterRole %s: rules %s, want exactly %s", roleName, describe(role.Rules), describe(wantRules))
 	}
-	b := mustGet(t, o.clusterRoleBindings, "ClusterRoleBinding", name)
-	if b.RoleRef.Name != name || len(b.Subjects) != 1 || b.Subjects[0].Kind != "ServiceAccount" ||
+	b := mustGet(t, o.clusterRoleBindings, "ClusterRoleBinding", roleName)
+	if b.RoleRef.Name != roleName || len(b.Subjects) != 1 || b.Subjects[0].Kind != "ServiceAccount" ||
 		b.Subjects[0].Name != name || b.Subjects[0].Namespace != w.namespace {
-		t.Errorf("ClusterRoleBinding %s: %s", name, describe(b))
+		t.Errorf("ClusterRoleBinding %s: %s", roleName, describe(b))
 	}
 }
 
