@@ -87,31 +87,33 @@ type Config struct {
 	// from logship forward outputs: docs/operations.md).
 	Dedup bool `yaml:"dedup"`
 	// DedupWindow is the most chunk ids remembered (across restarts), 1 to
-	// 100000000: the memory bound of dedup, about 110 bytes of RAM per id
-	// (110MB at the default 1000000; memory grows with use up to it), and
-	// 33 bytes per id in data_dir (the journal holds up to twice the
-	// window). An id is forgotten only to make room, oldest first. Size it
-	// to hold every chunk stored within dedup_retention: at least
-	// senders * partitions * (chunks per second per partition) *
-	// dedup_retention (what a sender resends after a crash, per partition
-	// the chunks acknowledged within its last cursor flush plus
-	// max_in_flight, is among them). The default holds 10 minutes at 1666
-	// chunks/s, e.g. 100 senders * 4 partitions * 4 chunks/s. An id
-	// forgotten sooner is counted in
-	// logship_forward_in_dedup_evicted_early_total and logged: raise it.
+	// 100000000: the memory bound of dedup, about 28 bytes of RAM per id
+	// (28MB at the default 1000000; memory follows the ids remembered,
+	// chunks per second * dedup_retention, up to it), and 24 bytes per id
+	// in data_dir (the journal holds up to twice the ids remembered). When
+	// full, the oldest id is forgotten to make room. Size it to hold every
+	// chunk stored within dedup_retention: at least senders * partitions *
+	// (chunks per second per partition) * dedup_retention (what a sender
+	// resends after a crash, per partition the chunks acknowledged within
+	// its last cursor flush plus max_in_flight, is among them). The default
+	// holds 10 minutes at 1666 chunks/s, e.g. 100 senders * 4 partitions *
+	// 4 chunks/s. An id forgotten to make room sooner than dedup_retention
+	// is counted in logship_forward_in_dedup_evicted_early_total and
+	// logged: raise it.
 	DedupWindow int `yaml:"dedup_window"`
-	// DedupRetention is how long every chunk id must stay remembered, for
-	// the resends a sender can make (1s to 24h). A logship sender resends,
-	// after a crash or a lost connection, per partition the chunks
-	// acknowledged within its last cursor flush (250ms) plus up to its
-	// max_in_flight (16) unacknowledged ones, once it is back: after its
-	// restart, or its retry backoff (retry_max 30s) and ack_timeout (30s).
+	// DedupRetention is how long every chunk id is remembered after its
+	// chunk was stored, for the resends a sender can make (1s to 24h); then
+	// it is forgotten. A logship sender resends, after a crash or a lost
+	// connection, per partition the chunks acknowledged within its last
+	// cursor flush (250ms) plus up to its max_in_flight (16)
+	// unacknowledged ones, once it is back: after its restart, or its
+	// retry backoff (retry_max 30s) and ack_timeout (30s); fluentd resends
+	// a chunk whose ack is lost after its ack_response_timeout (190s).
 	// 10m covers a restart, a node reboot and several retries with margin.
-	// It is not an expiry: ids stay remembered longer while dedup_window
-	// has room, but one forgotten sooner to make room is reported as a
-	// too small dedup_window. A resend later than the ids remembered
-	// (logship_forward_in_dedup_horizon_seconds), e.g. after an outage
-	// that outlasted it at full load, is stored again.
+	// An id forgotten sooner to make room in dedup_window is reported as a
+	// too small dedup_window. A resend later than this (or than the ids
+	// remembered, logship_forward_in_dedup_horizon_seconds), e.g. after an
+	// outage that outlasted it, is stored again.
 	DedupRetention conftypes.Duration `yaml:"dedup_retention"`
 }
 

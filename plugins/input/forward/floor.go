@@ -82,16 +82,7 @@ func (d *dedup) recoverFrom(ctx context.Context, pos pipeline.Positions) (int, e
 	if err != nil {
 		return 0, err
 	}
-	d.mu.Lock()
-	n := 0
-	for _, id := range ids {
-		if d.ids[string(id)] == nil {
-			n++
-		}
-	}
-	d.mu.Unlock()
-	d.recover(ids)
-	return n, ferr
+	return d.recover(ids), ferr
 }
 
 // keepFloor moves the saved floor every floorEvery until close, and a last
