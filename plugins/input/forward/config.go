@@ -97,9 +97,10 @@ type Config struct {
 	// resends after a crash, per partition the chunks acknowledged within
 	// its last cursor flush plus max_in_flight, is among them). The default
 	// holds 10 minutes at 1666 chunks/s, e.g. 100 senders * 4 partitions *
-	// 4 chunks/s. An id forgotten to make room sooner than dedup_retention
-	// is counted in logship_forward_in_dedup_evicted_early_total and
-	// logged: raise it.
+	// 4 chunks/s. On an agent the default is 100000 (2.8MB; 10 minutes at
+	// 166 chunks/s from the host's own clients). An id forgotten to make
+	// room sooner than dedup_retention is counted in
+	// logship_forward_in_dedup_evicted_early_total and logged: raise it.
 	DedupWindow int `yaml:"dedup_window"`
 	// DedupRetention is how long every chunk id is remembered after its
 	// chunk was stored, for the resends a sender can make (1s to 24h); then
@@ -115,6 +116,21 @@ type Config struct {
 	// remembered, logship_forward_in_dedup_horizon_seconds), e.g. after an
 	// outage that outlasted it, is stored again.
 	DedupRetention conftypes.Duration `yaml:"dedup_retention"`
+}
+
+// agentDedupWindow is dedup_window's default on an agent: its clients are
+// the host's own applications, fluent-bit and fluentd, whose chunks are
+// a few hundred a second at most (1MB/s of logs in chunks of 6KB or more
+// is 166 chunks/s) and resent within dedup_retention; the window bounds
+// dedup at 2.8MB of the agent's memory whatever the clients do.
+const agentDedupWindow = 100000
+
+// RoleDefaults sets the defaults of role (conf applies them before the
+// file): an agent remembers fewer chunk ids than an aggregator.
+func (c *Config) RoleDefaults(role string) {
+	if role == "agent" {
+		c.DedupWindow = agentDedupWindow
+	}
 }
 
 func defaultConfig() *Config {

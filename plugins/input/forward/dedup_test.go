@@ -10,8 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/logship/logship/agent"
+	"github.com/logship/logship/aggregator"
+	"github.com/logship/logship/conf"
 	"github.com/logship/logship/internal/testutil"
+	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/forwardproto"
+	"github.com/logship/logship/plugins/output/stdout"
 )
 
 func commit(t *testing.T, d *dedup, id string) {
@@ -568,3 +573,35 @@ func TestDedupBytesPerID(t *testing.T) {
 	runtime.KeepAlive(d)
 }
 
+// TestDedupWindowRoleDefaults: an agent's forward input remembers 100000
+// ids by default, an aggregator's 1000000; a window set in the file wins
+// on both, and the agent's default input gets the agent's window.
+func TestDedupWindowRoleDefaults(t *testing.T) {
+	reg, err := pipeline.NewRegistry(Factory(), stdout.Factory())
+	if err != nil {
+		t.Fatal(err)
+	}
+	none := func(string) (string, bool) { return "", false }
+	for _, c := range []struct {
+		role conf.Role
+		text string
+		want int
+	}{
+		{agent.Role, "inputs:\n  - type: forward\n", agentDedupWindow},
+		{agent.Role, "service:\n  data_dir: /tmp/x\n", agentDedupWindow}, // the default input
+		{agent.Role, "inputs:\n  - type: forward\n    dedup_window: 1000000\n", 1000000},
+		{aggregator.Role, "inputs:\n  - type: forward\n", 1000000},
+		{aggregator.Role, "inputs:\n  - type: forward\n    dedup_window: 5000\n", 5000},
+	} {
+		cfg, err := conf.Parse("f.yaml", []byte(c.text+"outputs:\n  - type: stdout\n"), c.role, reg, none)
+		if err != nil {
+			t.Fatalf("%s %q: %v", c.role.Name, c.text, err)
+		}
+		if len(cfg.Inputs) != 1 {
+			t.Fatalf("%s %q: %d inputs", c.role.Name, c.text, len(cfg.Inputs))
+		}
+		if got := cfg.Inputs[0].Config.(*Config).DedupWindow; got != c.want {
+			t.Errorf("%s %q: dedup_window %d, want %d", c.role.Name, c.text, got, c.want)
+		}
+	}
+}
