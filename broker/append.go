@@ -38,7 +38,7 @@ func (b *Broker) MaxChunkBytes() int64 { return b.segMax - segHeaderSize - frame
 
 // admit validates a chunk, reserves its space and queues it for the
 // writer. done != nil makes it an AppendAsync request.
-func (b *Broker) admit(ctx context.Context, tag string, meta, entries []byte, count int, done func(Pos, error)) (*appendReq, error) {
+func (b *Broker) admit(ctx context.Context, tag string, meta, entries []byte, count int, own *[]byte, done func(Pos, error)) (*appendReq, error) {
 	if b.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -65,7 +65,7 @@ func (b *Broker) admit(ctx context.Context, tag string, meta, entries []byte, co
 	p := b.parts[partitionFor(tag, b.nWrite)]
 	r := reqPool.Get().(*appendReq)
 	r.ctx, r.tag, r.meta, r.entries, r.count, r.frame = ctx, tag, meta, entries, uint32(count), frame
-	r.done, r.async = done, done != nil
+	r.done, r.async, r.own = done, done != nil, own
 	if !p.enqueue(r) {
 		b.unreserve(frame)
 		r.reset()
@@ -76,7 +76,7 @@ func (b *Broker) admit(ctx context.Context, tag string, meta, entries []byte, co
 }
 
 func (r *appendReq) reset() {
-	r.ctx, r.tag, r.meta, r.entries, r.done, r.async = nil, "", nil, nil, nil, false
+	r.ctx, r.tag, r.meta, r.entries, r.done, r.async, r.own = nil, "", nil, nil, nil, false, nil
 }
 
 // Append stores one chunk in partition PartitionFor(tag) and returns once it
@@ -91,7 +91,7 @@ func (r *appendReq) reset() {
 // whose Append was cancelled after it was written may still be stored (and
 // delivered): at least once, never lost.
 func (b *Broker) Append(ctx context.Context, tag string, entries []byte, count int) (Pos, error) {
-	r, err := b.admit(ctx, tag, nil, entries, count, nil)
+	r, err := b.admit(ctx, tag, nil, entries, count, nil, nil)
 	if err != nil {
 		return Pos{}, err
 	}
@@ -128,10 +128,21 @@ func (b *Broker) AppendAsync(ctx context.Context, tag string, entries []byte, co
 // keeps its source position there, so that the position is durable exactly
 // when the data it covers is (see Scan). meta is not retained.
 func (b *Broker) AppendAsyncMeta(ctx context.Context, tag string, meta, entries []byte, count int, done func(Pos, error)) error {
+	return b.AppendAsyncOwned(ctx, tag, meta, entries, count, nil, done)
+}
+
+// AppendAsyncOwned is AppendAsyncMeta for entries that lie in memory of the
+// broker's pool (GetBuffer), own, which the appender hands over with them:
+// once it returns nil, own belongs to the broker (the appender must not use
+// it, nor entries, any more), which keeps it for the cursors reading right
+// behind the writer instead of their reading the record back from the
+// segment (WithTailCache), and gives it back to the pool once read. If it
+// returns an error, own is still the appender's. own may be nil.
+func (b *Broker) AppendAsyncOwned(ctx context.Context, tag string, meta, entries []byte, count int, own *[]byte, done func(Pos, error)) error {
 	if done == nil {
 		return fmt.Errorf("broker: AppendAsync needs a done func")
 	}
-	r, err := b.admit(ctx, tag, meta, entries, count, done)
+	r, err := b.admit(ctx, tag, meta, entries, count, own, done)
 	if err != nil {
 		return err
 	}

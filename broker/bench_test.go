@@ -247,3 +247,57 @@ func BenchmarkReadRelease(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkAppendReadTail appends a chunk and reads it back through a
+// cursor right behind the writer, as the relay does for each chunk of a
+// synchronous sender (without the fdatasync, which is the disk's): the
+// buffer's whole cost per chunk between an input and an output. Each chunk
+// is first copied into pooled memory, as the forward input reads a request:
+// "copy" appends it from there as any appender, and the reader gets it back
+// from the segment; "owned" hands the memory over (AppendAsyncOwned) and
+// the reader gets it from the tail cache.
+func BenchmarkAppendReadTail(b *testing.B) {
+	for _, owned := range []bool{false, true} {
+		name := map[bool]string{false: "copy", true: "owned"}[owned]
+		b.Run(name, func(b *testing.B) {
+			br := benchOpen(b, SyncNone, WithSegmentBytes(256<<20))
+			data := benchEntries()
+			c, err := br.Cursor("bench", 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			done := func(Pos, error) {}
+			b.SetBytes(benchChunk)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				own := GetBuffer(benchChunk)
+				entries := (*own)[:benchChunk]
+				copy(entries, data) // what reading the request costs the input
+				if owned {
+					err = br.AppendAsyncOwned(ctx, "bench", nil, entries, benchEvents, own, done)
+				} else {
+					err = br.AppendAsyncOwned(ctx, "bench", nil, entries, benchEvents, nil, done)
+					PutBuffer(own)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				r, err := c.Next(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(r.Entries) != benchChunk {
+					b.Fatalf("read %d bytes", len(r.Entries))
+				}
+				r.Release()
+				if i%256 == 255 { // let retention delete what was read
+					if err := c.Commit(r.Offset); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}

@@ -385,6 +385,7 @@ type Stats struct {
 	CorruptRecords uint64
 	FullWaits      uint64 // appends that waited for space
 	DiskFullErrors uint64 // writes that failed with ENOSPC/EDQUOT
+	TailReads      uint64 // records read from memory right behind the writer (WithTailCache)
 }
 
 // PartitionStats describes one partition.
@@ -445,6 +446,7 @@ func (b *Broker) Stats() Stats {
 	s.CorruptRecords = b.m.corruptRecords.Load()
 	s.FullWaits = b.m.fullWaits.Load()
 	s.DiskFullErrors = b.m.diskFull.Load()
+	s.TailReads = b.m.tailHits.Load()
 	return s
 }
 

@@ -290,6 +290,21 @@ func (c *Cursor) Next(ctx context.Context) (Record, error) {
 		}
 		s := c.seg
 		limit, segNext, last := p.readLimitLocked(s)
+		if len(p.tail) > 0 && c.name != "" {
+			if rec, ok := c.fromTailLocked(off, limit); ok {
+				p.mu.Unlock()
+				c.mu.Lock()
+				if c.gen != gen { // moved by Reset, Commit or drop_oldest meanwhile
+					c.mu.Unlock()
+					rec.Release()
+					continue
+				}
+				c.readOff = off + 1
+				c.posFor, c.posGen = c.readOff, gen
+				c.mu.Unlock()
+				return rec, nil
+			}
+		}
 		bads := s.bad
 		var nextSeg *segment
 		if !last {

@@ -108,6 +108,11 @@
 // Open, so no later record is skipped, and new records at those offsets
 // carry a new epoch (see Epochs).
 //
+// A cursor right behind the writer may get a record from memory instead of
+// the segment (the tail cache, tailcache.go): the very bytes written, from
+// memory the appender handed over (AppendAsyncOwned), under the same rule:
+// only once the record is durable as above.
+//
 // # Epochs
 //
 // An offset names a record only within an epoch: after a power cut lost an

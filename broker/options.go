@@ -110,6 +110,7 @@ type options struct {
 	sync         SyncMode
 	syncInterval time.Duration
 	whenFull     FullPolicy
+	tailCache    int64
 	logger       *zap.Logger
 	registerer   prometheus.Registerer
 
@@ -129,6 +130,7 @@ func defaultOptions() options {
 		sync:         SyncAlways,
 		syncInterval: 200 * time.Millisecond,
 		whenFull:     Block,
+		tailCache:    4 << 20,
 		logger:       zap.NewNop(),
 		openFile:     openOSFile,
 		syncDir:      syncDir,
@@ -159,6 +161,12 @@ func WithSyncInterval(d time.Duration) Option { return func(o *options) { o.sync
 
 // WithWhenFull sets what happens when the buffer is full. Default Block.
 func WithWhenFull(p FullPolicy) Option { return func(o *options) { o.whenFull = p } }
+
+// WithTailCache sets how many bytes of the records just appended each
+// partition keeps in memory for the cursors reading right behind the writer,
+// which then take them from there instead of reading them back from the
+// segment files (see tailcache.go). 0 turns it off. Default 4 MiB.
+func WithTailCache(n int64) Option { return func(o *options) { o.tailCache = n } }
 
 // WithLogger sets the logger. Default zap.NewNop().
 func WithLogger(l *zap.Logger) Option { return func(o *options) { o.logger = l } }

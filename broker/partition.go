@@ -61,6 +61,10 @@ type partition struct {
 	// since the directory was last fsync'd
 	unsyncedSegs []*segment
 	dirDirty     bool
+	// the tail cache (tailcache.go): records just appended, in offset
+	// order, and the bytes they hold
+	tail      []tailEntry
+	tailBytes int64
 
 	// qmu: a leaf (lock order: "Locks" in doc.go), taken under wmu; Close holds
 	// every partition's at once, in partition order.
@@ -83,6 +87,7 @@ type partition struct {
 	spare  []*appendReq
 	hdrs   []byte
 	iovs   [][]byte
+	tails  []tailEntry // the records just written that the tail cache keeps
 
 	// smu: a leaf (lock order: "Locks" in doc.go), taken under wmu.
 	smu      sync.Mutex
@@ -107,6 +112,7 @@ type appendReq struct {
 	frame   int64
 	done    func(Pos, error) // AppendAsync
 	async   bool
+	own     *[]byte           // the pooled memory of entries, handed over (AppendAsyncOwned)
 	ch      chan appendResult // capacity 1
 }
 
@@ -469,6 +475,7 @@ func (p *partition) bytesLocked() int64 {
 func (p *partition) closeFiles() {
 	p.mu.Lock()
 	segs := slices.Clone(p.segs)
+	p.dropTailLocked(len(p.tail))
 	p.mu.Unlock()
 	for _, s := range segs {
 		s.fmu.Lock()
@@ -668,13 +675,59 @@ func (p *partition) writeGroup(batch []*appendReq) (int, error) {
 		}
 		return 0, err
 	}
-	p.publish(batch[:j], start, end)
+	tails := p.takeTails(batch[:j])
+	p.publish(batch[:j], start, end, tails)
+	clear(tails)
+	p.tails = tails[:0]
 	return j, nil
 }
 
+// takeTails decides which of the records just written the tail cache
+// keeps: those whose appender handed their memory over (AppendAsyncOwned),
+// while the cache has room and the partition an open cursor. The memory of
+// the others goes back to the pool. It returns nil, or one entry per
+// request (zero for a record not kept). It runs on the writer's goroutine
+// after the write and before publish, after which the requests may be
+// reused.
+func (p *partition) takeTails(reqs []*appendReq) []tailEntry {
+	owned := false
+	for _, r := range reqs {
+		owned = owned || r.own != nil
+	}
+	if !owned {
+		return nil
+	}
+	var room int64
+	if p.b.opts.tailCache > 0 {
+		p.mu.Lock()
+		room = p.tailRoomLocked()
+		p.mu.Unlock()
+	}
+	tails := p.tails[:0]
+	for _, r := range reqs {
+		var e tailEntry
+		if r.own != nil {
+			if n := int64(cap(*r.own)); n <= room {
+				e = tailEntry{tag: r.tag, count: int(r.count), entries: r.entries, buf: r.own, bytes: n}
+				if r.meta != nil {
+					e.meta = append([]byte(nil), r.meta...) // the appender's, not handed over
+				}
+				room -= n
+			} else {
+				room = 0 // the rest are read from the segment, in order
+				putRecBuf(r.own)
+			}
+			r.own = nil
+		}
+		tails = append(tails, e)
+	}
+	return tails
+}
+
 // publish makes written records visible to readers and hands their
-// acknowledgements on.
-func (p *partition) publish(reqs []*appendReq, start, end int64) {
+// acknowledgements on; tails (nil, or one per request) are the copies of
+// the records for the tail cache.
+func (p *partition) publish(reqs []*appendReq, start, end int64, tails []tailEntry) {
 	p.mu.Lock()
 	s := p.active
 	first := p.next
@@ -682,9 +735,16 @@ func (p *partition) publish(reqs []*appendReq, start, end int64) {
 	var total int64
 	for i, r := range reqs {
 		s.addIndex(first+uint64(i), pos)
+		if tails != nil && tails[i].entries != nil {
+			t := &tails[i]
+			t.off, t.seg, t.pos, t.size, t.epoch = first+uint64(i), s, pos, r.frame, p.b.epoch
+		}
 		pos += r.frame
 		total += r.frame
 		s.events += int64(r.count)
+	}
+	if tails != nil {
+		p.addTailLocked(tails)
 	}
 	s.records += int64(len(reqs))
 	s.size = end

@@ -55,6 +55,25 @@ func putRecBuf(p *[]byte) {
 	}
 }
 
+// GetBuffer returns at least n bytes of the broker's pooled memory (len ==
+// cap: the power of two from 1 KiB that holds n, or n beyond 64 MiB), not
+// zeroed: the memory records are read into, and that an appender may read
+// its chunks into and hand over with them (AppendAsyncOwned). PutBuffer
+// gives it back.
+func GetBuffer(n int) *[]byte {
+	_, h := getRecBuf(n)
+	if h == nil {
+		b := make([]byte, n)
+		return &b
+	}
+	*h = (*h)[:cap(*h)]
+	return h
+}
+
+// PutBuffer gives memory of GetBuffer back to the pool; nil is ignored.
+// Nothing may use it afterwards.
+func PutBuffer(b *[]byte) { putRecBuf(b) }
+
 // Release gives the memory of r's Entries and Meta back to the broker, to
 // read later records into: neither may be used afterwards, by anyone.
 // Calling it is optional (unreleased records are garbage collected); call it

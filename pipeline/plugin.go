@@ -21,6 +21,15 @@ type Chunk struct {
 	// stored in the same buffer record as the chunk's last events and
 	// found again through Positions: see there. Filters keep it.
 	Source []byte
+	// Own, when set, is the memory Entries lie in, from the buffer's pool
+	// (broker.GetBuffer), handed over with the chunk (the forward input
+	// reads a request into it): once Emit returns nil it is the
+	// pipeline's, which keeps it for the outputs reading right behind the
+	// buffer's writer instead of copying the entries (see
+	// broker.AppendAsyncOwned), and the caller must use neither it nor
+	// Entries any more. If Emit returns an error it is still the caller's.
+	// Filters see no Own.
+	Own *[]byte
 }
 
 // Batch is a chunk read back from the buffer for an output: its epoch,

@@ -367,10 +367,24 @@ type emitter struct {
 }
 
 func (e *emitter) Emit(ctx context.Context, c Chunk, ack AckFunc) error {
+	// c.Own is handed on to the buffer with entries that still lie in it;
+	// the memory of any other chunk that returns nil is given back here
+	own := c.Own
+	c.Own = nil
+	handed, err := e.emit(ctx, c, own, ack)
+	if err == nil && own != nil && !handed {
+		broker.PutBuffer(own)
+	}
+	return err
+}
+
+// emit is Emit; handed reports that own went to the buffer.
+func (e *emitter) emit(ctx context.Context, c Chunk, own *[]byte, ack AckFunc) (handed bool, err error) {
 	if c.Count == 0 {
 		ack(nil)
-		return nil
+		return false, nil
 	}
+	entries := c.Entries
 	e.metrics.RecordsIn.Add(float64(c.Count))
 	e.metrics.BytesIn.Add(float64(len(c.Entries)))
 	for _, f := range *e.r.filters.Load() {
@@ -383,7 +397,7 @@ func (e *emitter) Emit(ctx context.Context, c Chunk, ack AckFunc) error {
 		if err != nil {
 			f.Metrics.Error("filter")
 			ack(fmt.Errorf("filter %s: %w", f.Name, err))
-			return nil
+			return false, nil
 		}
 		f.Metrics.RecordsOut.Add(float64(out.Count))
 		if out.Count < in {
@@ -391,14 +405,17 @@ func (e *emitter) Emit(ctx context.Context, c Chunk, ack AckFunc) error {
 		}
 		if out.Count == 0 {
 			ack(nil)
-			return nil
+			return false, nil
 		}
 		c = out
+	}
+	if len(c.Entries) != len(entries) || len(entries) == 0 || &c.Entries[0] != &entries[0] {
+		own = nil // a filter rewrote them: the buffer copies them
 	}
 	var meta []byte
 	if src := c.Source; src != nil {
 		if len(src) > maxSourceBytes {
-			return fmt.Errorf("source position of %d bytes (max %d)", len(src), maxSourceBytes)
+			return false, fmt.Errorf("source position of %d bytes (max %d)", len(src), maxSourceBytes)
 		}
 		mb := metaPool.Get().(*[]byte)
 		meta = encodeSource((*mb)[:0], e.name, src)
@@ -408,16 +425,16 @@ func (e *emitter) Emit(ctx context.Context, c Chunk, ack AckFunc) error {
 		sa.floor = e.r.buf.NextOffset(sa.p)
 		e.pending.add(sa.p, sa.floor)
 		durable, stored := e.acks(c.Tag, sa.ack)
-		err := e.emitMeta(ctx, c, meta, durable, stored) // meta is not retained
+		handed, err := e.emitMeta(ctx, c, meta, own, durable, stored) // meta is not retained
 		*mb = meta[:0]
 		metaPool.Put(mb)
 		if err != nil {
 			e.pending.remove(sa.p, sa.floor) // no ack comes
 		}
-		return err
+		return handed, err
 	}
 	durable, stored := e.acks(c.Tag, ack)
-	return e.emitMeta(ctx, c, nil, durable, stored)
+	return e.emitMeta(ctx, c, nil, own, durable, stored)
 }
 
 // acks returns the ack to call once a chunk of tag is durable, and the
@@ -432,17 +449,19 @@ func (e *emitter) acks(tag string, ack AckFunc) (AckFunc, func(broker.Pos)) {
 	return w.seal, w.stored
 }
 
-// emitMeta appends c, with meta in its (last) record. stored, if not nil,
-// learns the position of each piece stored, before ack.
-func (e *emitter) emitMeta(ctx context.Context, c Chunk, meta []byte, ack AckFunc, stored func(broker.Pos)) error {
+// emitMeta appends c, with meta in its (last) record, handing own (the
+// memory c.Entries lie in, or nil) over to the buffer when it can: handed
+// says it did. stored, if not nil, learns the position of each piece
+// stored, before ack.
+func (e *emitter) emitMeta(ctx context.Context, c Chunk, meta []byte, own *[]byte, ack AckFunc, stored func(broker.Pos)) (handed bool, err error) {
 	extra := int64(0)
 	if meta != nil {
 		extra = 2 + int64(len(meta))
 	}
 	if max := e.r.buf.MaxChunkBytes(); int64(len(c.Tag)+len(c.Entries))+extra > max {
-		return e.emitTooLarge(ctx, c, max-extra, meta, ack, stored)
+		return false, e.emitTooLarge(ctx, c, max-extra, meta, ack, stored)
 	}
-	err := e.r.buf.AppendAsyncMeta(ctx, c.Tag, meta, c.Entries, c.Count, func(pos broker.Pos, err error) {
+	err = e.r.buf.AppendAsyncOwned(ctx, c.Tag, meta, c.Entries, c.Count, own, func(pos broker.Pos, err error) {
 		if err != nil {
 			e.metrics.Error("buffer")
 		} else if stored != nil {
@@ -453,13 +472,13 @@ func (e *emitter) emitMeta(ctx context.Context, c Chunk, meta []byte, ack AckFun
 	if isTooLarge(err) { // the tag alone is more than a record can hold
 		e.dropTooLarge(c.Tag, c.Count, int64(len(c.Tag)+len(c.Entries)), err)
 		ack(nil)
-		return nil
+		return false, nil
 	}
 	if err == nil {
 		e.metrics.RecordsOut.Add(float64(c.Count))
 		e.metrics.BytesOut.Add(float64(len(c.Entries)))
 	}
-	return err
+	return err == nil && own != nil, err
 }
 
 // commitQueue commits a cursor over batches that complete out of order:

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
-	"sync"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/logship/logship/broker"
 	"github.com/logship/logship/internal/mpack"
 )
 
@@ -211,7 +211,12 @@ type Decoder struct {
 	r   io.Reader
 	lim Limits
 
-	buf []byte // len == cap; unconsumed bytes are buf[start:end]
+	buf  []byte  // len == cap; unconsumed bytes are buf[start:end]
+	bufH *[]byte // buf's handle in the pool
+	// inBuf: the last request's entries lie in buf, as they came (Detach);
+	// detached: buf was handed over and is still counted in Limits.Memory
+	// until the decoder waits for the next frame
+	inBuf, detached bool
 	// hint is the size the last large frame needed: the next frame larger
 	// than initialBuffer grows to it at once instead of doubling.
 	hint       int
@@ -304,11 +309,11 @@ func (d *Decoder) fill(need int) error {
 			if err := d.account(d.footprint() - len(d.buf) + size); err != nil {
 				return err
 			}
-			nb := getBuf(size)
+			nb, nh := getBuf(size)
 			d.end = copy(nb, d.buf[d.start:d.end])
 			d.start = 0
-			putBuf(d.buf)
-			d.buf = nb
+			putBuf(d.bufH)
+			d.buf, d.bufH = nb, nh
 		}
 		n, err := d.r.Read(d.buf[d.end:])
 		d.end += n
@@ -356,8 +361,13 @@ func (d *Decoder) account(total int) error {
 // buffers, so that the steady state allocates nothing.
 func (d *Decoder) release() {
 	if len(d.buf) <= initialBuffer && cap(d.inflated) <= retainSmall && cap(d.out) <= retainSmall && cap(d.jbuf) <= retainSmall && d.zd == nil {
+		if d.detached {
+			d.detached = false
+			_ = d.account(d.footprint())
+		}
 		return
 	}
+	d.detached = false
 	if d.zd != nil {
 		d.zd.Close()
 		d.zd, d.zdCost = nil, 0
@@ -366,8 +376,8 @@ func (d *Decoder) release() {
 		// Requests are valid until the next Decode: nothing refers to
 		// the buffer any more, another connection may take it.
 		d.hint = len(d.buf)
-		putBuf(d.buf)
-		d.buf, d.start, d.end = nil, 0, 0
+		putBuf(d.bufH)
+		d.buf, d.bufH, d.start, d.end = nil, nil, 0, 0
 	}
 	if cap(d.inflated) > retainSmall {
 		d.inflated = nil
@@ -475,6 +485,7 @@ func (d *Decoder) nextFrame(max int) (frame []byte, wire int, err error) {
 // the stream ends cleanly between requests. The Request and its slices are
 // valid until the next call on d. See the package documentation for errors.
 func (d *Decoder) Next() (*Request, error) {
+	d.inBuf = false
 	frame, wire, err := d.nextFrame(d.lim.MaxFrameBytes)
 	if err != nil {
 		return nil, err
@@ -484,6 +495,27 @@ func (d *Decoder) Next() (*Request, error) {
 		return nil, d.fail(err)
 	}
 	return &d.req, nil
+}
+
+// Detach hands over the memory the last request was read into (from the
+// pool of broker.GetBuffer), when its Entries lie in it as they came (not
+// rewritten, inflated or transcoded), it was grown for that request (more
+// than an idle connection keeps) and nothing was read beyond the request:
+// the caller then owns it (broker.PutBuffer gives it back;
+// broker.AppendAsyncOwned takes it with the chunk), and the decoder reads
+// the next request into other memory. The Request stays valid as long as
+// the caller keeps the memory. It returns nil, handing nothing over,
+// otherwise. The memory counts in Limits.Memory until the decoder waits for
+// the next request.
+func (d *Decoder) Detach() *[]byte {
+	if !d.inBuf || d.bufH == nil || d.start != d.end || len(d.buf) <= initialBuffer {
+		return nil
+	}
+	h := d.bufH
+	d.hint = len(d.buf) // the next large request grows to it at once
+	d.buf, d.bufH, d.start, d.end = nil, nil, 0, 0
+	d.inBuf, d.detached = false, true
+	return h
 }
 
 // tag returns b as a string, reusing the strings of recent tags so that a
@@ -591,16 +623,17 @@ func (d *Decoder) inflate(c Compression, src []byte) ([]byte, error) {
 	return out, nil
 }
 
-// Read buffers are shared through pools, one per power-of-two size from
-// initialBuffer: a synchronous sender's connection gives its buffer
-// back while it waits for the next request (release) and takes one again
-// for it, without allocating or zeroing hundreds of KiB per request.
+// Read buffers are shared through the broker's pools (broker.GetBuffer),
+// one per power-of-two size, from initialBuffer: a synchronous sender's
+// connection gives its buffer back while it waits for the next request
+// (release) and takes one again for it, without allocating or zeroing
+// hundreds of KiB per request; or it hands the buffer over with the
+// request's chunk (Detach), and the buffer comes back to the pool once the
+// chunk is delivered.
 const (
 	minPooledShift = 16 // 64 KiB: initialBuffer
 	maxPooledShift = 26 // 64 MiB
 )
-
-var bufPools [maxPooledShift - minPooledShift + 1]sync.Pool
 
 // pooledClass returns the pool of a buffer of size n, or -1.
 func pooledClass(n int) int {
@@ -610,17 +643,17 @@ func pooledClass(n int) int {
 	return bits.TrailingZeros(uint(n)) - minPooledShift
 }
 
-func getBuf(n int) []byte {
-	if c := pooledClass(n); c >= 0 {
-		if b, ok := bufPools[c].Get().([]byte); ok {
-			return b
-		}
+func getBuf(n int) ([]byte, *[]byte) {
+	if pooledClass(n) >= 0 {
+		h := broker.GetBuffer(n) // a power of two: exactly n
+		return *h, h
 	}
-	return make([]byte, n)
+	b := make([]byte, n)
+	return b, &b
 }
 
-func putBuf(b []byte) {
-	if c := pooledClass(len(b)); c >= 0 && cap(b) == len(b) {
-		bufPools[c].Put(b) //nolint:staticcheck // SA6002: a slice header per Put is nothing beside the buffer
+func putBuf(h *[]byte) {
+	if h != nil && pooledClass(len(*h)) >= 0 && cap(*h) == len(*h) {
+		broker.PutBuffer(h)
 	}
 }

@@ -52,6 +52,7 @@ func (d *Decoder) parseRequest(f []byte, req *Request) error {
 		if err != nil {
 			return err
 		}
+		d.inBuf = o.comp == CompressNone && d.uncopied(req.Entries, raw)
 	case isArrayByte(second) && !messageTimeArray(f[p:], n):
 		if n > 3 {
 			return fmt.Errorf("%w: a Forward array of %d elements", ErrMalformed, n)
@@ -73,6 +74,7 @@ func (d *Decoder) parseRequest(f []byte, req *Request) error {
 		if err != nil {
 			return err
 		}
+		d.inBuf = d.uncopied(req.Entries, body)
 	default:
 		if n < 3 {
 			return fmt.Errorf("%w: a Message array of %d elements", ErrMalformed, n)
@@ -104,6 +106,12 @@ func (d *Decoder) parseRequest(f []byte, req *Request) error {
 	}
 	req.Chunk, req.HasChunk = o.chunk, o.hasChunk
 	return nil
+}
+
+// uncopied reports whether out, normalise's result, is in, part of a
+// msgpack frame in the read buffer, as it came.
+func (d *Decoder) uncopied(out, in []byte) bool {
+	return d.format == formatMsgpack && len(out) > 0 && len(out) == len(in) && &out[0] == &in[0]
 }
 
 // messageTimeArray tells a Message whose time is Fluent Bit's

@@ -90,6 +90,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/logship/logship/broker"
 	"github.com/logship/logship/internal/mpack"
 	"github.com/logship/logship/internal/ratelog"
 	"github.com/logship/logship/pipeline"
@@ -664,7 +665,7 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 			}
 			return
 		}
-		isJSON := req.JSON
+		isJSON, count := req.JSON, req.Count // req is the decoder's: read again by the next Next
 		if req.Dropped > 0 {
 			if n := req.Dropped - req.TooDeep; n > 0 {
 				m.Dropped("invalid_event", n)
@@ -734,11 +735,18 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 		if in.positions && chunkID != nil {
 			src = chunkID // stored with the chunk: see floor.go
 		}
-		err = emit.Emit(cn.ctx, pipeline.Chunk{Tag: req.Tag, Entries: entries, Count: req.Count, Source: src}, func(err error) {
+		var own *[]byte
+		if in.cfg.SourceAddressKey == "" {
+			// The request's memory goes with its chunk, when it can: the
+			// buffer keeps it for the outputs reading right behind, which
+			// then send the entries from where they were read.
+			own = dec.Detach()
+		}
+		err = emit.Emit(cn.ctx, pipeline.Chunk{Tag: req.Tag, Entries: entries, Count: req.Count, Source: src, Own: own}, func(err error) {
 			if src != nil && err == nil {
 				in.dedup.stage(chunkID)
 			}
-			cn.ack(ackJob{chunk: chunkID, err: err, arrived: arrived, fresh: true, json: isJSON, events: req.Count})
+			cn.ack(ackJob{chunk: chunkID, err: err, arrived: arrived, fresh: true, json: isJSON, events: count})
 		})
 		cn.blocked(false)
 		if cap(rec) > forwardproto.IdleBytes {
@@ -748,6 +756,7 @@ func (cn *conn) serve(emit pipeline.Emitter) {
 		if err != nil {
 			// Stopping, or the client is gone: the chunk was not taken; no
 			// ack, the client resends.
+			broker.PutBuffer(own)
 			cn.send(ackJob{chunk: chunkID, err: err, arrived: arrived, fresh: true})
 			return
 		}
