@@ -340,7 +340,16 @@ func (d *Decoder) normalise(body []byte) (out []byte, count, dropped, tooDeep in
 		e := body[off:]
 		// Fast path: fixarray 2, a time kept as it is, a map not too deep.
 		if e[0] == 0x92 && len(e) > 1 && keepableTimeByte(e[1]) {
-			if t, tn, err := mpack.ReadTime(e[1:]); err == nil && !t.IsZero() && 1+tn < len(e) && isMapByte(e[1+tn]) {
+			tn := 0
+			if e[1] == 0xd7 && len(e) > 11 && e[2] == 0 {
+				// an EventTime, what Fluentd, Fluent Bit and logship send
+				if binary.BigEndian.Uint64(e[3:]) != 0 {
+					tn = 10
+				}
+			} else if t, n, err := mpack.ReadTime(e[1:]); err == nil && !t.IsZero() {
+				tn = n
+			}
+			if tn > 0 && 1+tn < len(e) && isMapByte(e[1+tn]) {
 				if rn, deep, err := skipRecord(e[1+tn:], maxDepth, d.stack); err == nil && !deep {
 					off += 1 + tn + rn
 					count++
