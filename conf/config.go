@@ -85,10 +85,11 @@ type Service struct {
 	// plugins hold is bounded by their own settings (the forward input's
 	// memory_limit, the forward output's max_in_flight_bytes); when they
 	// need more than this, the process goes past it rather than fail, with
-	// the collector using at most about half the CPU. 0 (the default)
-	// leaves the collector to its usual pacing, which lets the heap grow
-	// to about twice what is live. The GOMEMLIMIT environment variable,
-	// when set, takes precedence. At most 1TiB.
+	// the collector using at most about half the CPU. 0 (the aggregator's
+	// default) leaves the collector to its usual pacing, which lets the
+	// heap grow to about twice what is live; the agent's default, 48MiB,
+	// keeps it under 64MiB resident beside applications. The GOMEMLIMIT
+	// environment variable, when set, takes precedence. At most 1TiB.
 	MemoryLimit conftypes.Size `yaml:"memory_limit"`
 }
 

@@ -111,3 +111,30 @@ func TestDefaultInputNotAddedOverErrors(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestRoleMemoryLimit: an agent runs with a 48MiB soft memory limit unless
+// its file says otherwise (0 turns it off); the aggregator has none.
+func TestRoleMemoryLimit(t *testing.T) {
+	cases := []struct {
+		name string
+		role conf.Role
+		text string
+		want int64
+	}{
+		{"agent default", agent.Role, "outputs: [{type: stdout}]\n", 48 << 20},
+		{"agent, set", agent.Role, "service: {memory_limit: 100MiB}\noutputs: [{type: stdout}]\n", 100 << 20},
+		{"agent, turned off", agent.Role, "service: {memory_limit: 0}\noutputs: [{type: stdout}]\n", 0},
+		{"aggregator default", aggregator.Role, "inputs: [{type: forward}]\noutputs: [{type: stdout}]\n", 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := conf.Parse("f.yaml", []byte(c.text), c.role, roleRegistry(t), env(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := int64(cfg.Service.MemoryLimit); got != c.want {
+				t.Fatalf("memory_limit %d, want %d", got, c.want)
+			}
+		})
+	}
+}

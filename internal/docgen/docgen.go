@@ -189,6 +189,16 @@ func table(b *bytes.Buffer, rs []row) {
 	b.WriteString("\n")
 }
 
+// roleConfig is f's default config for role: a config with a RoleDefaults
+// method (as package conf applies it before the file) gets the role's.
+func roleConfig(f pipeline.Factory, role string) pipeline.Config {
+	c := f.NewConfig()
+	if rd, ok := c.(interface{ RoleDefaults(role string) }); ok {
+		rd.RoleDefaults(role)
+	}
+	return c
+}
+
 // Generate returns the config reference for the plugins in reg.
 func Generate(reg *pipeline.Registry) []byte {
 	var b bytes.Buffer
@@ -229,9 +239,15 @@ func Generate(reg *pipeline.Registry) []byte {
 		sort.Strings(types)
 		for _, typ := range types {
 			f, _ := reg.Lookup(kind, typ)
-			cfg := reflect.ValueOf(f.NewConfig()).Elem()
 			fmt.Fprintf(&b, "### %s `%s`\n\n", kind, typ)
-			table(&b, rows(cfg, ""))
+			ra := rows(reflect.ValueOf(roleConfig(f, agent.Role.Name)).Elem(), "")
+			rg := rows(reflect.ValueOf(roleConfig(f, aggregator.Role.Name)).Elem(), "")
+			for i := range ra {
+				if ra[i].def != rg[i].def {
+					ra[i].def = "`" + ra[i].def + "` (aggregator: `" + rg[i].def + "`)"
+				}
+			}
+			table(&b, ra)
 		}
 	}
 	return b.Bytes()

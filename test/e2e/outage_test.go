@@ -34,8 +34,8 @@ import (
 // adding.
 //
 // The forward input's dedup_window is 20000 ids here (30 s of the
-// clients' chunks): its ids take ~110 bytes each and grow with the number
-// of client chunks up to the window (110 MB at the default 1000000),
+// clients' chunks): its ids take ~28 bytes each and grow with the number
+// of client chunks up to the window (28 MB at the aggregator's 1000000),
 // outage or not; a smaller window keeps that out of what is measured.
 func TestOutageAggregatorDown(t *testing.T) {
 	if testing.Short() {

@@ -59,7 +59,8 @@
 //     acknowledged for are resent by it, and a resent chunk still being stored waits for the
 //     first copy (dedup).
 //   - max_pending_acks (64) bounds what one connection holds;
-//     dedup_window (1000000 ids, about 110 bytes of RAM each) what the
+//     dedup_window (1000000 ids on an aggregator, 100000 on an agent,
+//     about 28 bytes of RAM each, each kept dedup_retention) what the
 //     chunk-id window and its journal hold. An id forgotten sooner than
 //     dedup_retention (10m) after it was stored is counted
 //     (forward_in_dedup_evicted_early_total) and logged at most every 10s:
@@ -109,7 +110,7 @@ var (
 	acksSent     = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "forward_in", Name: "acks_total", Help: "Chunk acknowledgements sent."}, []string{"component"})
 	dupChunks    = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "forward_in", Name: "duplicate_chunks_total", Help: "Chunks acknowledged again without being stored (resent ids)."}, []string{"component"})
 	dedupEarly   = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "forward_in", Name: "dedup_evicted_early_total", Help: "Chunk ids forgotten (to make room in dedup_window) sooner than dedup_retention after they were stored: a resend of them would be stored twice."}, []string{"component"})
-	dedupAge     = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "logship", Subsystem: "forward_in", Name: "dedup_horizon_seconds", Help: "Age of the chunk id last forgotten to make room in dedup_window: how far back resends are recognised (keep it above dedup_retention)."}, []string{"component"})
+	dedupAge     = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "logship", Subsystem: "forward_in", Name: "dedup_horizon_seconds", Help: "Age of the chunk id last forgotten (expired at dedup_retention, or to make room in dedup_window): how far back resends are recognised (keep it at dedup_retention or above)."}, []string{"component"})
 	connsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "logship", Subsystem: "forward_in", Name: "connections_closed_total", Help: "Forward connections closed by the input, by reason (max_connections, idle_timeout, handshake_timeout, peer_gone)."}, []string{"component", "reason"})
 	memInUse     = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "logship", Subsystem: "forward_in", Name: "memory_bytes", Help: "Decoding memory held against memory_limit."}, []string{"component"})
 	ackWait      = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "logship", Subsystem: "forward_in", Name: "ack_latency_seconds", Help: "From a chunk's arrival to its ack.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"component"})
