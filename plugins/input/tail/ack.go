@@ -23,11 +23,13 @@ type pendingChunk struct {
 	done   bool
 }
 
-// emitChunk hands count entries, records of them new (not pieces of a
-// message counted before), to the pipeline; end is the checkpoint once
-// they are durable. On return the entries may be reused, unless t.err or
-// the failed flag is set (the stop, or a chunk to read again).
-func (t *tailer) emitChunk(entries []byte, count, records int, end int64) {
+// emitChunk hands the chunk being filled, count entries, records of them
+// new (not pieces of a message counted before), to the pipeline; end is
+// the checkpoint once they are durable. Its memory goes with it (Own):
+// t.chunk is nil on return if the pipeline took it, else still the
+// tailer's (to reuse, or reset if t.err or the failed flag is set: the
+// stop, or a chunk to read again).
+func (t *tailer) emitChunk(count, records int, end int64) {
 	p := &pendingChunk{end: end, count: count, tail: t.tailAt(end), origin: t.origin}
 	t.mu.Lock()
 	p.gen, p.fp = t.gen, t.fp
@@ -35,7 +37,10 @@ func (t *tailer) emitChunk(entries []byte, count, records int, end int64) {
 	t.outstanding++
 	t.mu.Unlock()
 	t.in.inflightAdd()
-	c := pipeline.Chunk{Tag: t.tag, Entries: entries, Count: count}
+	c := pipeline.Chunk{Tag: t.tag, Entries: *t.chunk, Count: count}
+	if cap(*t.chunk) == t.chunkCap {
+		c.Own = t.chunk // else an append outgrew it: not the pool's memory
+	}
 	if t.in.pos != nil && !t.srcOff {
 		// The checkpoint this chunk makes, stored with it (source.go);
 		// the pipeline copies it before Emit returns.
@@ -46,6 +51,9 @@ func (t *tailer) emitChunk(entries []byte, count, records int, end int64) {
 		c.Source = t.srcBuf
 	}
 	err := t.in.emit.Emit(t.in.ctx, c, func(err error) { t.acked(p, err) })
+	if err == nil {
+		t.chunk = nil // the pipeline's now (or garbage, if not pooled)
+	}
 	if err != nil && permanent(err) && t.in.ctx.Err() == nil {
 		// Never storable: dropped on purpose, counted, and passed like a
 		// stored chunk so that the file is not read again forever. The

@@ -40,7 +40,10 @@
 // chunk holds lines of one file only: up to batch.max_events events and
 // batch.max_bytes of entries (a single larger event goes alone). The
 // event time is the time the block was read (for cri and docker, the time
-// written in the line).
+// written in the line). The chunk is built in memory of the buffer's pool
+// and handed over with it (pipeline.Chunk.Own): the buffer keeps it for
+// the outputs reading right behind its writer, which take the entries
+// from memory instead of reading them back from the buffer's files.
 //
 // # Delivery: identity and checkpoints
 //

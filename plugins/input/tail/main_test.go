@@ -75,7 +75,8 @@ type testEmitter struct {
 	emitErr func(n int) error // when set and not nil, Emit refuses chunk n
 	ackErr  error             // when set, what failed chunks are acked with
 	refused int
-	sizes   []int // len(Entries) of every chunk handed over
+	sizes   []int                  // len(Entries) of every chunk handed over
+	taken   func(c pipeline.Chunk) // when set, sees every chunk Emit takes (under mu)
 	wg      sync.WaitGroup
 }
 
@@ -101,6 +102,9 @@ func (e *testEmitter) Emit(ctx context.Context, c pipeline.Chunk, ack pipeline.A
 			e.mu.Unlock()
 			return err
 		}
+	}
+	if e.taken != nil {
+		e.taken(c)
 	}
 	n := e.nChunks
 	e.nChunks++

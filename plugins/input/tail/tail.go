@@ -54,7 +54,6 @@ type Input struct {
 	watcher   *fsnotify.Watcher
 	slots     chan struct{}
 	bufs      sync.Pool // read buffers
-	chunks    sync.Pool // chunk buffers
 	scanReq   chan struct{}
 	saveReq   chan struct{}
 
@@ -115,8 +114,6 @@ func New(set pipeline.Settings, cfg *Config) (*Input, error) {
 	in.slots = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
 	bufSize := int(cfg.ReadBufferBytes)
 	in.bufs.New = func() any { b := make([]byte, bufSize); return &b }
-	chunkCap := int(cfg.Batch.MaxBytes) + 2*in.maxLine + 1024
-	in.chunks.New = func() any { b := make([]byte, 0, chunkCap); return &b }
 	in.met = newMetrics(set)
 	in.rl = ratelog.New(in.log, 10*time.Second)
 	return in, nil

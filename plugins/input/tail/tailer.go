@@ -35,7 +35,8 @@ type tailer struct {
 	readTime   mpack.EventTime
 	readErr    bool // the last read failed (not at the end of the file)
 	// The chunk being filled (chunk.go, ack.go):
-	chunk    *[]byte
+	chunk    *[]byte // from broker.GetBuffer; handed over with the chunk
+	chunkCap int     // its size as got: an append that outgrew it moved it
 	count    int
 	chunkEnd int64 // checkpoint offset once the chunk is durable
 	records  int
