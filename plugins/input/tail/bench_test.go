@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/logship/logship/broker"
 	"github.com/logship/logship/pipeline"
 )
 
@@ -36,6 +37,7 @@ func (e *countingEmitter) Sources(context.Context, []uint64, func(int, uint64, [
 
 func (e *countingEmitter) Emit(_ context.Context, c pipeline.Chunk, ack pipeline.AckFunc) error {
 	e.bytes.Add(int64(len(c.Entries) + len(c.Source)))
+	broker.PutBuffer(c.Own) // as the buffer does once it wrote the chunk
 	if e.events.Add(int64(c.Count)) == e.want {
 		close(e.done)
 	}

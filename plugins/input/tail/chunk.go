@@ -35,9 +35,10 @@ var (
 // outgrown (an append that does, a json line beyond the bound, makes the
 // chunk's memory its own: the pipeline copies it).
 func (t *tailer) record(s int, content []byte, tm mpack.EventTime, split int, end int64) {
-	json := t.in.cfg.Format == FormatJSON && s == streamNone && split == splitNo
+	in := t.in
+	json := in.json && s == streamNone && split == splitNo
 	need := t.entrySize(s, len(content), split, json)
-	maxBytes := int(t.in.cfg.Batch.MaxBytes)
+	maxBytes := in.maxBytes
 	if t.count > 0 && len(*t.chunk)+need > maxBytes {
 		// batch.max_bytes is a cap: the entries before this one go out
 		// first, and this one starts the next chunk.
@@ -97,7 +98,7 @@ func (t *tailer) record(s int, content []byte, tm mpack.EventTime, split int, en
 		}
 	}
 	t.chunkEnd = end
-	if t.count >= t.in.cfg.Batch.MaxEvents || len(c) >= maxBytes {
+	if t.count >= in.maxEvents || len(c) >= maxBytes {
 		t.flush()
 	}
 }

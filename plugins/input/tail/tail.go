@@ -39,6 +39,9 @@ type Input struct {
 
 	startRe    *regexp.Regexp
 	maxLine    int
+	json       bool   // cfg.Format is json
+	maxEvents  int    // cfg.Batch.MaxEvents
+	maxBytes   int    // cfg.Batch.MaxBytes
 	keyEnc     []byte // the msgpack str of cfg.Key
 	pathKeyEnc []byte // the msgpack str of cfg.PathKey, or nil
 
@@ -86,18 +89,21 @@ func New(set pipeline.Settings, cfg *Config) (*Input, error) {
 		return nil, err
 	}
 	in := &Input{
-		set:      set,
-		cfg:      cfg,
-		log:      set.Logger,
-		maxLine:  int(cfg.MaxLineBytes),
-		keyEnc:   mpack.AppendString(nil, cfg.Key),
-		scanReq:  make(chan struct{}, 1),
-		saveReq:  make(chan struct{}, 1),
-		files:    map[fileKey]*tailer{},
-		byReal:   map[string][]*tailer{},
-		pathRefs: map[string]int{},
-		truncs:   map[truncKey]*truncRecord{},
-		warned:   map[string]bool{},
+		set:       set,
+		cfg:       cfg,
+		log:       set.Logger,
+		maxLine:   int(cfg.MaxLineBytes),
+		json:      cfg.Format == FormatJSON,
+		maxEvents: cfg.Batch.MaxEvents,
+		maxBytes:  int(cfg.Batch.MaxBytes),
+		keyEnc:    mpack.AppendString(nil, cfg.Key),
+		scanReq:   make(chan struct{}, 1),
+		saveReq:   make(chan struct{}, 1),
+		files:     map[fileKey]*tailer{},
+		byReal:    map[string][]*tailer{},
+		pathRefs:  map[string]int{},
+		truncs:    map[truncKey]*truncRecord{},
+		warned:    map[string]bool{},
 	}
 	if in.log == nil {
 		in.log = zap.NewNop()
