@@ -37,98 +37,97 @@ func SkipCount(b []byte) (n, containers int, err error) {
 		}
 		remaining--
 		c := b[pos]
-		// The one-byte headers, most of any record, first.
+		// Most of any record first, each in a branch the CPU predicts well
+		// (entries of one chunk have the same shape), so a value costs
+		// little more than loading its first byte.
 		switch {
-		case c <= 0x7f || c >= 0xe0:
+		case c <= 0x7f || c >= 0xe0: // fixint
 			pos++
 			continue
-		case c <= 0x8f:
+		case c >= 0xa0 && c <= 0xbf: // fixstr: a key; checked at the next
+			pos += 1 + int(c&0x1f) // value or at the end
+			continue
+		case c <= 0x8f: // fixmap
 			pos++
 			remaining += 2 * int(c&0x0f)
 			containers++
 			continue
-		case c <= 0x9f:
+		case c <= 0x9f: // fixarray
 			pos++
 			remaining += int(c & 0x0f)
 			containers++
 			continue
-		case c <= 0xbf:
-			pos += 1 + int(c&0x1f)
-			continue
-		}
-		var hdr, size int // header length, payload bytes after it
-		switch c {
-		case 0xc0, 0xc2, 0xc3:
-			hdr = 1
-		case 0xc1:
-			return 0, 0, fmt.Errorf("%w: byte 0xc1 at %d", ErrMalformed, pos)
-		case 0xcc, 0xd0:
-			hdr, size = 1, 1
-		case 0xcd, 0xd1:
-			hdr, size = 1, 2
-		case 0xca, 0xce, 0xd2:
-			hdr, size = 1, 4
-		case 0xcb, 0xcf, 0xd3:
-			hdr, size = 1, 8
-		case 0xd4:
-			hdr, size = 2, 1
-		case 0xd5:
-			hdr, size = 2, 2
-		case 0xd6:
-			hdr, size = 2, 4
-		case 0xd7:
-			hdr, size = 2, 8
-		case 0xd8:
-			hdr, size = 2, 16
-		default:
-			var lw int // width of the length field
-			switch c {
-			case 0xc4, 0xd9, 0xc7:
-				lw = 1
-			case 0xc5, 0xda, 0xc8, 0xdc, 0xde:
-				lw = 2
-			default: // 0xc6, 0xdb, 0xc9, 0xdd, 0xdf
-				lw = 4
-			}
-			if pos+1+lw > len(b) {
+		case c == 0xd9: // str8: a log line of 32 to 255 bytes
+			if len(b)-pos < 2 {
 				return 0, 0, ErrShortBuffer
 			}
-			var l int
-			switch lw {
-			case 1:
-				l = int(b[pos+1])
-			case 2:
-				l = int(binary.BigEndian.Uint16(b[pos+1:]))
-			default:
-				v := binary.BigEndian.Uint32(b[pos+1:])
-				if v > math.MaxInt32 {
-					return 0, 0, errLength
-				}
-				l = int(v)
+			l := 2 + int(b[pos+1])
+			if l > len(b)-pos {
+				return 0, 0, ErrShortBuffer
 			}
-			hdr = 1 + lw
-			switch c {
-			case 0xc7, 0xc8, 0xc9:
-				hdr, size = hdr+1, l // ext: a type byte after the length
-			case 0xdc, 0xdd, 0xde, 0xdf:
-				if c >= 0xde { // pairs
-					if l > math.MaxInt32/2 {
-						return 0, 0, errTooLarge
-					}
-					l *= 2
-				}
-				// Every value takes at least one byte, so a container
-				// claiming more children than there can be bytes left
-				// is only truncated if the stream goes on; callers
-				// bound frame sizes, so it is short, unless no int32
-				// could count it.
-				if remaining += l; remaining < 0 || remaining > math.MaxInt32 {
+			pos += l
+			continue
+		}
+		// Every other value of a length its first byte tells (nil, bools,
+		// ints, floats, fixext, EventTime).
+		if l := int(fixedLen[c]); l != 0 {
+			if l > len(b)-pos {
+				return 0, 0, ErrShortBuffer
+			}
+			pos += l
+			continue
+		}
+		if c == 0xc1 {
+			return 0, 0, fmt.Errorf("%w: byte 0xc1 at %d", ErrMalformed, pos)
+		}
+		// The rest: a length field of 1, 2 or 4 bytes after the type byte.
+		var lw int // width of the length field
+		switch c {
+		case 0xc4, 0xd9, 0xc7:
+			lw = 1
+		case 0xc5, 0xda, 0xc8, 0xdc, 0xde:
+			lw = 2
+		default: // 0xc6, 0xdb, 0xc9, 0xdd, 0xdf
+			lw = 4
+		}
+		if pos+1+lw > len(b) {
+			return 0, 0, ErrShortBuffer
+		}
+		var l int
+		switch lw {
+		case 1:
+			l = int(b[pos+1])
+		case 2:
+			l = int(binary.BigEndian.Uint16(b[pos+1:]))
+		default:
+			v := binary.BigEndian.Uint32(b[pos+1:])
+			if v > math.MaxInt32 {
+				return 0, 0, errLength
+			}
+			l = int(v)
+		}
+		hdr, size := 1+lw, 0 // header length, payload bytes after it
+		switch c {
+		case 0xc7, 0xc8, 0xc9:
+			hdr, size = hdr+1, l // ext: a type byte after the length
+		case 0xdc, 0xdd, 0xde, 0xdf:
+			if c >= 0xde { // pairs
+				if l > math.MaxInt32/2 {
 					return 0, 0, errTooLarge
 				}
-				containers++
-			default:
-				size = l
+				l *= 2
 			}
+			// Every value takes at least one byte, so a container
+			// claiming more children than there can be bytes left
+			// is only truncated if the stream goes on; callers
+			// bound frame sizes, so it is short, unless no int32
+			// could count it.
+			if remaining += l; remaining < 0 || remaining > math.MaxInt32 {
+				return 0, 0, errTooLarge
+			}
+			containers++
+		default:
+			size = l
 		}
 		// Compared before adding, so a huge declared length cannot wrap
 		// pos around on 32-bit platforms.
@@ -142,6 +141,39 @@ func SkipCount(b []byte) (n, containers int, err error) {
 	}
 	return pos, containers, nil
 }
+
+// fixedLen is, for every first byte of a msgpack value whose length it
+// alone tells, that length (header included); 0 for maps, arrays, strings,
+// bins and exts with a length field, and 0xc1.
+var fixedLen = func() (t [256]uint8) {
+	for c := range 256 {
+		switch {
+		case c <= 0x7f || c >= 0xe0: // positive and negative fixint
+			t[c] = 1
+		case c >= 0xa0 && c <= 0xbf: // fixstr
+			t[c] = uint8(1 + c&0x1f)
+		}
+	}
+	for _, f := range []struct {
+		l  uint8
+		cs []int
+	}{
+		{1, []int{0xc0, 0xc2, 0xc3}}, // nil, false, true
+		{2, []int{0xcc, 0xd0}},       // uint8, int8
+		{3, []int{0xcd, 0xd1, 0xd4}}, // uint16, int16, fixext1
+		{4, []int{0xd5}},             // fixext2
+		{5, []int{0xca, 0xce, 0xd2}}, // float32, uint32, int32
+		{6, []int{0xd6}},             // fixext4
+		{9, []int{0xcb, 0xcf, 0xd3}}, // float64, uint64, int64
+		{10, []int{0xd7}},            // fixext8: EventTime
+		{18, []int{0xd8}},            // fixext16
+	} {
+		for _, c := range f.cs {
+			t[c] = f.l
+		}
+	}
+	return t
+}()
 
 // SkipCount's errors for lengths beyond int32, preallocated: formatting
 // them in the loop costs the common path.

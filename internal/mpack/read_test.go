@@ -207,7 +207,7 @@ func BenchmarkSkipCount(b *testing.B) {
 }
 
 // benchRec is a container-log-like record of about 200 bytes.
-func benchRec(b *testing.B) []byte {
+func benchRec(b testing.TB) []byte {
 	rec, err := msgpack.Marshal(map[string]any{
 		"log":        "2024-05-01T12:00:00.000Z INFO request 000042 served GET /api/v1/items?page=3 status=200 bytes=5123 " + strings.Repeat("x", 40),
 		"stream":     "stdout",
