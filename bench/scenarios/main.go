@@ -50,6 +50,7 @@ var (
 	only        = flag.String("only", "a,b,c", "scenarios to run, comma-separated: a (tail -> agent -> aggregator -> file), b (forward -> agent -> forward), c (forward -> agent -> kafka)")
 	events      = flag.Int("events", 200_000, "events per scenario and target")
 	eventSize   = flag.Int("size", 200, "bytes per event: a line of (a) with its newline; about, for the msgpack records of (b) and (c)")
+	lineRate    = flag.Int("rate", 0, "lines per second (a)'s generator appends, in 10ms steps; 0 = as fast as it can (the agent's output then lags its input, as after an outage: try a rate below the aggregator's for the steady state)")
 	perChunk    = flag.Int("chunk", 1000, "events per forward chunk of the senders of (b) and (c) (fluent-logger sends 1 to 1000s; try 10)")
 	conns       = flag.Int("conns", 4, "synchronous sender connections of (b) and (c)")
 	partitions  = flag.Int("kafka-partitions", 4, "partitions of the kfake topic of (c)")

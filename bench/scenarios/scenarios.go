@@ -195,7 +195,7 @@ outputs:
 	n := int64(*events)
 	lc := &benchkit.LineCounter{Path: out}
 	elapsed, procs, err := measure(&m,
-		func() error { return generate(logPath, n, *eventSize) },
+		func() error { return generate(logPath, n, *eventSize, *lineRate) },
 		func() error { return waitFor("the aggregator's file", n, 5*time.Millisecond, lc.Count) })
 	if err != nil {
 		return result{}, err
@@ -204,13 +204,15 @@ outputs:
 }
 
 // generate appends n lines of size bytes (newline included) to path, as
-// fast as it can (1 MiB writes).
-func generate(path string, n int64, size int) error {
+// fast as it can (1 MiB writes), or rate lines a second (rate > 0: each
+// 10ms' lines in one write).
+func generate(path string, n int64, size, rate int) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
+	start := time.Now()
 	pad := strings.Repeat("x", max(0, size-100))
 	line := make([]byte, 0, size+64)
 	for i := range n {
@@ -225,6 +227,13 @@ func generate(path string, n int64, size int) error {
 		if _, err := w.Write(line); err != nil {
 			_ = f.Close()
 			return err
+		}
+		if step := int64(max(rate/100, 1)); rate > 0 && (i+1)%step == 0 {
+			if err := w.Flush(); err != nil {
+				_ = f.Close()
+				return err
+			}
+			time.Sleep(time.Until(start.Add(time.Duration((i+1)/step) * 10 * time.Millisecond)))
 		}
 	}
 	if err := w.Flush(); err != nil {
