@@ -44,9 +44,6 @@ func SkipCount(b []byte) (n, containers int, err error) {
 		case c <= 0x7f || c >= 0xe0: // fixint
 			pos++
 			continue
-		case c >= 0xa0 && c <= 0xbf: // fixstr: a key; checked at the next
-			pos += 1 + int(c&0x1f) // value or at the end
-			continue
 		case c <= 0x8f: // fixmap
 			pos++
 			remaining += 2 * int(c&0x0f)
@@ -56,6 +53,9 @@ func SkipCount(b []byte) (n, containers int, err error) {
 			pos++
 			remaining += int(c & 0x0f)
 			containers++
+			continue
+		case c <= 0xbf: // fixstr: checked at the next value or at the end
+			pos += 1 + int(c&0x1f)
 			continue
 		case c == 0xd9: // str8: a log line of 32 to 255 bytes
 			if len(b)-pos < 2 {
