@@ -285,6 +285,7 @@ func (c *Cursor) Next(ctx context.Context) (Record, error) {
 				return Record{}, err
 			}
 			if c.posFor != off { // clamped forward
+				p.mu.Unlock()
 				continue
 			}
 		}
