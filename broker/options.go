@@ -130,7 +130,7 @@ func defaultOptions() options {
 		sync:         SyncAlways,
 		syncInterval: 200 * time.Millisecond,
 		whenFull:     Block,
-		tailCache:    4 << 20,
+		tailCache:    16 << 20,
 		logger:       zap.NewNop(),
 		openFile:     openOSFile,
 		syncDir:      syncDir,
@@ -162,10 +162,13 @@ func WithSyncInterval(d time.Duration) Option { return func(o *options) { o.sync
 // WithWhenFull sets what happens when the buffer is full. Default Block.
 func WithWhenFull(p FullPolicy) Option { return func(o *options) { o.whenFull = p } }
 
-// WithTailCache sets how many bytes of the records just appended each
-// partition keeps in memory for the cursors reading right behind the writer,
+// WithTailCache sets how many bytes of the records just appended the buffer
+// keeps in memory, in all, for the cursors reading right behind the writer,
 // which then take them from there instead of reading them back from the
-// segment files (see tailcache.go). 0 turns it off. Default 4 MiB.
+// segment files (see tailcache.go). Each partition gets an equal share, so
+// memory does not grow with the number of partitions (nor with cursors that
+// lag: a lagging cursor holds at most its partition's share). 0 turns it
+// off. Default 16 MiB (4 MiB per partition with the default 4).
 func WithTailCache(n int64) Option { return func(o *options) { o.tailCache = n } }
 
 // WithLogger sets the logger. Default zap.NewNop().

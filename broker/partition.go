@@ -698,7 +698,7 @@ func (p *partition) takeTails(reqs []*appendReq) []tailEntry {
 		return nil
 	}
 	var room int64
-	if p.b.opts.tailCache > 0 {
+	if p.b.opts.tailShare() > 0 {
 		p.mu.Lock()
 		room = p.tailRoomLocked()
 		p.mu.Unlock()

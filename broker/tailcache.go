@@ -37,13 +37,23 @@ type tailEntry struct {
 	bytes   int64   // cap(*buf), as accounted
 }
 
+// tailShare is how many bytes of records each partition's cache may hold:
+// an equal share of WithTailCache.
+func (o *options) tailShare() int64 {
+	if o.tailCache <= 0 || o.partitions <= 0 {
+		return 0
+	}
+	return o.tailCache / int64(o.partitions)
+}
+
 // tailRoomLocked returns how many bytes of records the cache may take now:
 // 0 without an open cursor to read them. Callers hold p.mu.
 func (p *partition) tailRoomLocked() int64 {
-	if p.b.opts.tailCache <= 0 || !p.anyOpenCursorLocked() {
+	share := p.b.opts.tailShare()
+	if share <= 0 || !p.anyOpenCursorLocked() {
 		return 0
 	}
-	return p.b.opts.tailCache - p.tailBytes
+	return share - p.tailBytes
 }
 
 // anyOpenCursorLocked reports whether an output has the partition open.

@@ -165,3 +165,22 @@ func TestTailCacheBounded(t *testing.T) {
 		t.Fatalf("%d tail reads with the cache off", hits)
 	}
 }
+
+// TestTailCacheSharedByPartitions: WithTailCache bounds the whole buffer:
+// with 8 partitions each holds at most an eighth of it, so memory does not
+// grow with the partition count, nor with a cursor that stops reading.
+func TestTailCacheSharedByPartitions(t *testing.T) {
+	const total = 4 << 20
+	b := openT(t, t.TempDir(), WithPartitions(8), WithSync(SyncAlways), WithTailCache(total))
+	part := partitionFor("t", 8)
+	c, err := b.Cursor("out", part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := appendMixed(t, b, 40) // about 4.7 MB, none read yet
+	recs, by := tailState(b, part)
+	if by > total/8 || recs == 0 {
+		t.Fatalf("%d records (%d bytes) cached in one partition of 8, want some and at most %d", recs, by, total/8)
+	}
+	checkRecords(t, "shared cache", readN(t, c, 40), want)
+}
