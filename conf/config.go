@@ -27,6 +27,10 @@ type Role struct {
 	// config that lists inputs gets only those; a type the registry lacks
 	// is skipped.
 	DefaultInputs []string
+	// Adjust, when set, changes the role's defaults in view of the whole
+	// file, once it is decoded: serviceSet holds the service keys the file
+	// sets (those must be left as the file says).
+	Adjust func(c *Config, serviceSet map[string]int)
 }
 
 // Config returns the configuration the role starts from before a file is
@@ -88,7 +92,8 @@ type Service struct {
 	// the collector using at most about half the CPU. 0 (the aggregator's
 	// default) leaves the collector to its usual pacing, which lets the
 	// heap grow to about twice what is live; the agent's default, 48MiB,
-	// keeps it under 64MiB resident beside applications. The GOMEMLIMIT
+	// keeps it under 64MiB resident beside applications (128MiB when it has
+	// a kafka output, whose batches in flight need more). The GOMEMLIMIT
 	// environment variable, when set, takes precedence. At most 1TiB.
 	MemoryLimit conftypes.Size `yaml:"memory_limit"`
 }

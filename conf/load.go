@@ -185,6 +185,9 @@ func Parse(file string, data []byte, role Role, reg *pipeline.Registry, lookup f
 		}
 	}
 	l.defaultInputs(cfg, role, reg, seen["inputs"])
+	if role.Adjust != nil {
+		role.Adjust(cfg, blockLines["service"])
+	}
 	if cfg.Service.NodeName == "" {
 		cfg.Service.NodeName = nodeName(lookup)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/logship/logship/pipeline"
 	"github.com/logship/logship/plugins/input/dummy"
 	fwdin "github.com/logship/logship/plugins/input/forward"
+	kafkaout "github.com/logship/logship/plugins/output/kafka"
 	"github.com/logship/logship/plugins/output/stdout"
 )
 
@@ -112,8 +113,9 @@ func TestDefaultInputNotAddedOverErrors(t *testing.T) {
 	}
 }
 
-// TestRoleMemoryLimit: an agent runs with a 48MiB soft memory limit unless
-// its file says otherwise (0 turns it off); the aggregator has none.
+// TestRoleMemoryLimit: an agent runs with a 48MiB soft memory limit (128MiB
+// when it publishes to Kafka itself) unless its file says otherwise (0 turns
+// it off); the aggregator has none.
 func TestRoleMemoryLimit(t *testing.T) {
 	cases := []struct {
 		name string
@@ -125,10 +127,17 @@ func TestRoleMemoryLimit(t *testing.T) {
 		{"agent, set", agent.Role, "service: {memory_limit: 100MiB}\noutputs: [{type: stdout}]\n", 100 << 20},
 		{"agent, turned off", agent.Role, "service: {memory_limit: 0}\noutputs: [{type: stdout}]\n", 0},
 		{"aggregator default", aggregator.Role, "inputs: [{type: forward}]\noutputs: [{type: stdout}]\n", 0},
+		{"agent publishing to kafka", agent.Role, "outputs: [{type: stdout}, {type: kafka, brokers: [127.0.0.1:9092], topic: logs}]\n", 128 << 20},
+		{"agent publishing to kafka, set", agent.Role, "service: {memory_limit: 48MiB}\noutputs: [{type: kafka, brokers: [127.0.0.1:9092], topic: logs}]\n", 48 << 20},
+		{"aggregator publishing to kafka", aggregator.Role, "inputs: [{type: forward}]\noutputs: [{type: kafka, brokers: [127.0.0.1:9092], topic: logs}]\n", 0},
+	}
+	reg, err := pipeline.NewRegistry(dummy.Factory(), fwdin.Factory(), stdout.Factory(), kafkaout.Factory())
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			cfg, err := conf.Parse("f.yaml", []byte(c.text), c.role, roleRegistry(t), env(nil))
+			cfg, err := conf.Parse("f.yaml", []byte(c.text), c.role, reg, env(nil))
 			if err != nil {
 				t.Fatal(err)
 			}
