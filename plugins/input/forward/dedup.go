@@ -198,24 +198,71 @@ func openDedup(dir string, window int, retention time.Duration, onErr func(error
 	return d, nil
 }
 
-// openAppend opens the journal in use for appending, writing its header
-// first when it has none.
+// openAppend opens the journal in use for appending (start-up compaction
+// failed): a torn last record (a crash mid-write) is cut off first, so that
+// the records appended after it stay aligned; a journal without d's header
+// (none, torn, or zero-filled by a power loss: load read it as empty) is
+// emptied and given the header, fsynced with its directory.
 func (d *dedup) openAppend() (*os.File, error) {
-	f, err := os.OpenFile(d.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(d.path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	st, err := f.Stat()
-	if err == nil && st.Size() < int64(journalHeader) {
-		if err = f.Truncate(0); err == nil {
-			_, err = f.Write(d.header())
-		}
-	}
-	if err != nil {
+	if err = d.alignJournal(f); err != nil {
 		f.Close()
 		return nil, err
 	}
 	return f, nil
+}
+
+// alignJournal makes f, the journal opened for appending, d's header plus
+// whole records, and sets d.lines.
+func (d *dedup) alignJournal(f *os.File) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	size := st.Size()
+	hdr := make([]byte, journalHeader)
+	if size >= int64(journalHeader) {
+		if _, err := f.ReadAt(hdr, 0); err != nil {
+			return err
+		}
+	}
+	if size < int64(journalHeader) || !bytes.Equal(hdr, d.header()) {
+		if err := f.Truncate(0); err != nil {
+			return err
+		}
+		if _, err := f.Write(d.header()); err != nil {
+			return err
+		}
+		if err := d.sync(f); err != nil {
+			return err
+		}
+		d.lines = 0
+		return syncDir(filepath.Dir(d.path))
+	}
+	records := (size - int64(journalHeader)) / recordSize
+	if end := int64(journalHeader) + records*recordSize; end != size {
+		if err := f.Truncate(end); err != nil {
+			return err
+		}
+		if err := d.sync(f); err != nil {
+			return err
+		}
+	}
+	d.lines = int(records)
+	return nil
+}
+
+// syncDir fsyncs directory dir (a file created or renamed in it).
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 func (d *dedup) header() []byte {
@@ -253,8 +300,9 @@ func (d *dedup) load() (legacy bool, err error) {
 	r := bufio.NewReaderSize(f, 64<<10)
 	hdr := make([]byte, journalHeader)
 	n, err := io.ReadFull(r, hdr)
-	if n == 0 || (hdr[0] == 0 && err != nil) {
-		// Empty, or a header torn while it was first written.
+	if n == 0 || (hdr[0] == 0 && err != nil) || bytes.Count(hdr, []byte{0}) == len(hdr) {
+		// Empty, a header torn while it was first written, or one a power
+		// loss left zero-filled (its records are under a lost key).
 		d.key = newHashKey()
 		return false, nil
 	}
