@@ -22,7 +22,8 @@ import (
 // by window: an id costs about 28 bytes (its 128-bit hash and commit time
 // in a ring, and an index slot: idStore, TestDedupBytesPerID). An id
 // forgotten to make room while younger than retention is reported
-// (onEvict with early set), since a resend of it would be stored again.
+// (onEvict with early set), since a resend of it would be stored again;
+// also at start, when the journal holds more live ids than window.
 //
 // Expiry is amortised: every commit first forgets up to two expired ids at
 // the ring's head, and a sweeper forgets the rest every second, in batches
@@ -92,7 +93,9 @@ type dedup struct {
 	// forgotten younger than retention, to make room (called with mu held:
 	// it must not block).
 	onEvict func(age time.Duration, early bool)
-	loading bool // ids come from the journal: evictions are not reported
+	// loading: ids come from the journal (or the buffer): evictions are
+	// reported only when early.
+	loading bool
 
 	// The buffer floor saved beside the journal (floor.go), and the
 	// sweeper; nil channels when not running.
@@ -383,8 +386,17 @@ func (d *dedup) rememberLocked(h idHash, now int64) {
 	if d.ids.len() >= d.window {
 		_, ms := d.ids.oldest()
 		d.ids.pop()
-		if !d.loading {
-			age := time.Duration(now - ms*1e6)
+		// While loading, only the ids forgotten younger than retention are
+		// reported: the journal holds more live ids than window (an agent
+		// started with a smaller dedup_window), and a resend of them would
+		// be stored twice. (An id forgotten early before the restart that
+		// the journal still held, not compacted yet, is reported again.)
+		age := time.Duration(now - ms*1e6)
+		if d.loading {
+			// now is the time of the id read; it is forgotten now.
+			age = time.Duration(d.now().UnixNano() - ms*1e6)
+		}
+		if !d.loading || age < d.retention {
 			d.onEvict(age, age < d.retention)
 		}
 	}

@@ -122,3 +122,58 @@ func TestDedupZeroHeader(t *testing.T) {
 		})
 	}
 }
+
+// TestDedupSmallerWindowReported: an agent restarted with a dedup_window
+// smaller than the live ids of its journal reports every id it forgets
+// while younger than retention (onEvict, early), once; the expired ids of
+// the journal are skipped, not reported.
+func TestDedupSmallerWindowReported(t *testing.T) {
+	dir := t.TempDir()
+	clock := time.Unix(1_700_000_000, 0)
+	dedupClock = func() time.Time { return clock }
+	defer func() { dedupClock = time.Now }()
+	d, err := openDedup(dir, 100, time.Hour, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setClock(d, &clock)
+	for i := range 5 {
+		commit(t, d, fmt.Sprint("expired-", i))
+	}
+	advance(d, &clock, 2*time.Hour)
+	for i := range 50 {
+		commit(t, d, fmt.Sprint("live-", i))
+		advance(d, &clock, time.Second)
+	}
+	if err := d.close(); err != nil {
+		t.Fatal(err)
+	}
+	var got []time.Duration
+	d, err = openDedup(dir, 20, time.Hour, nil, func(age time.Duration, early bool) {
+		if !early {
+			t.Errorf("eviction at load of an id %v old not early", age)
+		}
+		got = append(got, age)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 30 || got[0] != 50*time.Second || got[29] != 21*time.Second {
+		t.Fatalf("%d evictions reported at load (%v), want 30, 50s to 21s old", len(got), got)
+	}
+	if known(d, "live-29") || !known(d, "live-30") || !known(d, "live-49") {
+		t.Fatal("the window does not hold the 20 newest ids")
+	}
+	if err := d.close(); err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	d, err = openDedup(dir, 20, time.Hour, nil, func(age time.Duration, _ bool) { got = append(got, age) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	if len(got) != 0 {
+		t.Fatalf("evictions %v reported again at the next start (the journal was compacted)", got)
+	}
+}
