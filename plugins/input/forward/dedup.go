@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -383,6 +384,13 @@ func (d *dedup) expireLocked(now int64, max int) int {
 // the window is full.
 func (d *dedup) rememberLocked(h idHash, now int64) {
 	d.expireLocked(now, commitExpire)
+	if d.ids.len() > 0 {
+		// The wall clock jumped forward: forget every expired id before the
+		// store moves its epoch (its times span at most 49.7 days).
+		if _, ms := d.ids.oldest(); now/1e6-ms > math.MaxUint32 {
+			d.expireLocked(now, d.ids.len())
+		}
+	}
 	if d.ids.len() >= d.window {
 		_, ms := d.ids.oldest()
 		d.ids.pop()

@@ -21,7 +21,7 @@ import "math"
 // 1 (0 marks an empty slot); since fewer than 2^32-1 ids are live, the seq
 // is recovered from first. Times are milliseconds since epoch, a field
 // moved forward (rebase) in the rare case that an offset would not fit in
-// 32 bits (49.7 days).
+// 32 bits (49.7 days); a new id's time is never moved back.
 type idStore struct {
 	first, next uint64
 	blocks      []*idBlock // blocks[0] holds first (when not empty)
@@ -123,10 +123,10 @@ func (s *idStore) push(h idHash, ms int64) {
 	}
 	off := ms - s.epoch
 	if off > math.MaxUint32 {
-		s.rebase()
+		s.rebase(ms)
 		off = ms - s.epoch
 	}
-	off = min(max(off, 0), math.MaxUint32) // a clock set back: as old as epoch
+	off = max(off, 0) // a clock set back: as old as epoch
 	seq := s.next
 	if seq == s.first&^(blockIDs-1)+uint64(len(s.blocks))<<blockBits {
 		b := s.spare
@@ -142,17 +142,22 @@ func (s *idStore) push(h idHash, ms int64) {
 	s.insert(s.shard(h), h, seq)
 }
 
-// rebase moves epoch to the oldest id's time (push found an offset past 32
-// bits: every id is 49.7 days younger than epoch; ids live at most
-// dedup_retention, 24h, so the offsets fit again).
-func (s *idStore) rebase() {
+// rebase moves epoch forward for an id committed at ms whose offset is
+// past 32 bits: to the oldest id's time (every id is 49.7 days younger
+// than epoch; ids live at most dedup_retention, 24h, so the offsets fit
+// again), or further, to ms less 2^32-1 milliseconds, when even the oldest
+// id is that much older than ms (the wall clock jumped forward and dedup
+// did not forget the expired ids first): the ids older than the new epoch
+// count as committed at it, remembered longer, and ms keeps its time.
+func (s *idStore) rebase(ms int64) {
 	_, t0 := s.oldest()
-	d := t0 - s.epoch
+	to := max(t0, ms-math.MaxUint32)
+	d := to - s.epoch
 	for seq := s.first; seq < s.next; seq++ {
 		b, i := s.slot(seq)
 		b.t[i] -= uint32(min(int64(b.t[i]), d))
 	}
-	s.epoch = t0
+	s.epoch = to
 }
 
 func (s *idStore) insert(sh *idShard, h idHash, seq uint64) {
