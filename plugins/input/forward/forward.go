@@ -370,10 +370,12 @@ func (in *Input) accept(emit pipeline.Emitter) {
 		full := len(in.conns) >= in.cfg.MaxConnections
 		in.mu.Unlock()
 		if full {
-			c.Close()
+			// Counted before the close: whoever sees the close sees it
+			// counted.
 			in.closed.WithLabelValues("max_connections").Inc()
 			in.set.Metrics.Error("max_connections")
 			in.rl.Warn("max_connections", "connection refused: max_connections reached", zap.Int("max_connections", in.cfg.MaxConnections), zap.String("peer", c.RemoteAddr().String()))
+			c.Close()
 			continue
 		}
 		if in.tlsConf != nil {
