@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -318,31 +317,6 @@ func newFakeKubelet(t *testing.T, pods []k8sPod, token string) *fakeKubelet {
 	k.ca = filepath.Join(t.TempDir(), "kubelet-ca.crt")
 	writeFile(t, k.ca, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.srv.Certificate().Raw})))
 	return k
-}
-
-// startEnv is start with environment variables added.
-func startEnv(t *testing.T, env []string, args ...string) *proc {
-	t.Helper()
-	p := &proc{t: t, cmd: exec.Command(binPath, args...), done: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stderr = p
-	p.cmd.Stdout = io.Discard
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("logship %s stderr:\n%s", strings.Join(args, " "), p.Log())
-		}
-	})
-	return p
 }
 
 // criMessage is one message written to a container's log, maybe in

@@ -65,7 +65,16 @@ func (p *proc) Log() string {
 // test if it still runs.
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startEnv(t, nil, args...)
+}
+
+// startEnv is start with environment variables added to this process's.
+func startEnv(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, cmd: exec.Command(binPath, args...), done: make(chan struct{})}
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stderr = p
 	p.cmd.Stdout = io.Discard
 	if err := p.cmd.Start(); err != nil {
