@@ -23,7 +23,6 @@ import (
 
 	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/internal/ratelog"
-	"github.com/logship/logship/plugins/internal/kafkaconn"
 )
 
 // Bounds on what a source may send and the cache may hold.
@@ -146,7 +145,7 @@ func clientTLS(t conftypes.TLS, log *zap.Logger) (*tls.Config, error) {
 			t.CAFile = ""
 		}
 	}
-	return kafkaconn.ClientTLS(t)
+	return t.ClientConfig()
 }
 
 // close stops a request in flight and waits for it.

@@ -3,10 +3,7 @@
 package kafkaconn
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"os"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
@@ -25,7 +22,7 @@ func TLSEnabled(t conftypes.TLS) bool { return t.Enabled() || t.ServerName != ""
 func Security(t conftypes.TLS, mechanism, user, password string) ([]kgo.Opt, error) {
 	var opts []kgo.Opt
 	if TLSEnabled(t) {
-		tc, err := ClientTLS(t)
+		tc, err := t.ClientConfig()
 		if err != nil {
 			return nil, err
 		}
@@ -40,32 +37,6 @@ func Security(t conftypes.TLS, mechanism, user, password string) ([]kgo.Opt, err
 		opts = append(opts, kgo.SASL(scram.Auth{User: user, Pass: password}.AsSha512Mechanism()))
 	}
 	return opts, nil
-}
-
-// ClientTLS is the client's TLS configuration: TLS 1.2 at least, the CA
-// file's certificates as roots, a client certificate when set.
-func ClientTLS(t conftypes.TLS) (*tls.Config, error) {
-	//nolint:gosec // InsecureSkipVerify is the user's explicit choice.
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.InsecureSkipVerify, ServerName: t.ServerName}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file: no PEM certificate in %s", t.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
 }
 
 // Logger passes the client's warnings and errors to a plugin's log.

@@ -3,7 +3,6 @@ package forward
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"math"
@@ -148,7 +147,7 @@ func New(set pipeline.Settings, cfg *Config) (*Output, error) {
 	}
 	o.comp = comp
 	if cfg.tlsEnabled() {
-		tc, err := clientTLS(cfg)
+		tc, err := cfg.TLS.ClientConfig()
 		if err != nil {
 			return nil, err
 		}
@@ -162,30 +161,6 @@ func New(set pipeline.Settings, cfg *Config) (*Output, error) {
 	o.frames.New = func() any { return new([]byte) }
 	o.held = newByteGate(int64(cfg.MaxInFlightBytes))
 	return o, nil
-}
-
-func clientTLS(cfg *Config) (*tls.Config, error) {
-	//nolint:gosec // InsecureSkipVerify is the user's explicit choice.
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.TLS.InsecureSkipVerify, ServerName: cfg.TLS.ServerName}
-	if cfg.TLS.CAFile != "" {
-		pem, err := os.ReadFile(cfg.TLS.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file: no PEM certificate in %s", cfg.TLS.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if cfg.TLS.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
 }
 
 // Start loads the sender id from data_dir, making it the first time.
