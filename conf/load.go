@@ -208,10 +208,10 @@ func nodeName(lookup func(string) (string, bool)) string {
 	return h
 }
 
-// newPluginConfig returns f's defaults for role: a config with a
+// PluginConfig returns f's defaults for role: a config with a
 // RoleDefaults method (the forward input's smaller dedup window on an
 // agent) gets the role's applied, before the file's settings.
-func newPluginConfig(f pipeline.Factory, role string) pipeline.Config {
+func PluginConfig(f pipeline.Factory, role string) pipeline.Config {
 	c := f.NewConfig()
 	if rd, ok := c.(interface{ RoleDefaults(role string) }); ok {
 		rd.RoleDefaults(role)
@@ -231,7 +231,7 @@ func (l *loader) defaultInputs(cfg *Config, role Role, reg *pipeline.Registry, l
 		if !ok {
 			continue
 		}
-		p := Plugin{Kind: pipeline.KindInput, Type: typ, Name: fmt.Sprintf("%s.%d", typ, len(cfg.Inputs)), Config: newPluginConfig(f, role.Name), Factory: f, Default: true}
+		p := Plugin{Kind: pipeline.KindInput, Type: typ, Name: fmt.Sprintf("%s.%d", typ, len(cfg.Inputs)), Config: PluginConfig(f, role.Name), Factory: f, Default: true}
 		if err := p.Config.Validate(); err != nil {
 			l.validationErrors(err, "inputs (default "+typ+")", 0, nil)
 			continue
@@ -363,7 +363,7 @@ func (l *loader) plugins(n *yaml.Node, section string, kind pipeline.Kind, reg *
 			p.Match = "**"
 			p.Matcher = pipeline.MustCompileMatch("**")
 		}
-		p.Config = newPluginConfig(f, role)
+		p.Config = PluginConfig(f, role)
 		lines := map[string]int{}
 		before := len(l.errs)
 		l.decode(rest, p.Config, path, lines)

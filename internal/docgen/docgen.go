@@ -20,6 +20,7 @@ import (
 
 	"github.com/logship/logship/agent"
 	"github.com/logship/logship/aggregator"
+	"github.com/logship/logship/conf"
 	"github.com/logship/logship/conftypes"
 	"github.com/logship/logship/pipeline"
 )
@@ -189,14 +190,16 @@ func table(b *bytes.Buffer, rs []row) {
 	b.WriteString("\n")
 }
 
-// roleConfig is f's default config for role: a config with a RoleDefaults
-// method (as package conf applies it before the file) gets the role's.
-func roleConfig(f pipeline.Factory, role string) pipeline.Config {
-	c := f.NewConfig()
-	if rd, ok := c.(interface{ RoleDefaults(role string) }); ok {
-		rd.RoleDefaults(role)
+// roleRows are the rows of a (the agent's defaults), each default followed
+// by the aggregator's (g) where the two differ.
+func roleRows(a, g reflect.Value, prefix string) []row {
+	ra, rg := rows(a, prefix), rows(g, prefix)
+	for i := range ra {
+		if ra[i].def != rg[i].def {
+			ra[i].def = "`" + ra[i].def + "` (aggregator: `" + rg[i].def + "`)"
+		}
 	}
-	return c
+	return ra
 }
 
 // Generate returns the config reference for the plugins in reg.
@@ -216,13 +219,7 @@ func Generate(reg *pipeline.Registry) []byte {
 		{"buffer", reflect.ValueOf(agentCfg.Buffer), reflect.ValueOf(agg.Buffer), "Buffer"},
 	} {
 		fmt.Fprintf(&b, "## %s\n\n", sec.name)
-		ra, rg := rows(sec.a, sec.name+"."), rows(sec.g, sec.name+".")
-		for i := range ra {
-			if ra[i].def != rg[i].def {
-				ra[i].def = "`" + ra[i].def + "` (aggregator: `" + rg[i].def + "`)"
-			}
-		}
-		table(&b, ra)
+		table(&b, roleRows(sec.a, sec.g, sec.name+"."))
 	}
 	b.WriteString("## Every plugin\n\n")
 	b.WriteString("| key | description |\n| --- | --- |\n")
@@ -240,14 +237,8 @@ func Generate(reg *pipeline.Registry) []byte {
 		for _, typ := range types {
 			f, _ := reg.Lookup(kind, typ)
 			fmt.Fprintf(&b, "### %s `%s`\n\n", kind, typ)
-			ra := rows(reflect.ValueOf(roleConfig(f, agent.Role.Name)).Elem(), "")
-			rg := rows(reflect.ValueOf(roleConfig(f, aggregator.Role.Name)).Elem(), "")
-			for i := range ra {
-				if ra[i].def != rg[i].def {
-					ra[i].def = "`" + ra[i].def + "` (aggregator: `" + rg[i].def + "`)"
-				}
-			}
-			table(&b, ra)
+			table(&b, roleRows(reflect.ValueOf(conf.PluginConfig(f, agent.Role.Name)).Elem(),
+				reflect.ValueOf(conf.PluginConfig(f, aggregator.Role.Name)).Elem(), ""))
 		}
 	}
 	return b.Bytes()
