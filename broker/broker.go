@@ -65,7 +65,8 @@ type Broker struct {
 	// spaceMu: a leaf (lock order: "Locks" in doc.go), taken under p.wmu and
 	// dropMu.
 	spaceMu      sync.Mutex
-	used         int64 // sum of segment file sizes
+	used         int64 // sum of segment file sizes (spare files included)
+	spares       int   // spare segment files (partition.spare) counted in used
 	reserved     int64 // frames admitted, not yet written
 	spaceCh      chan struct{}
 	spaceWaiters int
@@ -163,7 +164,10 @@ func Open(dir string, opts ...Option) (*Broker, error) {
 	}
 	b.used = 0 // upgradeTail's rolls counted their headers; recount
 	for _, p := range b.parts {
-		b.used += p.bytesLocked()
+		b.used += p.bytesLocked() + p.spareSize
+		if p.spareFile != "" {
+			b.spares++
+		}
 		if p.writable {
 			b.wg.Add(1)
 			go p.writeLoop()
@@ -462,6 +466,15 @@ func (b *Broker) reserve(ctx context.Context, n int64) error {
 			b.spaceMu.Unlock()
 			return ErrClosed
 		}
+		if b.spares > 0 {
+			// spare segment files are the first to go
+			b.spaceMu.Unlock()
+			dropped := b.dropSpares()
+			b.spaceMu.Lock()
+			if dropped {
+				continue
+			}
+		}
 		if b.opts.whenFull == DropOldest {
 			b.spaceMu.Unlock()
 			dropped := b.dropOldest()
@@ -524,6 +537,24 @@ func (b *Broker) written(reserved, extra int64) {
 	if extra != 0 && b.opts.whenFull == DropOldest {
 		b.spaceChangedLocked() // a new sealed segment may be droppable
 	}
+	b.spaceMu.Unlock()
+}
+
+// spareKept counts a consumed segment kept as a spare: its bytes stay
+// counted.
+func (b *Broker) spareKept() {
+	b.spaceMu.Lock()
+	b.spares++
+	b.spaceMu.Unlock()
+}
+
+// spareGone accounts a spare deleted or taken as the next segment, whose
+// bytes then count as that segment fills.
+func (b *Broker) spareGone(size int64) {
+	b.spaceMu.Lock()
+	b.spares--
+	b.used -= size
+	b.spaceChangedLocked()
 	b.spaceMu.Unlock()
 }
 

@@ -467,6 +467,11 @@ func (c *Cursor) scanTo(s *segment, off uint64, limit int64, segNext uint64, bad
 	}
 	c.ensureBuf()
 	for c.pos < limit {
+		if c.expect >= segNext {
+			// every offset of the segment was met: what follows (in a
+			// reused segment file, bytes of its earlier use) is no record
+			break
+		}
 		if i := slices.IndexFunc(bads, func(b badSpan) bool { return b.start == c.pos }); i >= 0 {
 			c.pos = bads[i].end
 			c.expect = max(c.expect, bads[i].firstLost+bads[i].lost)

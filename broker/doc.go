@@ -43,7 +43,8 @@
 // A segment starts with a 32-byte header, then frames back to back, no
 // padding. All integers are little-endian.
 //
-//	header: 0 magic "LSHPSEG\x00" | 8 version u16 (=2) | 10 flags u16 (=0)
+//	header: 0 magic "LSHPSEG\x00" | 8 version u16 (=2) | 10 flags u16
+//	        (bit 0: reused, see Segment reuse; other bits 0)
 //	        12 partition u32 | 16 base offset u64 | 24 reserved u32
 //	        28 CRC32C of bytes [0,28)
 //
@@ -76,10 +77,38 @@
 //
 // A segment is append-only: frames are written with one pwritev(2) per group
 // of concurrent appenders at the segment's current end, and never rewritten
-// in place by a running broker. A segment is sealed when the next one is
+// in place by a running broker (a reused file is written over once, from
+// its start, as a new segment: see Segment reuse). A segment is sealed when the next one is
 // created (with its header). With SyncAlways and SyncInterval the sync
 // goroutine fdatasyncs the sealed segment and fsyncs the directory before
 // it acknowledges any record after them; the writer never waits for it.
+//
+// # Segment reuse
+//
+// With WithSegmentReuse (the default), retention keeps the oldest segment
+// it deletes, when the partition has none kept and the segment is at least
+// half a segment and no reader has it open, renamed to
+// dir/pNNNN/<offset after its last record>.spare. The next new segment of
+// the partition is that file renamed to its name, with a header carrying
+// the reused flag, written over from the start: the filesystem allocates
+// no block for it, and an fdatasync has no new file size to make durable
+// (one device round trip, not two, on ext4). A spare counts in the
+// buffer's size and is the first thing deleted when the buffer is full
+// (and at Open beyond one per partition).
+//
+// Past its last record a reused segment holds bytes of its earlier use.
+// They are never taken for records: a spare is reused only at a base at or
+// above its name's offset, so every frame left in it has an offset below
+// the base, and scans take only frames at or after the offset they
+// expect. Recovery therefore leaves them after the last valid frame of a
+// reused last segment (not cut, not counted as torn); a segment is cut to
+// its records when it is sealed; readers stop reading a segment once they
+// met every offset below its end. A last segment whose header is an
+// intact one of a lower base is a spare renamed whose new header never
+// reached the disk: no record of it was acknowledged (the segment's first
+// fdatasync covers its header), and Open starts it again, empty. Retention
+// renames the spare before it deletes the segments after it, so a kill in
+// between leaves the log without a prefix, never with a hole.
 //
 // # Durability and acknowledgement
 //

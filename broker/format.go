@@ -32,12 +32,17 @@ const (
 	// MaxMetaBytes is the largest meta a record carries.
 	MaxMetaBytes = 4096
 
-	segSuffix  = ".seg"
-	curSuffix  = ".cur"
-	tmpSuffix  = ".tmp"
-	cursorsDir = "cursors"
-	metaFile   = "META"
-	lockFile   = "LOCK"
+	segSuffix   = ".seg"
+	spareSuffix = ".spare"
+	// segFlagReused (segment header flags): the file was a consumed
+	// segment before; past the end of its records it holds bytes of that
+	// earlier use (see "Segment reuse" in doc.go).
+	segFlagReused = 1
+	curSuffix     = ".cur"
+	tmpSuffix     = ".tmp"
+	cursorsDir    = "cursors"
+	metaFile      = "META"
+	lockFile      = "LOCK"
 
 	cursorFileSize = 32
 	maxTagLen      = 1<<16 - 1
@@ -56,15 +61,20 @@ var (
 // segHeader is the decoded 32-byte segment header.
 type segHeader struct {
 	version   uint16
+	flags     uint16
 	partition uint32
 	base      uint64
 }
 
 func putSegHeader(b []byte, partition int, base uint64) {
+	putSegHeaderFlags(b, partition, base, 0)
+}
+
+func putSegHeaderFlags(b []byte, partition int, base uint64, flags uint16) {
 	_ = b[segHeaderSize-1]
 	copy(b[0:8], segMagic[:])
 	binary.LittleEndian.PutUint16(b[8:], segVersion)
-	binary.LittleEndian.PutUint16(b[10:], 0)
+	binary.LittleEndian.PutUint16(b[10:], flags)
 	binary.LittleEndian.PutUint32(b[12:], uint32(partition))
 	binary.LittleEndian.PutUint64(b[16:], base)
 	binary.LittleEndian.PutUint32(b[24:], 0)
@@ -83,6 +93,7 @@ func parseSegHeader(b []byte) (segHeader, error) {
 	}
 	h := segHeader{
 		version:   binary.LittleEndian.Uint16(b[8:]),
+		flags:     binary.LittleEndian.Uint16(b[10:]),
 		partition: binary.LittleEndian.Uint32(b[12:]),
 		base:      binary.LittleEndian.Uint64(b[16:]),
 	}
@@ -213,6 +224,18 @@ func segName(base uint64) string { return fmt.Sprintf("%020d%s", base, segSuffix
 // parseSegName returns the base offset of a segment file name.
 func parseSegName(name string) (uint64, bool) {
 	if len(name) != 20+len(segSuffix) || !strings.HasSuffix(name, segSuffix) {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(name[:20], 10, 64)
+	return v, err == nil
+}
+
+// spareName names a consumed segment file kept for reuse by the offset
+// after its last record: every record it still holds is below that.
+func spareName(next uint64) string { return fmt.Sprintf("%020d%s", next, spareSuffix) }
+
+func parseSpareName(name string) (uint64, bool) {
+	if len(name) != 20+len(spareSuffix) || !strings.HasSuffix(name, spareSuffix) {
 		return 0, false
 	}
 	v, err := strconv.ParseUint(name[:20], 10, 64)

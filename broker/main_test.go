@@ -97,6 +97,16 @@ func segFiles(t testing.TB, dir string, p int) []string {
 	return m
 }
 
+// spareFiles lists partition p's spare segment files (WithSegmentReuse).
+func spareFiles(t testing.TB, dir string, p int) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, partDirName(p), "*"+spareSuffix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 func fileSize(t testing.TB, path string) int64 {
 	t.Helper()
 	st, err := os.Stat(path)

@@ -23,6 +23,7 @@ type metrics struct {
 	fullWaits      atomic.Uint64
 	diskFull       atomic.Uint64
 	tailHits       atomic.Uint64
+	segmentsReused atomic.Uint64
 
 	fsync prometheus.Histogram
 	reg   prometheus.Registerer
@@ -63,6 +64,7 @@ func newMetrics(b *Broker) *metrics {
 	c("logship_buffer_torn_bytes_total", "Bytes of torn segment tails cut by recovery.", &m.tornBytes)
 	c("logship_buffer_full_waits_total", "Appends that waited because the buffer was full.", &m.fullWaits)
 	c("logship_buffer_disk_full_errors_total", "Writes that failed with ENOSPC or EDQUOT and were retried.", &m.diskFull)
+	c("logship_buffer_segments_reused_total", "Segments written over a consumed segment file instead of a new file (WithSegmentReuse).", &m.segmentsReused)
 	c("logship_buffer_tail_reads_total", "Records read from memory right behind the writer (WithTailCache) instead of from the segment files.", &m.tailHits)
 	return m
 }

@@ -65,6 +65,13 @@ type partition struct {
 	// order, and the bytes they hold
 	tail      []tailEntry
 	tailBytes int64
+	// the consumed segment file kept to be written over as the next
+	// segment (WithSegmentReuse), "" if none: its path, the offset after
+	// its last record (every record it holds is below it) and its size,
+	// which the buffer's size accounting counts
+	spareFile string
+	spareNext uint64
+	spareSize int64
 
 	// qmu: a leaf (lock order: "Locks" in doc.go), taken under wmu; Close holds
 	// every partition's at once, in partition order.
@@ -156,9 +163,14 @@ func (b *Broker) openPartition(id int) (*partition, error) {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	var bases, badBases []uint64
+	var spares []string
 	for _, e := range ents {
 		name := e.Name()
 		base, ok := parseSegName(name)
+		if _, isSpare := parseSpareName(name); isSpare {
+			spares = append(spares, name)
+			continue
+		}
 		switch {
 		case ok && e.Type().IsRegular():
 			bases = append(bases, base)
@@ -253,6 +265,7 @@ func (b *Broker) openPartition(id int) (*partition, error) {
 		p.wf = nil
 		last.release()
 	}
+	p.adoptSpares(spares)
 	maxCommitted, err := p.loadCursors()
 	if err != nil {
 		return nil, err
@@ -346,13 +359,25 @@ func (p *partition) recoverTail(s *segment) error {
 		}
 		return nil
 	}
-	if res.shortHead {
-		log.Warn("segment shorter than its header; rewriting the header", zap.Int64("bytes", size))
+	if res.shortHead || res.staleHeader {
+		if res.staleHeader {
+			// nothing of this segment was acknowledged: the first
+			// fdatasync of the segment covers its header
+			log.Info("reused segment file without its new header; starting it again")
+		} else {
+			log.Warn("segment shorter than its header; rewriting the header", zap.Int64("bytes", size))
+		}
 		var hdr [segHeaderSize]byte
-		putSegHeader(hdr[:], p.id, s.base)
+		var flags uint16
+		if res.staleHeader {
+			flags = segFlagReused
+		}
+		putSegHeaderFlags(hdr[:], p.id, s.base, flags)
 		if err := fix("rewrite header of", func() error {
-			if err := f.Truncate(0); err != nil {
-				return err
+			if res.shortHead {
+				if err := f.Truncate(0); err != nil {
+					return err
+				}
 			}
 			_, err := f.WriteVAt([][]byte{hdr[:]}, 0)
 			return err
@@ -360,10 +385,23 @@ func (p *partition) recoverTail(s *segment) error {
 			return err
 		}
 		res.validEnd = segHeaderSize
+		res.next = s.base
+		res.records, res.events, res.index, res.maxEpoch = 0, 0, nil, 0
+		if res.staleHeader {
+			res.bad = nil // all of it is the file's earlier use
+			res.reused = true
+		}
 	} else if res.headerBad {
 		log.Warn("segment header corrupted; using the base offset of the file name")
 	}
 	for _, bs := range res.bad {
+		if bs.torn && res.reused {
+			// past the records: the file's earlier use, or a torn write
+			// of records never acknowledged; both are written over
+			log.Debug("reused segment: appends resume after the last valid record",
+				zap.Int64("at", bs.start), zap.Int64("bytes", bs.end-bs.start))
+			continue
+		}
 		if bs.torn {
 			log.Warn("cutting torn tail of segment", zap.Int64("at", bs.start), zap.Int64("bytes", bs.end-bs.start))
 			p.b.m.tornBytes.Add(uint64(bs.end - bs.start))
@@ -383,7 +421,8 @@ func (p *partition) recoverTail(s *segment) error {
 	s.size = res.validEnd
 	s.next = res.next
 	s.version = res.version
-	if res.shortHead || res.version == 0 {
+	s.reused = res.reused
+	if res.shortHead || res.staleHeader || res.version == 0 {
 		s.version = segVersion // header rewritten above, or unreadable
 	}
 	p.maxEpoch = res.maxEpoch
@@ -878,18 +917,33 @@ func (p *partition) roll() error {
 	if st, err := os.Lstat(path); err == nil && !st.Mode().IsRegular() {
 		setAside(path, p.b.log)
 	}
-	f, err := p.b.opts.openFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC)
-	if err != nil {
-		return err
+	f, reused := p.reuseSpare(path, base)
+	if f == nil {
+		var err error
+		if f, err = p.b.opts.openFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC); err != nil {
+			return err
+		}
 	}
 	var hdr [segHeaderSize]byte
-	putSegHeader(hdr[:], p.id, base)
-	if _, err = f.WriteVAt([][]byte{hdr[:]}, 0); err != nil {
+	var flags uint16
+	if reused {
+		flags = segFlagReused
+	}
+	putSegHeaderFlags(hdr[:], p.id, base, flags)
+	if _, err := f.WriteVAt([][]byte{hdr[:]}, 0); err != nil {
 		_ = f.Close()
 		_ = os.Remove(path)
 		return err
 	}
-	s := &segment{p: p, base: base, path: path, size: segHeaderSize, next: base, version: segVersion}
+	if old.reused {
+		// the bytes of the file's earlier use after its records go: a
+		// sealed segment ends with its last record on disk too
+		if err := p.wf.Truncate(old.size); err != nil {
+			p.b.rl.Warn("truncate", "cannot cut a reused segment at its last record; readers stop there anyway",
+				zap.Int("partition", p.id), zap.String("segment", old.path), zap.Error(err))
+		}
+	}
+	s := &segment{p: p, base: base, path: path, size: segHeaderSize, next: base, version: segVersion, reused: reused}
 	s.adopt(f)
 	syncing := p.b.opts.sync != SyncNone
 	p.mu.Lock()
@@ -909,6 +963,113 @@ func (p *partition) roll() error {
 	p.b.written(0, segHeaderSize)
 	p.b.kickRetention()
 	return nil
+}
+
+// reuseSpare renames the partition's spare segment file to path, the new
+// segment at base, and opens it, or returns nil when there is no spare or
+// it cannot be used (it is then deleted). A spare is used only when every
+// record it holds is below base: the bytes of its earlier use that the
+// new records do not cover can then never pass for records of the new
+// segment (the scan of a segment takes only frames at or after the offset
+// it expects).
+func (p *partition) reuseSpare(path string, base uint64) (segFile, bool) {
+	p.mu.Lock()
+	spare, next, size := p.spareFile, p.spareNext, p.spareSize
+	p.spareFile, p.spareNext, p.spareSize = "", 0, 0
+	p.mu.Unlock()
+	if spare == "" {
+		return nil, false
+	}
+	defer p.b.spareGone(size) // now the new segment's, counted as it fills
+	if next > base {
+		_ = os.Remove(spare)
+		return nil, false
+	}
+	if err := p.b.opts.rename(spare, path); err != nil {
+		p.b.rl.Warn("reuse-segment", "cannot reuse a consumed segment file; creating a new one",
+			zap.Int("partition", p.id), zap.String("spare", spare), zap.Error(err))
+		_ = os.Remove(spare)
+		return nil, false
+	}
+	f, err := p.b.opts.openFile(path, os.O_RDWR)
+	if err != nil {
+		_ = os.Remove(path)
+		return nil, false
+	}
+	p.b.m.segmentsReused.Add(1)
+	return f, true
+}
+
+// keepSpare keeps s, a segment every cursor consumed and that no one holds
+// open, as the partition's spare instead of deleting it, when reuse is on,
+// the partition has none and s is at least half a segment. It reports
+// whether it did; the caller deletes s otherwise.
+func (p *partition) keepSpare(s *segment) bool {
+	if !p.b.opts.reuse || !p.writable || s.size < p.b.segMax/2 {
+		return false
+	}
+	s.fmu.Lock()
+	open := s.refs > 0 || s.f != nil
+	s.fmu.Unlock()
+	if open {
+		return false // a reader may still read it: its bytes must stay
+	}
+	p.mu.Lock()
+	has := p.spareFile != ""
+	p.mu.Unlock()
+	if has {
+		return false
+	}
+	path := filepath.Join(p.dir, spareName(s.next))
+	if err := p.b.opts.rename(s.path, path); err != nil {
+		return false
+	}
+	p.mu.Lock()
+	p.spareFile, p.spareNext, p.spareSize = path, s.next, s.size
+	p.mu.Unlock()
+	p.b.spareKept()
+	return true
+}
+
+// dropSpare deletes the partition's spare file, if any, and returns the
+// bytes it freed.
+func (p *partition) dropSpare() int64 {
+	p.mu.Lock()
+	spare, size := p.spareFile, p.spareSize
+	p.spareFile, p.spareNext, p.spareSize = "", 0, 0
+	p.mu.Unlock()
+	if spare == "" {
+		return 0
+	}
+	_ = os.Remove(spare)
+	p.b.spareGone(size)
+	return size
+}
+
+// adoptSpares keeps at Open the spare file with the highest offset (others
+// are deleted; all of them when reuse is off or the partition is read
+// only). Open counts its size in the buffer's.
+func (p *partition) adoptSpares(names []string) {
+	keep := ""
+	var keepNext uint64
+	for _, name := range names {
+		next, _ := parseSpareName(name)
+		if keep == "" || next > keepNext {
+			keep, keepNext = name, next
+		}
+	}
+	for _, name := range names {
+		path := filepath.Join(p.dir, name)
+		if name == keep && p.b.opts.reuse && p.writable {
+			if st, err := os.Lstat(path); err == nil && st.Mode().IsRegular() {
+				p.spareFile, p.spareNext, p.spareSize = path, keepNext, st.Size()
+				continue
+			}
+		}
+		if p.writable {
+			_ = os.Remove(path)
+		}
+	}
 }
 
 // upgradeTail makes sure appends go to a segment of the current version,

@@ -223,12 +223,21 @@ func checkPartition(r *CheckReport, dir string, id int, repair bool) error {
 		if res.shortHead {
 			probs = append(probs, add(Problem{Pos: 0, Kind: "short-header", Bytes: res.fileSize, Detail: fmt.Sprintf("file of %d bytes is shorter than a segment header", res.fileSize)}))
 			needRewrite = true
-		} else if res.headerBad {
+		} else if res.headerBad || res.staleHeader && !last {
 			probs = append(probs, add(Problem{Pos: 0, Kind: "bad-header", Detail: "segment header does not validate (magic, CRC or base offset)"}))
 			needRewrite = true
 		}
+		if res.staleHeader && last {
+			// a reused segment file whose new header never reached the
+			// disk: nothing of it was acknowledged; Open starts it again
+			res.bad = nil
+		}
 		for _, b := range res.bad {
 			switch {
+			case b.torn && res.reused && (last || b.firstLost >= want):
+				// past the records of a reused segment file: bytes of its
+				// earlier use, written over by later appends (or cut when
+				// it was sealed); nothing is lost
 			case b.torn && last:
 				probs = append(probs, add(Problem{Pos: b.start, Kind: "torn-tail", Bytes: b.end - b.start,
 					Detail: fmt.Sprintf("%d bytes after the last valid record (offset %d on) are not a complete record", b.end-b.start, b.firstLost)}))

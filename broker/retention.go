@@ -69,11 +69,29 @@ func (p *partition) applyRetention() {
 		p.segs = p.segs[1:]
 	}
 	p.mu.Unlock()
+	// Oldest first, as deletes go: a kill in between leaves the log
+	// without a prefix, never with a hole.
+	if len(del) > 0 && p.keepSpare(del[0]) {
+		s := del[0]
+		p.b.log.Debug("segment consumed by every cursor; kept to be written over as a later segment",
+			zap.Int("partition", p.id), zap.String("segment", s.path), zap.Int64("bytes", s.size))
+		del = del[1:]
+	}
 	p.removeSegments(del)
 	for _, s := range del {
 		p.b.log.Debug("segment consumed by every cursor; deleted",
 			zap.Int("partition", p.id), zap.String("segment", s.path), zap.Int64("bytes", s.size))
 	}
+}
+
+// dropSpares deletes every partition's spare segment file and reports
+// whether that freed anything.
+func (b *Broker) dropSpares() bool {
+	var n int64
+	for _, p := range b.parts {
+		n += p.dropSpare()
+	}
+	return n > 0
 }
 
 // removeSegments unlinks segments already taken out of p.segs and frees

@@ -169,6 +169,12 @@ type scanResult struct {
 	fileSize  int64
 	version   uint16 // header version, 0 when the header is bad
 	maxEpoch  uint32 // highest frame epoch seen
+	// reused: the header says the file was a consumed segment before
+	// (segFlagReused), so past its records it may hold bytes of that use.
+	// staleHeader: the header is an intact one of a lower base, the file
+	// a spare renamed to this segment whose new header never reached the
+	// disk; no record of this segment can be in it (see roll).
+	reused, staleHeader bool
 }
 
 // frameFunc is called for every valid frame a scan meets, in order.
@@ -198,10 +204,13 @@ func scanSegment(r io.ReaderAt, size int64, base uint64, fn frameFunc) (scanResu
 	case errors.Is(herr, errUnknownVersion):
 		res.headerErr = herr
 		return res, nil
+	case herr == nil && h.base < base:
+		res.staleHeader = true
 	case herr != nil || h.base != base:
 		res.headerBad = true
 	default:
 		res.version = h.version
+		res.reused = h.flags&segFlagReused != 0
 	}
 	pos := int64(segHeaderSize)
 	expect := base

@@ -14,6 +14,9 @@ type segment struct {
 	// version of the segment's format (segVersion for the segments this
 	// code creates); set before the segment is shared
 	version uint16
+	// reused: the file was a consumed segment before (header flag
+	// segFlagReused); past size it may hold bytes of that use
+	reused bool
 
 	// guarded by p.mu
 	size     int64  // bytes of header and complete frames (readers stop here)

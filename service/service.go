@@ -117,6 +117,7 @@ func (s *Service) openBuffer(cfg *conf.Config) (*broker.Broker, error) {
 		broker.WithSync(b.Sync),
 		broker.WithSyncInterval(b.SyncInterval.D()),
 		broker.WithWhenFull(b.WhenFull),
+		broker.WithSegmentReuse(b.ReuseSegments),
 		broker.WithLogger(s.log.Named("buffer")),
 		broker.WithRegisterer(s.prom),
 	)
