@@ -52,6 +52,7 @@ var (
 	bin       = flag.String("logship", "bin/logship", "the logship binary (make build)")
 	fluentBit = flag.String("fluent-bit", "", `fluent-bit binary; "" = $FLUENT_BIT or fluent-bit on PATH, "none" = skip`)
 	syncMode  = flag.String("sync", "", `buffer.sync for logship (always, interval, none); "" = the binary's default`)
+	reuse     = flag.String("reuse-segments", "", `buffer.reuse_segments for logship (true, false); "" = the binary's default`)
 	output    = flag.String("output", "forward", "logship's output: forward (to a counting receiver) or file")
 	compress  = flag.String("compress", "", `the forward output's compress; "" = its default`)
 	connsFlag = flag.String("conns", "1,4,64", "synchronous connections per case, comma-separated")
@@ -62,6 +63,7 @@ var (
 	syncBytes = flag.Int("fsync-bytes", 1024, "bytes appended before each fdatasync of the baseline")
 	tags      = flag.Int("tags", 0, "distinct tags (bench.ack.N) the connections use; 0 = one per connection (logship: FNV-1a(tag) % partitions picks the partition)")
 	quiet     = flag.Bool("q", false, "send the processes' logs to /dev/null instead of stderr")
+	warmupMB  = flag.Int("warmup-mb", 192, "MiB sent in 1000-event chunks before the cases, so that the cases run in steady state (logship: past the first segments, on reused segment files)")
 )
 
 func main() {
@@ -116,13 +118,20 @@ func run() error {
 
 	printHeader(work)
 
-	base, err := fsyncBaseline(filepath.Join(work, "fdatasync.bin"), *duration)
-	if err != nil {
-		return err
+	fmt.Println()
+	for _, over := range []bool{false, true} {
+		base, err := fsyncBaseline(filepath.Join(work, "fdatasync.bin"), *duration, over)
+		if err != nil {
+			return err
+		}
+		how := "append"
+		if over {
+			how = "write over a synced file"
+		}
+		fmt.Printf("baseline: %s %d B + fdatasync, %d times in %.2fs: p50 %s, p99 %s, max %s, %.0f syncs/s, CPU %.1f us/sync (%.0f%% sys)\n",
+			how, *syncBytes, base.n, base.elapsed.Seconds(), ms(base.p50), ms(base.p99), ms(base.max), float64(base.n)/base.elapsed.Seconds(),
+			float64(base.cpu.Microseconds())/float64(max(base.n, 1)), 100*base.sys.Seconds()/max(base.cpu.Seconds(), 1e-9))
 	}
-	fmt.Printf("\nbaseline: append %d B + fdatasync, %d times in %.2fs: p50 %s, p99 %s, max %s, %.0f syncs/s, CPU %.1f us/sync (%.0f%% sys)\n",
-		*syncBytes, base.n, base.elapsed.Seconds(), ms(base.p50), ms(base.p99), ms(base.max), float64(base.n)/base.elapsed.Seconds(),
-		float64(base.cpu.Microseconds())/float64(max(base.n, 1)), 100*base.sys.Seconds()/max(base.cpu.Seconds(), 1e-9))
 
 	recv, err := benchkit.StartReceiver()
 	if err != nil {
@@ -246,22 +255,55 @@ type baseline struct {
 	p50, p99, max time.Duration
 }
 
+const overBytes = 256 << 20
+
 // fsyncBaseline appends -fsync-bytes and fdatasyncs, for d.
-func fsyncBaseline(path string, d time.Duration) (baseline, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+// fsyncBaseline appends -fsync-bytes and fdatasyncs in a loop for d; with
+// over, it writes over a file written and synced beforehand instead (what
+// a reused segment file costs).
+func fsyncBaseline(path string, d time.Duration, over bool) (baseline, error) {
+	flags := os.O_CREATE | os.O_WRONLY | os.O_APPEND
+	if over {
+		flags = os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+	}
+	f, err := os.OpenFile(path, flags, 0o644)
 	if err != nil {
 		return baseline{}, err
 	}
 	defer func() { _ = f.Close(); _ = os.Remove(path) }()
 	buf := bytes.Repeat([]byte{'x'}, *syncBytes)
+	if over {
+		// 256 MiB, written over from the start again when the loop gets
+		// to its end
+		big := bytes.Repeat([]byte{'o'}, 1<<20)
+		for i := 0; i < overBytes>>20; i++ {
+			if _, err := f.Write(big); err != nil {
+				return baseline{}, err
+			}
+		}
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			return baseline{}, err
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return baseline{}, err
+		}
+	}
 	var lat []time.Duration
 	u0, s0, err := benchkit.CPUTimes(os.Getpid())
 	if err != nil {
 		return baseline{}, err
 	}
 	t0 := time.Now()
+	var at int64
 	for time.Since(t0) < d {
 		s := time.Now()
+		if over && at+int64(len(buf)) > overBytes {
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				return baseline{}, err
+			}
+			at = 0
+		}
+		at += int64(len(buf))
 		if _, err := f.Write(buf); err != nil {
 			return baseline{}, err
 		}
@@ -305,6 +347,9 @@ func measureLogship(work string, recv *benchkit.Receiver, payload []byte, conns 
 	l := benchkit.Logship{Bin: *bin, Dir: dir, Listen: listen, HTTPListen: httpAddr, Stderr: logs}
 	if *syncMode != "" {
 		l.Buffer = fmt.Sprintf("  sync: %s\n", *syncMode)
+	}
+	if *reuse != "" {
+		l.Buffer += fmt.Sprintf("  reuse_segments: %s\n", *reuse)
 	}
 	var done func() (int64, error)
 	switch *output {
@@ -354,8 +399,17 @@ func measureFluentBit(fbBin, work string, recv *benchkit.Receiver, payload []byt
 	return runCases(t, payload, conns)
 }
 
-// runCases runs a short warm-up, then one case per connection count.
+// runCases runs a warm-up (-warmup-mb in large chunks, then the case's
+// chunks for a fifth of -duration), then one case per connection count.
 func runCases(t target, payload []byte, conns []int) ([]caseResult, error) {
+	big := benchkit.MakeChunk(1000, *eventSize)
+	for sent, i := int64(0), 0; sent < int64(*warmupMB)<<20 && i < 100; i++ {
+		r, err := runCase(t, big, 4, 200*time.Millisecond)
+		if err != nil {
+			return nil, fmt.Errorf("%s warm-up: %w", t.name, err)
+		}
+		sent += r.acks * int64(len(big))
+	}
 	if _, err := runCase(t, payload, 1, *duration/5); err != nil {
 		return nil, fmt.Errorf("%s warm-up: %w", t.name, err)
 	}
