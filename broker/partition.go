@@ -630,6 +630,7 @@ func (p *partition) writeBatch(batch []*appendReq) {
 		p.setUnhealthy(err)
 		if isDiskFull(err) {
 			p.b.m.diskFull.Add(1)
+			p.b.dropSpares() // spare segment files are the first to go
 			p.b.rl.Warn("disk-full", "filesystem full: appends wait and retry until space frees",
 				zap.Int("partition", p.id), zap.Error(err))
 			t := time.NewTimer(backoff)
