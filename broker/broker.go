@@ -548,8 +548,15 @@ func (b *Broker) spareKept() {
 	b.spaceMu.Unlock()
 }
 
-// spareGone accounts a spare deleted or taken as the next segment, whose
-// bytes then count as that segment fills.
+// spareTaken accounts a spare that became the next segment, which counts
+// its bytes from then on (segment.credit).
+func (b *Broker) spareTaken() {
+	b.spaceMu.Lock()
+	b.spares--
+	b.spaceMu.Unlock()
+}
+
+// spareGone accounts a spare deleted.
 func (b *Broker) spareGone(size int64) {
 	b.spaceMu.Lock()
 	b.spares--

@@ -422,6 +422,9 @@ func (p *partition) recoverTail(s *segment) error {
 	s.next = res.next
 	s.version = res.version
 	s.reused = res.reused
+	if s.reused {
+		s.credit = max(size-res.validEnd, 0) // the earlier bytes left in place
+	}
 	if res.shortHead || res.staleHeader || res.version == 0 {
 		s.version = segVersion // header rewritten above, or unreadable
 	}
@@ -506,7 +509,7 @@ func (p *partition) loadCursors() (uint64, error) {
 func (p *partition) bytesLocked() int64 {
 	var n int64
 	for _, s := range p.segs {
-		n += s.size
+		n += s.size + s.credit
 	}
 	return n
 }
@@ -788,13 +791,15 @@ func (p *partition) publish(reqs []*appendReq, start, end int64, tails []tailEnt
 	}
 	s.records += int64(len(reqs))
 	s.size = end
+	credit := min(s.credit, total) // written over bytes already counted
+	s.credit -= credit
 	p.next = first + uint64(len(reqs))
 	s.next = p.next
 	if p.b.opts.sync == SyncNone {
 		p.wakeReadersLocked()
 	}
 	p.mu.Unlock()
-	p.b.written(total, 0)
+	p.b.written(total, -credit)
 	p.b.m.appendRecords.Add(uint64(len(reqs)))
 	p.b.m.appendBytes.Add(uint64(total))
 
@@ -918,7 +923,7 @@ func (p *partition) roll() error {
 	if st, err := os.Lstat(path); err == nil && !st.Mode().IsRegular() {
 		setAside(path, p.b.log)
 	}
-	f, reused := p.reuseSpare(path, base)
+	f, reused, spareSize := p.reuseSpare(path, base)
 	if f == nil {
 		var err error
 		if f, err = p.b.opts.openFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC); err != nil {
@@ -942,9 +947,20 @@ func (p *partition) roll() error {
 		if err := p.wf.Truncate(old.size); err != nil {
 			p.b.rl.Warn("truncate", "cannot cut a reused segment at its last record; readers stop there anyway",
 				zap.Int("partition", p.id), zap.String("segment", old.path), zap.Error(err))
+		} else {
+			p.mu.Lock()
+			cut := old.credit
+			old.credit = 0
+			p.mu.Unlock()
+			p.b.freed(cut)
 		}
 	}
 	s := &segment{p: p, base: base, path: path, size: segHeaderSize, next: base, version: segVersion, reused: reused}
+	if reused {
+		// the spare's bytes stay counted: the disk holds them until
+		// records are written over them
+		s.credit = max(spareSize-segHeaderSize, 0)
+	}
 	s.adopt(f)
 	syncing := p.b.opts.sync != SyncNone
 	p.mu.Lock()
@@ -961,7 +977,11 @@ func (p *partition) roll() error {
 		old.release()
 	}
 	p.wf = f
-	p.b.written(0, segHeaderSize)
+	if reused {
+		p.b.written(0, segHeaderSize-min(spareSize, segHeaderSize))
+	} else {
+		p.b.written(0, segHeaderSize)
+	}
 	p.b.kickRetention()
 	return nil
 }
@@ -973,32 +993,35 @@ func (p *partition) roll() error {
 // new records do not cover can then never pass for records of the new
 // segment (the scan of a segment takes only frames at or after the offset
 // it expects).
-func (p *partition) reuseSpare(path string, base uint64) (segFile, bool) {
+func (p *partition) reuseSpare(path string, base uint64) (f segFile, reused bool, size int64) {
 	p.mu.Lock()
 	spare, next, size := p.spareFile, p.spareNext, p.spareSize
 	p.spareFile, p.spareNext, p.spareSize = "", 0, 0
 	p.mu.Unlock()
 	if spare == "" {
-		return nil, false
+		return nil, false, 0
 	}
-	defer p.b.spareGone(size) // now the new segment's, counted as it fills
-	if next > base {
+	drop := func() (segFile, bool, int64) {
 		_ = os.Remove(spare)
-		return nil, false
+		p.b.spareGone(size)
+		return nil, false, 0
+	}
+	if next > base {
+		return drop()
 	}
 	if err := p.b.opts.rename(spare, path); err != nil {
 		p.b.rl.Warn("reuse-segment", "cannot reuse a consumed segment file; creating a new one",
 			zap.Int("partition", p.id), zap.String("spare", spare), zap.Error(err))
-		_ = os.Remove(spare)
-		return nil, false
+		return drop()
 	}
 	f, err := p.b.opts.openFile(path, os.O_RDWR)
 	if err != nil {
-		_ = os.Remove(path)
-		return nil, false
+		spare = path
+		return drop()
 	}
+	p.b.spareTaken() // its bytes now count as the new segment's
 	p.b.m.segmentsReused.Add(1)
-	return f, true
+	return f, true, size
 }
 
 // keepSpare keeps s, a segment every cursor consumed and that no one holds
@@ -1026,7 +1049,7 @@ func (p *partition) keepSpare(s *segment) bool {
 		return false
 	}
 	p.mu.Lock()
-	p.spareFile, p.spareNext, p.spareSize = path, s.next, s.size
+	p.spareFile, p.spareNext, p.spareSize = path, s.next, s.size+s.credit
 	p.mu.Unlock()
 	p.b.spareKept()
 	return true

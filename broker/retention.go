@@ -102,7 +102,7 @@ func (p *partition) removeSegments(del []*segment) {
 		if err := os.Remove(s.path); err != nil && !os.IsNotExist(err) {
 			p.b.rl.Warn("remove-segment", "cannot delete segment", zap.String("segment", s.path), zap.Error(err))
 		}
-		freed += s.size
+		freed += s.size + s.credit
 	}
 	if len(del) > 0 {
 		_ = syncDir(p.dir)

@@ -19,7 +19,11 @@ type segment struct {
 	reused bool
 
 	// guarded by p.mu
-	size     int64  // bytes of header and complete frames (readers stop here)
+	size int64 // bytes of header and complete frames (readers stop here)
+	// credit: bytes of a reused file past size, which the size accounting
+	// counts (the disk holds them) until records written over them or the
+	// cut at seal take their place
+	credit   int64
 	next     uint64 // offset after the last record
 	sealed   bool
 	sealTime time.Time
