@@ -162,7 +162,7 @@ func Open(dir string, opts ...Option) (*Broker, error) {
 	if err := b.m.register(o.registerer); err != nil {
 		return nil, err
 	}
-	b.used = 0 // upgradeTail's rolls counted their headers; recount
+	b.used, b.spares = 0, 0 // upgradeTail's rolls counted their headers and took spares; recount
 	for _, p := range b.parts {
 		b.used += p.bytesLocked() + p.spareSize
 		if p.spareFile != "" {
@@ -423,9 +423,7 @@ func (b *Broker) Stats() Stats {
 		if len(p.segs) > 0 {
 			ps.FirstOffset = p.segs[0].base
 		}
-		for _, sg := range p.segs {
-			ps.Bytes += sg.size
-		}
+		ps.Bytes = p.bytesLocked() + p.spareSize
 		for _, c := range p.cursors {
 			c.mu.Lock()
 			cs := CursorStats{Name: c.name, Partition: p.id, Committed: c.committed, Open: c.retain}
@@ -545,6 +543,7 @@ func (b *Broker) written(reserved, extra int64) {
 func (b *Broker) spareKept() {
 	b.spaceMu.Lock()
 	b.spares++
+	b.spaceChangedLocked() // an append waiting for space deletes it
 	b.spaceMu.Unlock()
 }
 

@@ -361,23 +361,21 @@ func (p *partition) recoverTail(s *segment) error {
 	}
 	if res.shortHead || res.staleHeader {
 		if res.staleHeader {
-			// nothing of this segment was acknowledged: the first
-			// fdatasync of the segment covers its header
-			log.Info("reused segment file without its new header; starting it again")
+			// A spare renamed to this segment whose new header never
+			// reached the disk: nothing of the segment was acknowledged
+			// (its first fdatasync covers the header). Records of it
+			// that did reach the disk are dropped with the file's
+			// earlier bytes, so that none of them can come back past
+			// shorter appends at a later Open.
+			log.Info("reused segment file without its new header; starting it again, empty", zap.Int64("bytes", size))
 		} else {
 			log.Warn("segment shorter than its header; rewriting the header", zap.Int64("bytes", size))
 		}
 		var hdr [segHeaderSize]byte
-		var flags uint16
-		if res.staleHeader {
-			flags = segFlagReused
-		}
-		putSegHeaderFlags(hdr[:], p.id, s.base, flags)
+		putSegHeader(hdr[:], p.id, s.base)
 		if err := fix("rewrite header of", func() error {
-			if res.shortHead {
-				if err := f.Truncate(0); err != nil {
-					return err
-				}
+			if err := f.Truncate(0); err != nil {
+				return err
 			}
 			_, err := f.WriteVAt([][]byte{hdr[:]}, 0)
 			return err
@@ -387,17 +385,27 @@ func (p *partition) recoverTail(s *segment) error {
 		res.validEnd = segHeaderSize
 		res.next = s.base
 		res.records, res.events, res.index, res.maxEpoch = 0, 0, nil, 0
-		if res.staleHeader {
-			res.bad = nil // all of it is the file's earlier use
-			res.reused = true
-		}
+		res.bad, res.reused = nil, false
+		size = segHeaderSize
 	} else if res.headerBad {
 		log.Warn("segment header corrupted; using the base offset of the file name")
 	}
 	for _, bs := range res.bad {
 		if bs.torn && res.reused {
-			// past the records: the file's earlier use, or a torn write
-			// of records never acknowledged; both are written over
+			// Past the records: the file's earlier use, written over by
+			// the next appends. A torn record of this segment (its
+			// header names an offset the segment expects) is counted.
+			torn := int64(0)
+			var hb [frameHeaderSize]byte
+			if n, _ := f.ReadAt(hb[:], bs.start); n == frameHeaderSize {
+				if h, ok := parseFrameHeader(hb[:]); ok && h.offset >= bs.firstLost {
+					torn = min(h.size(), bs.end-bs.start)
+				}
+			}
+			if torn > 0 {
+				log.Warn("torn record at the end of a reused segment", zap.Int64("at", bs.start), zap.Int64("bytes", torn))
+				p.b.m.tornBytes.Add(uint64(torn))
+			}
 			log.Debug("reused segment: appends resume after the last valid record",
 				zap.Int64("at", bs.start), zap.Int64("bytes", bs.end-bs.start))
 			continue
@@ -939,7 +947,13 @@ func (p *partition) roll() error {
 	if _, err := f.WriteVAt([][]byte{hdr[:]}, 0); err != nil {
 		_ = f.Close()
 		_ = os.Remove(path)
+		if reused {
+			p.b.freed(spareSize)
+		}
 		return err
+	}
+	if reused {
+		p.b.m.segmentsReused.Add(1)
 	}
 	if old.reused {
 		// the bytes of the file's earlier use after its records go: a
@@ -1019,8 +1033,15 @@ func (p *partition) reuseSpare(path string, base uint64) (f segFile, reused bool
 		spare = path
 		return drop()
 	}
+	// The new name must be durable before the file is written over:
+	// overwritten blocks can reach the disk before a directory change
+	// does, and after a power cut the old name would hold new records.
+	if err := p.b.opts.syncDir(p.dir); err != nil {
+		_ = f.Close()
+		spare = path
+		return drop()
+	}
 	p.b.spareTaken() // its bytes now count as the new segment's
-	p.b.m.segmentsReused.Add(1)
 	return f, true, size
 }
 
@@ -1032,10 +1053,7 @@ func (p *partition) keepSpare(s *segment) bool {
 	if !p.b.opts.reuse || !p.writable || s.size < p.b.segMax/2 {
 		return false
 	}
-	s.fmu.Lock()
-	open := s.refs > 0 || s.f != nil
-	s.fmu.Unlock()
-	if open {
+	if s.isOpen() {
 		return false // a reader may still read it: its bytes must stay
 	}
 	p.mu.Lock()
@@ -1046,6 +1064,11 @@ func (p *partition) keepSpare(s *segment) bool {
 	}
 	path := filepath.Join(p.dir, spareName(s.next))
 	if err := p.b.opts.rename(s.path, path); err != nil {
+		return false
+	}
+	// durable before the file can be written over (see reuseSpare)
+	if err := p.b.opts.syncDir(p.dir); err != nil {
+		_ = os.Remove(path)
 		return false
 	}
 	p.mu.Lock()
@@ -1070,8 +1093,9 @@ func (p *partition) dropSpare() int64 {
 	return size
 }
 
-// adoptSpares keeps at Open the spare file with the highest offset (others
-// are deleted; all of them when reuse is off or the partition is read
+// adoptSpares keeps at Open the spare file with the highest offset, if
+// its header is an intact one of a segment below that offset; every other
+// spare is deleted (all of them when reuse is off or the partition is read
 // only). Open counts its size in the buffer's.
 func (p *partition) adoptSpares(names []string) {
 	keep := ""
@@ -1084,16 +1108,32 @@ func (p *partition) adoptSpares(names []string) {
 	}
 	for _, name := range names {
 		path := filepath.Join(p.dir, name)
-		if name == keep && p.b.opts.reuse && p.writable {
+		if name == keep && p.b.opts.reuse && p.writable && spareIntact(path, keepNext) {
 			if st, err := os.Lstat(path); err == nil && st.Mode().IsRegular() {
 				p.spareFile, p.spareNext, p.spareSize = path, keepNext, st.Size()
 				continue
 			}
 		}
-		if p.writable {
-			_ = os.Remove(path)
-		}
+		_ = os.Remove(path)
 	}
+}
+
+// spareIntact reports whether the spare file at path starts with the
+// intact header of a segment whose base is below next, the offset in its
+// name: the segment it was, not one it was being reused as when the
+// process stopped.
+func spareIntact(path string, next uint64) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer func() { _ = f.Close() }()
+	var hb [segHeaderSize]byte
+	if n, _ := f.ReadAt(hb[:], 0); n < segHeaderSize {
+		return false
+	}
+	h, err := parseSegHeader(hb[:])
+	return err == nil && h.base < next
 }
 
 // upgradeTail makes sure appends go to a segment of the current version,

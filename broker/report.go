@@ -497,6 +497,9 @@ type InspectPartition struct {
 	Records     int64
 	Events      uint64
 	Segments    []InspectSegment
+	// Spares are the consumed segment files kept to be written over as
+	// the next segment (WithSegmentReuse); Bytes counts them.
+	Spares []InspectSegment
 }
 
 // InspectSegment describes one segment file.
@@ -545,6 +548,13 @@ func Inspect(dir string) (*InspectReport, error) {
 		}
 		ip := InspectPartition{Partition: id}
 		for _, e := range ents {
+			if _, ok := parseSpareName(e.Name()); ok && e.Type().IsRegular() {
+				if st, err := e.Info(); err == nil {
+					ip.Spares = append(ip.Spares, InspectSegment{Name: e.Name(), Bytes: st.Size()})
+					ip.Bytes += st.Size()
+				}
+				continue
+			}
 			base, ok := parseSegName(e.Name())
 			if !ok || !e.Type().IsRegular() {
 				continue
@@ -575,8 +585,14 @@ func Inspect(dir string) (*InspectReport, error) {
 			if err != nil {
 				return nil, fmt.Errorf("broker: scan %s: %w", e.Name(), err)
 			}
+			problems := 0
+			for _, b := range res.bad {
+				if !(b.torn && res.reused) { // a reused file's earlier bytes are no problem
+					problems++
+				}
+			}
 			is := InspectSegment{Name: e.Name(), Bytes: res.fileSize, Records: res.records, Events: res.events,
-				FirstOffset: res.firstOff, LastOffset: lastOff, Problems: len(res.bad),
+				FirstOffset: res.firstOff, LastOffset: lastOff, Problems: problems,
 				Version: res.version, MinEpoch: minE, MaxEpoch: maxE}
 			if res.headerBad || res.shortHead || res.headerErr != nil {
 				is.Problems++
@@ -670,6 +686,9 @@ func (r *InspectReport) WriteText(w io.Writer) error {
 				probs = fmt.Sprintf("%d (run buffer check)", s.Problems)
 			}
 			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", p.Partition, s.Name, humanBytes(s.Bytes), s.Records, s.Events, offs, epochs, probs)
+		}
+		for _, s := range p.Spares {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t-\t-\tspare\t-\t-\n", p.Partition, s.Name, humanBytes(s.Bytes))
 		}
 	}
 	_ = tw.Flush()

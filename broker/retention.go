@@ -46,14 +46,20 @@ func (p *partition) minRetainedLocked() (uint64, bool) {
 // committed past. Cursors are persisted first, so that a restart does not
 // find them pointing into a deleted segment.
 func (p *partition) applyRetention() {
+	roomy := p.b.roomy()
 	p.mu.Lock()
 	lowest, ok := p.minRetainedLocked()
 	n := 0
 	for ok && n < len(p.segs)-1 && p.segs[n].sealed && p.segs[n].next <= lowest {
 		n++
 	}
+	// The oldest segment would be the partition's spare but a reader
+	// still has it open (a cursor that has not moved on yet): while the
+	// buffer has room, the next pass (the next commit) keeps it instead.
+	hold := n > 0 && roomy && p.spareFile == "" && p.b.opts.reuse && p.writable &&
+		p.segs[0].size >= p.b.segMax/2 && p.segs[0].isOpen()
 	p.mu.Unlock()
-	if n == 0 {
+	if n == 0 || hold {
 		return
 	}
 	if err := p.flushCursors(); err != nil {
@@ -82,6 +88,14 @@ func (p *partition) applyRetention() {
 		p.b.log.Debug("segment consumed by every cursor; deleted",
 			zap.Int("partition", p.id), zap.String("segment", s.path), zap.Int64("bytes", s.size))
 	}
+}
+
+// roomy reports whether the buffer is less than half full, so that
+// retention may leave a consumed segment for a later pass.
+func (b *Broker) roomy() bool {
+	b.spaceMu.Lock()
+	defer b.spaceMu.Unlock()
+	return 2*(b.used+b.reserved) < b.opts.maxBytes
 }
 
 // dropSpares deletes every partition's spare segment file and reports

@@ -56,6 +56,13 @@ func (s *segment) acquire() (segFile, error) {
 	return s.f, nil
 }
 
+// isOpen reports whether anyone holds the segment's file open.
+func (s *segment) isOpen() bool {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	return s.refs > 0 || s.f != nil
+}
+
 // file returns the open file, if any; the caller holds a reference.
 func (s *segment) file() segFile {
 	s.fmu.Lock()
