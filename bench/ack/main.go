@@ -373,7 +373,13 @@ func measureLogship(work string, recv *benchkit.Receiver, payload []byte, conns 
 		fsyncs: func() float64 {
 			return scrape("http://"+httpAddr+"/metrics", "logship_buffer_fsync_duration_seconds_count")
 		}}
-	return runCases(t, payload, conns)
+	out, err := runCases(t, payload, conns)
+	if err == nil {
+		m := "http://" + httpAddr + "/metrics"
+		fmt.Printf("logship buffer: %.0f segments written over a consumed segment file of %.0f appended records\n",
+			scrape(m, "logship_buffer_segments_reused_total"), scrape(m, "logship_buffer_appended_records_total"))
+	}
+	return out, err
 }
 
 func measureFluentBit(fbBin, work string, recv *benchkit.Receiver, payload []byte, conns []int, logs io.Writer) ([]caseResult, error) {
