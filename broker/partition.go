@@ -1023,6 +1023,16 @@ func (p *partition) reuseSpare(path string, base uint64) (f segFile, reused bool
 	if next > base {
 		return drop()
 	}
+	// The new segment's name becomes durable below (syncDir), before
+	// the syncer would have synced the segment it follows: sync that one
+	// first, or a power cut could leave the new name with the end of the
+	// old segment (never acknowledged) lost, a gap readers would count as
+	// corrupted records.
+	if p.b.opts.sync != SyncNone && p.wf != nil {
+		if err := p.wf.Datasync(); err != nil {
+			return drop()
+		}
+	}
 	if err := p.b.opts.rename(spare, path); err != nil {
 		p.b.rl.Warn("reuse-segment", "cannot reuse a consumed segment file; creating a new one",
 			zap.Int("partition", p.id), zap.String("spare", spare), zap.Error(err))

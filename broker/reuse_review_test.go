@@ -160,7 +160,9 @@ func TestReuseStaleHeaderRecordsDoNotComeBack(t *testing.T) {
 
 // Every rename of segment reuse is made durable (directory fsync) before
 // the renamed file is written over: otherwise after a power cut the old
-// name can hold the new records.
+// name can hold the new records. And the segment a reused one follows is
+// synced before the new name is durable: otherwise a power cut can leave
+// the new name and lose that segment's unsynced end, a gap readers count.
 func TestReuseRenamesDurableBeforeWrites(t *testing.T) {
 	dir := t.TempDir()
 	var mu sync.Mutex
@@ -188,13 +190,35 @@ func TestReuseRenamesDurableBeforeWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 300 && b.m.segmentsReused.Load() < 3; i++ {
-		mustAppend(t, b, "t", payload("t", i, 500), 1)
-		r := readN(t, c, 1)[0]
-		if r.Offset >= 1 {
-			_ = c.Commit(r.Offset - 1) // the cursor is past the segment when it ends
+	// bursts of appends that do not wait for each other: segments roll
+	// while the records before them are not synced yet
+	for i := 0; i < 40 && b.m.segmentsReused.Load() < 3; i++ {
+		var wg sync.WaitGroup
+		for j := 0; j < 12; j++ {
+			wg.Add(1)
+			if err := b.AppendAsync(context.Background(), "t", payload("t", i*12+j, 500), 1, func(_ Pos, err error) {
+				if err != nil {
+					t.Error(err)
+				}
+				wg.Done()
+			}); err != nil {
+				t.Fatal(err)
+			}
 		}
-		r.Release()
+		wg.Wait()
+		recs := readN(t, c, 12)
+		if err := c.Commit(recs[len(recs)-1].Offset); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			r.Release()
+		}
+		waitUntil(t, func() bool { // retention ran
+			p := b.parts[0]
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			return len(p.segs) == 1
+		})
 	}
 	if b.m.segmentsReused.Load() < 3 {
 		t.Fatalf("%d segments reused in 300 appends", b.m.segmentsReused.Load())
@@ -222,9 +246,32 @@ func TestReuseRenamesDurableBeforeWrites(t *testing.T) {
 		if !synced {
 			t.Fatalf("%s: the file is written before a directory fsync (events %v)", e, events[i:min(i+6, len(events))])
 		}
+		if !strings.HasSuffix(to, segSuffix) {
+			continue // a consumed segment becoming the spare
+		}
+		// the segment written before it is synced before the new name is
+		// durable
+		for j := i - 1; j >= 0; j-- {
+			if w, ok := strings.CutPrefix(events[j], "write "); ok {
+				t.Fatalf("%s: %s written after its last fdatasync (events %v)", e, w, events[max(j-3, 0):i+1])
+			}
+			if strings.HasPrefix(events[j], "sync ") {
+				break
+			}
+		}
 	}
 	if renames < 6 {
 		t.Fatalf("%d renames seen for %d reuses", renames, b.m.segmentsReused.Load())
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 5s")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -232,6 +279,11 @@ type notedFile struct {
 	segFile
 	path string
 	note func(string)
+}
+
+func (f *notedFile) Datasync() error {
+	f.note("sync " + filepath.Base(f.path))
+	return f.segFile.Datasync()
 }
 
 func (f *notedFile) WriteVAt(bufs [][]byte, off int64) (int, error) {
