@@ -222,8 +222,12 @@ func encodeFrameMeta(dst []byte, offset uint64, epoch uint32, tag string, meta, 
 func segName(base uint64) string { return fmt.Sprintf("%020d%s", base, segSuffix) }
 
 // parseSegName returns the base offset of a segment file name.
-func parseSegName(name string) (uint64, bool) {
-	if len(name) != 20+len(segSuffix) || !strings.HasSuffix(name, segSuffix) {
+func parseSegName(name string) (uint64, bool) { return parseNumbered(name, segSuffix) }
+
+// parseNumbered parses the 20-digit offset of a file named by it and
+// suffix.
+func parseNumbered(name, suffix string) (uint64, bool) {
+	if len(name) != 20+len(suffix) || !strings.HasSuffix(name, suffix) {
 		return 0, false
 	}
 	v, err := strconv.ParseUint(name[:20], 10, 64)
@@ -234,13 +238,7 @@ func parseSegName(name string) (uint64, bool) {
 // after its last record: every record it still holds is below that.
 func spareName(next uint64) string { return fmt.Sprintf("%020d%s", next, spareSuffix) }
 
-func parseSpareName(name string) (uint64, bool) {
-	if len(name) != 20+len(spareSuffix) || !strings.HasSuffix(name, spareSuffix) {
-		return 0, false
-	}
-	v, err := strconv.ParseUint(name[:20], 10, 64)
-	return v, err == nil
-}
+func parseSpareName(name string) (uint64, bool) { return parseNumbered(name, spareSuffix) }
 
 func partDirName(p int) string { return fmt.Sprintf("p%04d", p) }
 

@@ -88,19 +88,14 @@ func readAll(t testing.TB, c *Cursor) []Record {
 }
 
 // segFiles lists the segment files of a partition.
-func segFiles(t testing.TB, dir string, p int) []string {
-	t.Helper()
-	m, err := filepath.Glob(filepath.Join(dir, partDirName(p), "*"+segSuffix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
+func segFiles(t testing.TB, dir string, p int) []string { return partFiles(t, dir, p, segSuffix) }
 
 // spareFiles lists partition p's spare segment files (WithSegmentReuse).
-func spareFiles(t testing.TB, dir string, p int) []string {
+func spareFiles(t testing.TB, dir string, p int) []string { return partFiles(t, dir, p, spareSuffix) }
+
+func partFiles(t testing.TB, dir string, p int, suffix string) []string {
 	t.Helper()
-	m, err := filepath.Glob(filepath.Join(dir, partDirName(p), "*"+spareSuffix))
+	m, err := filepath.Glob(filepath.Join(dir, partDirName(p), "*"+suffix))
 	if err != nil {
 		t.Fatal(err)
 	}
