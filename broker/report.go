@@ -587,7 +587,7 @@ func Inspect(dir string) (*InspectReport, error) {
 			}
 			problems := 0
 			for _, b := range res.bad {
-				if !(b.torn && res.reused) { // a reused file's earlier bytes are no problem
+				if !b.torn || !res.reused { // a reused file's earlier bytes are no problem
 					problems++
 				}
 			}
