@@ -481,6 +481,8 @@ func (b *Broker) reserve(ctx context.Context, n int64) error {
 				continue
 			}
 		}
+		// a consumed segment retention left for a later pass goes now
+		b.kickRetention()
 		if !waited {
 			waited = true
 			b.m.fullWaits.Add(1)

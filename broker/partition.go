@@ -101,6 +101,7 @@ type partition struct {
 	acks     []ack
 	unsynced int64
 	synced   uint64
+	syncErr  error // a failed fdatasync of the writer's (syncBeforeRoll), for the next sync to report
 	skick    chan struct{}
 	sAcks    []ack // syncer's delivery buffer
 
@@ -931,9 +932,11 @@ func (p *partition) roll() error {
 	if st, err := os.Lstat(path); err == nil && !st.Mode().IsRegular() {
 		setAside(path, p.b.log)
 	}
-	f, reused, spareSize := p.reuseSpare(path, base)
+	f, reused, spareSize, err := p.reuseSpare(path, base)
+	if err != nil {
+		return err
+	}
 	if f == nil {
-		var err error
 		if f, err = p.b.opts.openFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC); err != nil {
 			return err
 		}
@@ -950,6 +953,11 @@ func (p *partition) roll() error {
 		if reused {
 			p.b.freed(spareSize)
 		}
+		// the removal must be durable before anything appended later
+		// is acknowledged: a reused name already is
+		p.mu.Lock()
+		p.dirDirty = true
+		p.mu.Unlock()
 		return err
 	}
 	if reused {
@@ -1007,38 +1015,38 @@ func (p *partition) roll() error {
 // new records do not cover can then never pass for records of the new
 // segment (the scan of a segment takes only frames at or after the offset
 // it expects).
-func (p *partition) reuseSpare(path string, base uint64) (f segFile, reused bool, size int64) {
+func (p *partition) reuseSpare(path string, base uint64) (f segFile, reused bool, size int64, err error) {
 	p.mu.Lock()
 	spare, next, size := p.spareFile, p.spareNext, p.spareSize
 	p.spareFile, p.spareNext, p.spareSize = "", 0, 0
 	p.mu.Unlock()
 	if spare == "" {
-		return nil, false, 0
+		return nil, false, 0, nil
 	}
-	drop := func() (segFile, bool, int64) {
+	drop := func() (segFile, bool, int64, error) {
 		_ = os.Remove(spare)
 		p.b.spareGone(size)
-		return nil, false, 0
+		return nil, false, 0, nil
 	}
 	if next > base {
 		return drop()
 	}
-	// The new segment's name becomes durable below (syncDir), before
-	// the syncer would have synced the segment it follows: sync that one
-	// first, or a power cut could leave the new name with the end of the
-	// old segment (never acknowledged) lost, a gap readers would count as
-	// corrupted records.
-	if p.b.opts.sync != SyncNone && p.wf != nil {
-		if err := p.wf.Datasync(); err != nil {
-			return drop()
-		}
+	// The new name becomes durable below (syncDir), before the syncer
+	// would have synced the segments before it: sync them first, or a
+	// power cut could leave the new name with the unsynced end of an
+	// earlier segment (never acknowledged) lost, a gap readers would
+	// count as corrupted records.
+	if err := p.syncBeforeRoll(); err != nil {
+		_ = os.Remove(spare)
+		p.b.spareGone(size)
+		return nil, false, 0, err
 	}
 	if err := p.b.opts.rename(spare, path); err != nil {
 		p.b.rl.Warn("reuse-segment", "cannot reuse a consumed segment file; creating a new one",
 			zap.Int("partition", p.id), zap.String("spare", spare), zap.Error(err))
 		return drop()
 	}
-	f, err := p.b.opts.openFile(path, os.O_RDWR)
+	f, err = p.b.opts.openFile(path, os.O_RDWR)
 	if err != nil {
 		spare = path
 		return drop()
@@ -1052,7 +1060,44 @@ func (p *partition) reuseSpare(path string, base uint64) (f segFile, reused bool
 		return drop()
 	}
 	p.b.spareTaken() // its bytes now count as the new segment's
-	return f, true, size
+	return f, true, size, nil
+}
+
+// syncBeforeRoll fdatasyncs the active segment and the sealed ones the
+// syncer has not synced yet, on the writer's goroutine. A failure is the
+// syncer's too: on Linux a writeback error is reported once per open file,
+// so the syncer's next fdatasync of the same file could succeed; the
+// appends waiting for a sync get the error instead (syncErr), and the
+// partition is unhealthy.
+func (p *partition) syncBeforeRoll() error {
+	if p.b.opts.sync == SyncNone || p.wf == nil {
+		return nil
+	}
+	p.mu.Lock()
+	sealed := slices.Clone(p.unsyncedSegs)
+	p.mu.Unlock()
+	var err error
+	for _, s := range sealed { // the syncer's references keep them open
+		if f := s.file(); f != nil && err == nil {
+			err = f.Datasync()
+		}
+	}
+	if err == nil {
+		err = p.wf.Datasync()
+	}
+	if err != nil {
+		err = fmt.Errorf("sync: %w", err)
+		p.b.rl.Warn("fsync", "fdatasync before a new segment failed; the appends waiting for it get the error", zap.Int("partition", p.id), zap.Error(err))
+		p.setUnhealthy(err)
+		p.smu.Lock()
+		p.syncErr = err
+		p.smu.Unlock()
+		select {
+		case p.skick <- struct{}{}: // the syncer hands it to the waiting appends
+		default:
+		}
+	}
+	return err
 }
 
 // keepSpare keeps s, a segment every cursor consumed and that no one holds
@@ -1074,11 +1119,6 @@ func (p *partition) keepSpare(s *segment) bool {
 	}
 	path := filepath.Join(p.dir, spareName(s.next))
 	if err := p.b.opts.rename(s.path, path); err != nil {
-		return false
-	}
-	// durable before the file can be written over (see reuseSpare)
-	if err := p.b.opts.syncDir(p.dir); err != nil {
-		_ = os.Remove(path)
 		return false
 	}
 	p.mu.Lock()
@@ -1215,13 +1255,22 @@ func (p *partition) syncNow(buf *[]ack) error {
 	p.mu.Unlock()
 	p.smu.Lock()
 	synced := p.synced
+	err := p.syncErr // a failed fdatasync of the writer's: nothing it covered is durable
+	p.syncErr = nil
 	p.smu.Unlock()
 	hseq := p.healthSeq()
 	if target <= synced && len(sealed) == 0 && !dirDirty {
-		p.completeSync(synced, nil, buf)
+		p.completeSync(synced, nil, buf) // nothing waits: the error concerned no one
 		return nil
 	}
-	var err error
+	if err != nil {
+		// synced again from the start by the next sync
+		p.mu.Lock()
+		p.unsyncedSegs = append(slices.Clone(sealed), p.unsyncedSegs...)
+		p.dirDirty = p.dirDirty || dirDirty
+		p.mu.Unlock()
+		sealed, dirDirty = nil, false
+	}
 	datasync := func(f segFile) {
 		t := time.Now()
 		err = f.Datasync()

@@ -206,6 +206,12 @@ func checkPartition(r *CheckReport, dir string, id int, repair bool) error {
 			add(Problem{Pos: 0, Kind: "bad-version", Detail: res.headerErr.Error()})
 			continue
 		}
+		if res.staleHeader && last {
+			// a reused segment file whose new header never reached the
+			// disk: nothing of it was acknowledged, and Open starts it
+			// again, empty
+			res.records, res.events, res.next, res.bad = 0, 0, s.base, nil
+		}
 		r.Records += uint64(res.records)
 		r.Events += res.events
 		r.KnownLost += res.knownLost
@@ -226,11 +232,6 @@ func checkPartition(r *CheckReport, dir string, id int, repair bool) error {
 		} else if res.headerBad || res.staleHeader && !last {
 			probs = append(probs, add(Problem{Pos: 0, Kind: "bad-header", Detail: "segment header does not validate (magic, CRC or base offset)"}))
 			needRewrite = true
-		}
-		if res.staleHeader && last {
-			// a reused segment file whose new header never reached the
-			// disk: nothing of it was acknowledged; Open starts it again
-			res.bad = nil
 		}
 		for _, b := range res.bad {
 			switch {

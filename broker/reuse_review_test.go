@@ -5,10 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -233,13 +235,13 @@ func TestReuseRenamesDurableBeforeWrites(t *testing.T) {
 		}
 		renames++
 		to := strings.Fields(name)[1]
-		synced := false
+		synced := true // a spare is not written under its own name
 		for _, later := range events[i+1:] {
 			if later == "syncdir" {
-				synced = true
 				break
 			}
 			if later == "write "+to {
+				synced = false
 				break
 			}
 		}
@@ -414,5 +416,278 @@ func TestReuseInspectAndCheck(t *testing.T) {
 		var sb strings.Builder
 		_ = cr.WriteText(&sb)
 		t.Fatalf("check: %s", sb.String())
+	}
+}
+
+// A retention pass leaves a consumed segment a reader still holds for a
+// later pass while the buffer is under half full; an append waiting for
+// space must have that pass run (it waited out its deadline while the
+// consumed segment stayed, the output having stalled without a commit).
+func TestReuseHeldSegmentFreedForWaitingAppend(t *testing.T) {
+	dir := t.TempDir()
+	const K = 1024
+	b := openT(t, dir, WithPartitions(1), WithSegmentBytes(24*K), WithMaxBytes(64*K), WithSync(SyncNone), WithWhenFull(Block))
+	c, err := b.Cursor("out", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := b.parts[0]
+	nsegs := func() int { p.mu.Lock(); defer p.mu.Unlock(); return len(p.segs) }
+	i := 0
+	for nsegs() < 2 {
+		mustAppend(t, b, "t", payload("t", i, 1000), 1)
+		i++
+	}
+	p.mu.Lock()
+	s0next := p.segs[0].next
+	p.mu.Unlock()
+	readN(t, c, int(s0next)) // the cursor sits on segment 0's last record
+	if err := c.Commit(s0next - 1); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	readN(t, c, 1) // the output reads on (segment 0 released) but stalls: no more commits
+	// fill segment 1 without a roll
+	for {
+		p.mu.Lock()
+		sz := p.active.size
+		p.mu.Unlock()
+		if sz+1100 > 24*K {
+			break
+		}
+		mustAppend(t, b, "t", payload("t", i, 1000), 1)
+		i++
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err = b.Append(ctx, "t", payload("t", i, 18*K), 1)
+	b.spaceMu.Lock()
+	used := b.used
+	b.spaceMu.Unlock()
+	p.mu.Lock()
+	s0consumed := p.segs[0].next <= c.Committed()
+	s0size := p.segs[0].size
+	p.mu.Unlock()
+	t.Logf("18K append: %v; used %d of %d; segments %d; oldest consumed: %v (%d bytes)", err, used, 64*K, nsegs(), s0consumed, s0size)
+	if err != nil && s0consumed {
+		t.Errorf("append waited for space for 2s while a consumed %d-byte segment stayed", s0size)
+	}
+}
+
+// A roll onto a spare makes the new name durable at once: every segment
+// sealed before it and not synced yet (SyncInterval) is synced first, or a
+// power cut leaves a gap of never-acknowledged records that readers count
+// as corrupted (only the sealed one was synced).
+func TestReuseRollSyncsEarlierSealedSegments(t *testing.T) {
+	dir := t.TempDir()
+	base := []Option{WithPartitions(1), WithSegmentBytes(4 << 10)}
+	b1 := openT(t, dir, base...)
+	i := 0
+	for {
+		mustAppend(t, b1, "t", payload("t", i, 300), 1)
+		i++
+		p := b1.parts[0]
+		p.mu.Lock()
+		n, recs := len(p.segs), p.active.next-p.active.base
+		p.mu.Unlock()
+		if n == 3 && recs >= 2 {
+			break
+		}
+	}
+	_ = b1.Close()
+	fs := newContentFS()
+	b, err := Open(dir, append(base, WithSync(SyncInterval), WithSyncInterval(time.Hour),
+		withOpenFile(fs.open), withRename(fs.rename), withSyncDir(fs.syncDir))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	p := b.parts[0]
+	nsegs := func() int { p.mu.Lock(); defer p.mu.Unlock(); return len(p.segs) }
+	appendUntil := func(n int) {
+		for nsegs() < n {
+			if err := b.AppendAsync(context.Background(), "t", payload("t", i, 300), 1, func(Pos, error) {}); err != nil {
+				t.Fatal(err)
+			}
+			i++
+			time.Sleep(time.Millisecond)
+		}
+	}
+	appendUntil(4) // roll T -> U, a new file
+	c, err := b.Cursor("r", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	s0next := p.segs[0].next
+	p.mu.Unlock()
+	readN(t, c, int(s0next)+1)
+	if err := c.Commit(s0next - 1); err != nil {
+		t.Fatal(err)
+	}
+	for k := 0; spareCount(b) == 0 && k < 100; k++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if spareCount(b) == 0 {
+		t.Fatal("no spare kept")
+	}
+	appendUntil(4) // S0 left: 3 segments now; roll U -> V onto the spare
+	p.mu.Lock()
+	reused := p.active.reused
+	p.mu.Unlock()
+	if !reused {
+		t.Fatal("the last roll did not reuse the spare")
+	}
+	outs := fs.cut(t, dir, rand.New(rand.NewPCG(1, 2)))
+	b2, err := Open(outs[0], base...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	_ = b2.Scan(context.Background(), 0, 0, func(Record) error { return nil })
+	cr := b2.Stats().CorruptRecords
+	if cr > 0 {
+		t.Errorf("%d records counted corrupted after a power cut (never acknowledged: a gap in an earlier sealed segment)", cr)
+	}
+}
+
+// failingSync fails the first armed fdatasync of segment 0's file, as a
+// writeback error (EIO) is reported once per open file on Linux: the
+// next fdatasync of the file succeeds although the pages were lost.
+type failingSync struct {
+	segFile
+	path string
+	arm  *atomic.Bool
+}
+
+func (f *failingSync) Datasync() error {
+	if strings.HasSuffix(f.path, segName(0)) && f.arm.CompareAndSwap(true, false) {
+		return errors.New("EIO (injected)")
+	}
+	return f.segFile.Datasync()
+}
+
+// The fdatasync a roll onto a spare makes before the new name is durable
+// fails: the appends it covered must not be acknowledged (the syncer's
+// next fdatasync of the same file succeeds, the error being reported
+// once), and the partition is unhealthy. It was ignored: every append was
+// acknowledged, Close returned nil.
+func TestReuseRollSyncFailureNotAcknowledged(t *testing.T) {
+	dir := t.TempDir()
+	b0 := openT(t, dir, WithPartitions(1), WithSegmentBytes(4<<10))
+	_ = b0.Close()
+	writeSpareFile(t, dir, 0, 0, 1, 4<<10)
+	var arm atomic.Bool
+	open := func(path string, flag int) (segFile, error) {
+		f, err := openOSFile(path, flag)
+		if err != nil {
+			return nil, err
+		}
+		return &failingSync{segFile: f, path: path, arm: &arm}, nil
+	}
+	b := openT(t, dir, WithPartitions(1), WithSegmentBytes(4<<10), WithSync(SyncInterval),
+		WithSyncInterval(time.Hour), withOpenFile(open))
+	if spareCount(b) != 1 {
+		t.Fatalf("spare not adopted: %d", spareCount(b))
+	}
+	arm.Store(true)
+	var mu sync.Mutex
+	var acked, failed, refused int
+	var wg sync.WaitGroup
+	for i := 0; i < 20 && arm.Load(); i++ {
+		wg.Add(1)
+		err := b.AppendAsync(context.Background(), "t", payload("t", i, 300), 1, func(_ Pos, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed++
+			} else {
+				acked++
+			}
+			wg.Done()
+		})
+		if err != nil { // the append that needed the roll
+			wg.Done()
+			refused++
+		}
+	}
+	if arm.Load() {
+		t.Fatal("no roll in 20 appends")
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done: // the syncer hands the error on without waiting for its interval
+	case <-time.After(5 * time.Second):
+		_ = b.Close() // its final sync answers them
+		<-done
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if acked != 0 || failed == 0 || refused != 1 {
+		t.Fatalf("after a failed fdatasync: %d acknowledged, %d failed, %d refused; want 0, >0, 1", acked, failed, refused)
+	}
+	if b.Healthy() == nil {
+		t.Fatal("healthy after a failed fdatasync")
+	}
+}
+
+// failingHeader fails header writes (offset 0) of new segments while
+// armed.
+type failingHeader struct {
+	segFile
+	path string
+	arm  *atomic.Bool
+}
+
+func (f *failingHeader) WriteVAt(bufs [][]byte, off int64) (int, error) {
+	if off == 0 && !strings.HasSuffix(f.path, segName(0)) && f.arm.Load() {
+		return 0, errors.New("EIO (injected header write)")
+	}
+	return f.segFile.WriteVAt(bufs, off)
+}
+
+// A roll onto a spare whose header write fails removes the new name,
+// which reuseSpare had made durable: the removal must be durable too
+// before anything appended later is acknowledged, or after a power cut the
+// name comes back with the spare's old header, Open starts an empty
+// segment at its base and hides the acknowledged records the old segment
+// took at those offsets.
+func TestReuseFailedHeaderRemovalDurable(t *testing.T) {
+	dir := t.TempDir()
+	b0 := openT(t, dir, WithPartitions(1), WithSegmentBytes(4<<10))
+	_ = b0.Close()
+	writeSpareFile(t, dir, 0, 0, 1, 4<<10)
+	var arm atomic.Bool
+	var syncs atomic.Int32
+	open := func(path string, flag int) (segFile, error) {
+		f, err := openOSFile(path, flag)
+		if err != nil {
+			return nil, err
+		}
+		return &failingHeader{segFile: f, path: path, arm: &arm}, nil
+	}
+	b := openT(t, dir, WithPartitions(1), WithSegmentBytes(4<<10), WithSync(SyncAlways), withOpenFile(open),
+		withSyncDir(func(d string) error { syncs.Add(1); return syncDir(d) }))
+	arm.Store(true)
+	failed := false
+	for i := 0; i < 20 && !failed; i++ {
+		_, err := b.Append(context.Background(), "t", payload("t", i, 400), 1)
+		failed = err != nil
+	}
+	if !failed {
+		t.Fatal("no roll in 20 appends")
+	}
+	arm.Store(false)
+	before := syncs.Load() // reuseSpare's directory fsync is counted already
+	pos, err := b.Append(context.Background(), "t", []byte("small"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(segFiles(t, dir, 0)) != 1 {
+		t.Fatalf("the small record did not go to the old segment")
+	}
+	if syncs.Load() == before {
+		t.Fatalf("record %d acknowledged with the removal of the failed segment's name not fsync'd", pos.Offset)
 	}
 }
