@@ -106,9 +106,15 @@
 // met every offset below its end. A last segment whose header is an
 // intact one of a lower base is a spare renamed whose new header never
 // reached the disk: no record of it was acknowledged (the segment's first
-// fdatasync covers its header), and Open starts it again, empty. Retention
-// renames the spare before it deletes the segments after it, so a kill in
-// between leaves the log without a prefix, never with a hole.
+// fdatasync covers its header), and Open starts it again, empty, cut to
+// nothing (records of it that reached the disk could otherwise come back
+// behind shorter appends). Retention renames the spare before it deletes
+// the segments after it, so a kill in between leaves the log without a
+// prefix, never with a hole. A roll onto a spare first fdatasyncs every
+// segment not synced yet (a failure fails the appends waiting for a
+// sync), then renames the spare and fsyncs the directory before it writes
+// anything into the file: after a power cut no old name holds new
+// records, and no new name follows a segment whose end was lost.
 //
 // # Durability and acknowledgement
 //
