@@ -49,7 +49,8 @@ func TestDefaultsAndMinimal(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Buffer.Partitions != 4 || cfg.Buffer.MaxBytes != 1<<30 || cfg.Buffer.SegmentBytes != 64<<20 ||
-		cfg.Buffer.Sync != broker.SyncAlways || cfg.Buffer.SyncInterval.D() != 200*time.Millisecond || cfg.Buffer.WhenFull != broker.Block {
+		cfg.Buffer.Sync != broker.SyncAlways || cfg.Buffer.SyncInterval.D() != 200*time.Millisecond || cfg.Buffer.WhenFull != broker.Block ||
+		!cfg.Buffer.ReuseSegments {
 		t.Fatalf("buffer defaults: %+v", cfg.Buffer)
 	}
 	if cfg.Service.ShutdownTimeout.D() != 30*time.Second || cfg.Service.HTTPListen != "127.0.0.1:2020" {
@@ -87,6 +88,7 @@ buffer:
   sync: always
   sync_interval: 50ms
   when_full: drop_oldest
+  reuse_segments: false
 inputs:
   - type: dummy
     name: gen
@@ -108,11 +110,12 @@ outputs:
 	if cfg.Service.DataDir != "/tmp/ls" || cfg.Service.HTTPListen != "" || cfg.Service.ShutdownTimeout.D() != 5*time.Second {
 		t.Fatalf("service: %+v", cfg.Service)
 	}
-	if cfg.Buffer.MaxBytes != 512<<20 || cfg.Buffer.SegmentBytes != 8<<20 || cfg.Buffer.Partitions != 2 || cfg.Buffer.WhenFull != broker.DropOldest {
+	if cfg.Buffer.MaxBytes != 512<<20 || cfg.Buffer.SegmentBytes != 8<<20 || cfg.Buffer.Partitions != 2 || cfg.Buffer.WhenFull != broker.DropOldest ||
+		cfg.Buffer.ReuseSegments {
 		t.Fatalf("buffer: %+v", cfg.Buffer)
 	}
 	in := cfg.Inputs[0]
-	if in.Name != "gen" || in.Line != 14 || in.Ack != pipeline.AckDownstream {
+	if in.Name != "gen" || in.Line != 15 || in.Ack != pipeline.AckDownstream {
 		t.Fatalf("input %s at line %d, ack %q", in.Name, in.Line, in.Ack)
 	}
 	out := cfg.Outputs[0]

@@ -263,3 +263,59 @@ func TestValidateAndVersion(t *testing.T) {
 		t.Fatalf("version: %d %q", code, out)
 	}
 }
+
+// TestAgentReusesSegments: with the default buffer.reuse_segments the
+// agent writes new segments over consumed segment files (counted in
+// logship_buffer_segments_reused_total) and every event still arrives
+// once; with reuse_segments: false it never does and keeps no spare file.
+func TestAgentReusesSegments(t *testing.T) {
+	for _, reuse := range []bool{true, false} {
+		t.Run(fmt.Sprint("reuse=", reuse), func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "out", "events.log")
+			httpAddr := testutil.FreeAddr(t)
+			cfg := filepath.Join(dir, "agent.yaml")
+			const n = 20000
+			writeFile(t, cfg, fmt.Sprintf(`
+service:
+  data_dir: %s
+  http_listen: "%s"
+buffer:
+  partitions: 1
+  segment_bytes: 64KiB
+  reuse_segments: %v
+inputs:
+  - type: dummy
+    tag: app.gen
+    rate: 40000
+    count: %d
+    chunk_events: 50
+    record: {message: "a line of about a hundred bytes, as applications write them, with some fields"}
+outputs:
+  - type: file
+    name: out
+    match: "**"
+    path: %s
+`, filepath.Join(dir, "data"), httpAddr, reuse, n, out))
+			start(t, "agent", "-c", cfg)
+			testutil.CheckFor(t, 30*time.Second, func() error {
+				if c := countLines(out); c < n {
+					return fmt.Errorf("%d of %d lines", c, n)
+				}
+				return nil
+			})
+			if c := countLines(out); c != n {
+				t.Fatalf("%d lines, want %d", c, n)
+			}
+			reused := metricSum(scrape(t, httpAddr), "logship_buffer_segments_reused_total")
+			spares, _ := filepath.Glob(filepath.Join(dir, "data", "buffer", "p0000", "*.spare"))
+			switch {
+			case reuse && reused == 0:
+				t.Fatal("no segment reused")
+			case !reuse && (reused != 0 || len(spares) != 0):
+				t.Fatalf("reuse off: %v segments reused, %d spare files", reused, len(spares))
+			}
+			t.Logf("%v segments reused, %d spare files", reused, len(spares))
+		})
+	}
+}
