@@ -1077,9 +1077,16 @@ func (p *partition) syncBeforeRoll() error {
 	sealed := slices.Clone(p.unsyncedSegs)
 	p.mu.Unlock()
 	var err error
-	for _, s := range sealed { // the syncer's references keep them open
-		if f := s.file(); f != nil && err == nil {
+	for _, s := range sealed {
+		if err != nil {
+			break
+		}
+		// a reference of our own: the syncer may be done with it and
+		// close it meanwhile
+		var f segFile
+		if f, err = s.acquire(); err == nil {
 			err = f.Datasync()
+			s.release()
 		}
 	}
 	if err == nil {
