@@ -75,6 +75,8 @@ type Broker struct {
 	dropMu sync.Mutex
 
 	retainKick chan struct{}
+	// retentionPasses counts the retention goroutine's passes (tests)
+	retentionPasses atomic.Uint64
 }
 
 // Open opens (creating it if needed) the buffer in dir and recovers it; see

@@ -309,12 +309,14 @@
 // Where locks nest, they are taken in this order (b is the Broker, p a
 // partition, c a Cursor, s a segment):
 //
-//	p.wmu -> p.cmu -> b.dropMu -> c.nextMu -> p.mu -> c.mu -> s.fmu
+//	p.wmu -> p.fsyncMu -> p.cmu -> b.dropMu -> c.nextMu -> p.mu -> c.mu -> s.fmu
 //	      -> p.qmu -> b.metaMu -> b.spaceMu -> p.smu -> p.hmu
 //
 // A lock may only be taken while holding locks to its left. The pairs that
 // actually nest are: p.wmu over p.qmu, b.metaMu, p.mu, s.fmu, b.spaceMu,
-// p.smu and p.hmu (the write path), and over p.cmu, p.mu and c.mu in Close;
+// p.smu and p.hmu (the write path), over p.fsyncMu (a roll onto a spare),
+// and over p.cmu, p.mu and c.mu in Close; p.fsyncMu over p.mu, s.fmu,
+// p.smu, p.hmu and b.spaceMu (a sync, syncNow or syncBeforeRoll);
 // p.cmu over p.mu and c.mu (flushCursors, RemoveCursor); b.dropMu over p.mu,
 // c.mu, s.fmu and b.spaceMu (dropOldest); c.nextMu over c.mu, p.mu and
 // s.fmu (Next, Cursor.Close); p.mu over c.mu and s.fmu. Locks of one kind
@@ -324,6 +326,10 @@
 //   - p.wmu: the right to write the partition's segments (active, wf and
 //     the writer's buffers); held by the writer goroutine or an inline
 //     appender, and by Close for good once the writers stopped.
+//   - p.fsyncMu: one sync of the partition at a time (the syncer's, or the
+//     writer's before a roll onto a spare), held across fdatasync, so that
+//     a writeback error, reported once per open file, fails the
+//     acknowledgements it concerns; never held while they are delivered.
 //   - p.cmu: serialises writing and removing the partition's cursor files.
 //   - b.dropMu: one drop_oldest at a time across the broker.
 //   - c.nextMu: the reading state of one cursor (seg, pos, buf), held for

@@ -101,9 +101,14 @@ type partition struct {
 	acks     []ack
 	unsynced int64
 	synced   uint64
-	syncErr  error // a failed fdatasync of the writer's (syncBeforeRoll), for the next sync to report
-	skick    chan struct{}
-	sAcks    []ack // syncer's delivery buffer
+	// fsyncMu: one of syncNow's syncs and syncBeforeRoll's at a time, so
+	// that a writeback error, reported once per open file, reaches the
+	// acknowledgements it concerns (held across fdatasync; after wmu,
+	// before mu: "Locks" in doc.go)
+	fsyncMu sync.Mutex
+	syncErr error // a failed fdatasync of the writer's (syncBeforeRoll), for the next sync to report
+	skick   chan struct{}
+	sAcks   []ack // syncer's delivery buffer
 
 	// cmu: after wmu, before mu and c.mu (lock order: "Locks" in doc.go); held
 	// across cursor file I/O.
@@ -1073,6 +1078,8 @@ func (p *partition) syncBeforeRoll() error {
 	if p.b.opts.sync == SyncNone || p.wf == nil {
 		return nil
 	}
+	p.fsyncMu.Lock()
+	defer p.fsyncMu.Unlock()
 	p.mu.Lock()
 	sealed := slices.Clone(p.unsyncedSegs)
 	p.mu.Unlock()
@@ -1085,12 +1092,16 @@ func (p *partition) syncBeforeRoll() error {
 		// close it meanwhile
 		var f segFile
 		if f, err = s.acquire(); err == nil {
+			t := time.Now()
 			err = f.Datasync()
+			p.b.m.observeFsync(time.Since(t))
 			s.release()
 		}
 	}
 	if err == nil {
+		t := time.Now()
 		err = p.wf.Datasync()
+		p.b.m.observeFsync(time.Since(t))
 	}
 	if err != nil {
 		err = fmt.Errorf("sync: %w", err)
@@ -1255,6 +1266,15 @@ func (p *partition) syncLoop() {
 // directory if segments were created, then the active segment) and
 // acknowledges what it covered.
 func (p *partition) syncNow(buf *[]ack) error {
+	p.fsyncMu.Lock()
+	locked := true
+	unlock := func() {
+		if locked {
+			locked = false
+			p.fsyncMu.Unlock()
+		}
+	}
+	defer unlock()
 	p.mu.Lock()
 	s, target, size := p.active, p.next, p.active.size
 	sealed, dirDirty := p.unsyncedSegs, p.dirDirty
@@ -1267,6 +1287,7 @@ func (p *partition) syncNow(buf *[]ack) error {
 	p.smu.Unlock()
 	hseq := p.healthSeq()
 	if target <= synced && len(sealed) == 0 && !dirDirty {
+		unlock()
 		p.completeSync(synced, nil, buf) // nothing waits: the error concerned no one
 		return nil
 	}
@@ -1320,6 +1341,7 @@ func (p *partition) syncNow(buf *[]ack) error {
 		p.syncedTo(s, size, target)
 		p.setHealthy(hseq)
 	}
+	unlock()
 	p.completeSync(target, err, buf)
 	return err
 }

@@ -24,6 +24,7 @@ func (b *Broker) retentionLoop() {
 		for _, p := range b.parts {
 			p.applyRetention()
 		}
+		b.retentionPasses.Add(1)
 	}
 }
 
@@ -82,6 +83,11 @@ func (p *partition) applyRetention() {
 		p.b.log.Debug("segment consumed by every cursor; kept to be written over as a later segment",
 			zap.Int("partition", p.id), zap.String("segment", s.path), zap.Int64("bytes", s.size))
 		del = del[1:]
+		if len(del) > 0 {
+			// the rename durable before the deletes: a power cut must not
+			// keep them and lose it (a hole in the log)
+			_ = p.b.opts.syncDir(p.dir)
+		}
 	}
 	p.removeSegments(del)
 	for _, s := range del {
