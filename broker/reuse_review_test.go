@@ -36,6 +36,28 @@ func writeSpareFile(t *testing.T, dir string, p int, base, next uint64, size int
 	return path
 }
 
+// dirWithSpare returns a buffer directory of one partition with 4 KiB
+// segments and a spare file that the next roll reuses.
+func dirWithSpare(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	b0 := openT(t, dir, WithPartitions(1), WithSegmentBytes(4<<10))
+	_ = b0.Close()
+	writeSpareFile(t, dir, 0, 0, 1, 4<<10)
+	return dir
+}
+
+// wrapOpen opens segment files as the broker does and wraps them.
+func wrapOpen(wrap func(f segFile, path string) segFile) func(path string, flag int) (segFile, error) {
+	return func(path string, flag int) (segFile, error) {
+		f, err := openOSFile(path, flag)
+		if err != nil {
+			return nil, err
+		}
+		return wrap(f, path), nil
+	}
+}
+
 // A full buffer whose only consumed segment retention keeps as a spare
 // frees nothing, so an append waiting for space must be woken to delete
 // the spare; it waited until its context ended.
@@ -174,13 +196,7 @@ func TestReuseRenamesDurableBeforeWrites(t *testing.T) {
 		events = append(events, e)
 		mu.Unlock()
 	}
-	open := func(path string, flag int) (segFile, error) {
-		f, err := openOSFile(path, flag)
-		if err != nil {
-			return nil, err
-		}
-		return &notedFile{segFile: f, path: path, note: note}, nil
-	}
+	open := wrapOpen(func(f segFile, path string) segFile { return &notedFile{segFile: f, path: path, note: note} })
 	b := openT(t, dir, WithPartitions(1), WithSegmentBytes(4<<10), WithSync(SyncAlways),
 		withOpenFile(open),
 		withRename(func(o, n string) error {
@@ -577,18 +593,9 @@ func (f *failingSync) Datasync() error {
 // once), and the partition is unhealthy. It was ignored: every append was
 // acknowledged, Close returned nil.
 func TestReuseRollSyncFailureNotAcknowledged(t *testing.T) {
-	dir := t.TempDir()
-	b0 := openT(t, dir, WithPartitions(1), WithSegmentBytes(4<<10))
-	_ = b0.Close()
-	writeSpareFile(t, dir, 0, 0, 1, 4<<10)
+	dir := dirWithSpare(t)
 	var arm atomic.Bool
-	open := func(path string, flag int) (segFile, error) {
-		f, err := openOSFile(path, flag)
-		if err != nil {
-			return nil, err
-		}
-		return &failingSync{segFile: f, path: path, arm: &arm}, nil
-	}
+	open := wrapOpen(func(f segFile, path string) segFile { return &failingSync{segFile: f, path: path, arm: &arm} })
 	b := openT(t, dir, WithPartitions(1), WithSegmentBytes(4<<10), WithSync(SyncInterval),
 		WithSyncInterval(time.Hour), withOpenFile(open))
 	if spareCount(b) != 1 {
@@ -659,19 +666,10 @@ func (f *failingHeader) WriteVAt(bufs [][]byte, off int64) (int, error) {
 // segment at its base and hides the acknowledged records the old segment
 // took at those offsets.
 func TestReuseFailedHeaderRemovalDurable(t *testing.T) {
-	dir := t.TempDir()
-	b0 := openT(t, dir, WithPartitions(1), WithSegmentBytes(4<<10))
-	_ = b0.Close()
-	writeSpareFile(t, dir, 0, 0, 1, 4<<10)
+	dir := dirWithSpare(t)
 	var arm atomic.Bool
 	var syncs atomic.Int32
-	open := func(path string, flag int) (segFile, error) {
-		f, err := openOSFile(path, flag)
-		if err != nil {
-			return nil, err
-		}
-		return &failingHeader{segFile: f, path: path, arm: &arm}, nil
-	}
+	open := wrapOpen(func(f segFile, path string) segFile { return &failingHeader{segFile: f, path: path, arm: &arm} })
 	b := openT(t, dir, WithPartitions(1), WithSegmentBytes(4<<10), WithSync(SyncAlways), withOpenFile(open),
 		withSyncDir(func(d string) error { syncs.Add(1); return syncDir(d) }))
 	arm.Store(true)

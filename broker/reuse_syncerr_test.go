@@ -61,18 +61,9 @@ func (f *raceSync) Datasync() error {
 // concurrent fdatasync of the same file succeeded and acknowledged an
 // append as durable while the writer's failed.
 func TestReuseSyncErrorNotLostToConcurrentSync(t *testing.T) {
-	dir := t.TempDir()
-	b0 := openT(t, dir, WithPartitions(1), WithSegmentBytes(4<<10))
-	_ = b0.Close()
-	writeSpareFile(t, dir, 0, 0, 1, 4<<10)
+	dir := dirWithSpare(t)
 	st := &raceState{syncerIn: make(chan struct{}), gate: make(chan struct{})}
-	open := func(path string, flag int) (segFile, error) {
-		f, err := openOSFile(path, flag)
-		if err != nil {
-			return nil, err
-		}
-		return &raceSync{segFile: f, path: path, st: st}, nil
-	}
+	open := wrapOpen(func(f segFile, path string) segFile { return &raceSync{segFile: f, path: path, st: st} })
 	b := openT(t, dir, WithPartitions(1), WithSegmentBytes(4<<10), WithSync(SyncAlways), withOpenFile(open))
 	if spareCount(b) != 1 {
 		t.Fatalf("spare not adopted")
