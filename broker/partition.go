@@ -1004,9 +1004,7 @@ func (p *partition) roll() error {
 		old.release()
 	}
 	p.wf = f
-	if reused {
-		p.b.written(0, segHeaderSize-min(spareSize, segHeaderSize))
-	} else {
+	if !reused { // a reused file's bytes are counted already (credit)
 		p.b.written(0, segHeaderSize)
 	}
 	p.b.kickRetention()
