@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -231,7 +232,16 @@ func (r *Runner) Update(ctx context.Context, inputs, filters, outputs []Componen
 		r.log.Info("input stopped by reload", zap.String("input", c.Name))
 	}
 	r.inputs = kept
-	r.filters.Store(&filters)
+	old := r.filters.Swap(&filters)
+	keepF := make(map[Instance]bool, len(filters))
+	for _, c := range filters {
+		keepF[c.Instance] = true
+	}
+	for _, c := range *old {
+		if !keepF[c.Instance] {
+			r.closeFilter(c)
+		}
+	}
 
 	keepOut := make(map[Instance]bool, len(outputs))
 	for _, c := range outputs {
@@ -347,10 +357,26 @@ func (r *Runner) Stop(ctx context.Context) error {
 		}
 	}
 	r.outputs = nil
+	for _, c := range *r.filters.Load() { // no input calls them any more
+		r.closeFilter(c)
+	}
 	if err := r.buf.Flush(); err != nil {
 		errs = append(errs, fmt.Errorf("persist cursors: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// closeFilter ends what a filter runs beside its Filter calls (requests,
+// watches), when it has a Close: at Stop, and when a reload drops it. An
+// input that took the filter set before the reload may still call it.
+func (r *Runner) closeFilter(c Component) {
+	cl, ok := c.Filter.(io.Closer)
+	if !ok {
+		return
+	}
+	if err := cl.Close(); err != nil {
+		r.log.Warn("closing a filter failed", zap.String("filter", c.Name), zap.Error(err))
+	}
 }
 
 // emitter is the Emitter an input gets: filters, then the buffer.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,5 +123,41 @@ func TestRunnerReadyAsksInputs(t *testing.T) {
 	defer r.Stop(context.Background())
 	if err := r.Ready(); err == nil || err.Error() != "input fwd: listener failed" {
 		t.Fatalf("Ready = %v, want the input's reason", err)
+	}
+}
+
+// closingFilter passes chunks as they are and counts its Close calls.
+type closingFilter struct{ closed atomic.Int32 }
+
+func (f *closingFilter) Filter(c pipeline.Chunk) (pipeline.Chunk, error) { return c, nil }
+func (f *closingFilter) Close() error                                    { f.closed.Add(1); return nil }
+
+// TestRunnerClosesDroppedFilters: a filter a reload drops is closed (its
+// requests and watches end), one it keeps is not, and Stop closes the
+// rest, once each. Before, filters were never closed: a dropped
+// kubernetes filter's watch ran on until it ended by itself.
+func TestRunnerClosesDroppedFilters(t *testing.T) {
+	buf := openBroker(t, t.TempDir())
+	defer buf.Close()
+	in := &captureInput{}
+	inComp := comp("in", pipeline.KindInput, "", in)
+	out := comp("out", pipeline.KindOutput, "**", newRecOutput("out", &events{}))
+	kept, dropped := &closingFilter{}, &closingFilter{}
+	fk, fd := comp("kept", pipeline.KindFilter, "**", kept), comp("dropped", pipeline.KindFilter, "**", dropped)
+	r := pipeline.NewRunner(buf, zap.NewNop(), []pipeline.Component{inComp}, []pipeline.Component{fk, fd}, []pipeline.Component{out})
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Update(context.Background(), []pipeline.Component{inComp}, []pipeline.Component{fk}, []pipeline.Component{out}); err != nil {
+		t.Fatal(err)
+	}
+	if kept.closed.Load() != 0 || dropped.closed.Load() != 1 {
+		t.Fatalf("after the reload: kept closed %d times, dropped %d; want 0 and 1", kept.closed.Load(), dropped.closed.Load())
+	}
+	if err := r.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if kept.closed.Load() != 1 || dropped.closed.Load() != 1 {
+		t.Fatalf("after Stop: kept closed %d times, dropped %d; want 1 and 1", kept.closed.Load(), dropped.closed.Load())
 	}
 }

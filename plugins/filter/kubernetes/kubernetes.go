@@ -71,10 +71,10 @@ func New(set pipeline.Settings, cfg *Config) (*Filter, error) {
 	return f, nil
 }
 
-// Close stops a request in flight and waits for it. The pipeline does not
-// call it (filters have no Stop): a filter dropped by a reload lets its
-// last request end by itself, within request_timeout (a watch: within
-// cache_ttl).
+// Close stops a request in flight (or the watch) and waits for it. The
+// pipeline calls it when it stops and when a reload drops the filter; a
+// chunk an input still passes through it then keeps what the cache holds,
+// else the file-name fields.
 func (f *Filter) Close() error {
 	if f.src != nil {
 		f.src.close()
