@@ -74,6 +74,17 @@ func GetBuffer(n int) *[]byte {
 // Nothing may use it afterwards.
 func PutBuffer(b *[]byte) { putRecBuf(b) }
 
+// Held returns the bytes of memory r keeps until Release: those of the
+// pooled buffer its Entries and Meta were read into, which can be about
+// twice their length (a buffer is reused for later, shorter records).
+func (r *Record) Held() int {
+	n := len(r.Entries) + len(r.Meta)
+	if r.buf != nil {
+		n = max(n, cap(*r.buf))
+	}
+	return n
+}
+
 // Release gives the memory of r's Entries and Meta back to the broker, to
 // read later records into: neither may be used afterwards, by anyone.
 // Calling it is optional (unreleased records are garbage collected); call it

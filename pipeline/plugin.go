@@ -41,6 +41,11 @@ type Batch struct {
 	Partition int
 	Offset    uint64
 	Epoch     uint64
+	// Held is the bytes of memory the batch keeps until the output is
+	// done with it (the buffer's pooled read memory behind Entries: at
+	// least len(Entries), up to about twice), for outputs that bound what
+	// they hold (the forward output's max_in_flight_bytes).
+	Held int
 }
 
 // AckFunc learns the fate of an emitted chunk. Errors are classified the

@@ -53,6 +53,7 @@ type holdOutput struct {
 
 type heldBatch struct {
 	alias, copy []byte
+	held        int // Batch.Held
 	done        func(error)
 }
 
@@ -64,7 +65,7 @@ func (o *holdOutput) Write(context.Context, pipeline.Batch) error { return nil }
 
 func (o *holdOutput) WriteAsync(_ context.Context, b pipeline.Batch, done func(error)) {
 	o.mu.Lock()
-	o.held = append(o.held, heldBatch{alias: b.Entries, copy: append([]byte(nil), b.Entries...), done: done})
+	o.held = append(o.held, heldBatch{alias: b.Entries, copy: append([]byte(nil), b.Entries...), held: b.Held, done: done})
 	o.mu.Unlock()
 }
 
@@ -116,6 +117,20 @@ func TestRunnerRecyclesBatchesAfterDone(t *testing.T) {
 			defer cancel()
 			if err := r.Stop(ctx); err != nil {
 				t.Fatal(err)
+			}
+			// Held says what each batch pins: its pooled read memory, more
+			// than its entries for the small ones
+			larger := 0
+			for i, b := range out.batches() {
+				if b.held < len(b.alias) {
+					t.Fatalf("batch %d: Held %d, less than its %d bytes of entries", i, b.held, len(b.alias))
+				}
+				if b.held > len(b.alias) {
+					larger++
+				}
+			}
+			if larger == 0 {
+				t.Fatal("no batch pins more than its entries: Held is not the pooled memory's")
 			}
 			if !recycles {
 				for i, b := range out.batches() {

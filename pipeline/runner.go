@@ -583,7 +583,7 @@ func (r *Runner) outputLoop(o *outRun, cur *broker.Cursor) {
 			q.complete(rec.Offset, true)
 			continue
 		}
-		b := Batch{Chunk: Chunk{Tag: rec.Tag, Entries: rec.Entries, Count: rec.Count}, Partition: rec.Partition, Offset: rec.Offset, Epoch: rec.Epoch}
+		b := Batch{Chunk: Chunk{Tag: rec.Tag, Entries: rec.Entries, Count: rec.Count}, Partition: rec.Partition, Offset: rec.Offset, Epoch: rec.Epoch, Held: rec.Held()}
 		q.push(rec.Offset)
 		if pipelined != nil {
 			select {

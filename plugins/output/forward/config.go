@@ -90,9 +90,11 @@ type Config struct {
 	// MaxInFlight is how many chunks of one partition may be sent and
 	// waiting for their acks at once.
 	MaxInFlight int `yaml:"max_in_flight"`
-	// MaxInFlightBytes bounds the events of all partitions sent and
-	// waiting for their acks, or waiting for a server, together (64KiB to
-	// 4GiB): what the output holds in memory. A chunk that would go past
+	// MaxInFlightBytes bounds the memory of the chunks of all partitions
+	// sent and waiting for their acks, or waiting for a server, together
+	// (64KiB to 4GiB): what the output holds in memory, a chunk counted by
+	// the buffer memory it was read into (its events, up to about twice
+	// that). A chunk that would go past
 	// it waits until earlier ones are acknowledged (one chunk alone always
 	// goes, whatever its size). max_in_flight chunks per partition can be
 	// up to max_frame_bytes each, so without this bound an output could

@@ -228,7 +228,7 @@ func (o *Output) WriteAsync(ctx context.Context, b pipeline.Batch, done func(err
 	}
 	o.wg.Add(1)
 	o.mu.RUnlock()
-	n := int64(len(b.Entries))
+	n := int64(max(len(b.Entries), b.Held)) // the memory it pins, not only its events
 	if !o.held.acquire(ctx, o.ctx, n) {
 		o.wg.Done()
 		if ctx.Err() != nil {

@@ -823,3 +823,46 @@ func TestCancelAnswersOnlyAfterTheWrite(t *testing.T) {
 	_ = o.Stop(context.Background())
 	waitResults(t, res, 1, 5*time.Second)
 }
+
+// TestMaxInFlightBytesCountsHeldMemory: what bounds the chunks in flight
+// is the memory each pins (Batch.Held, the buffer's pooled read memory
+// behind its entries), not only its events: with chunks of about 7KiB of
+// events pinning 40KiB each and a 64KiB bound, one is held at a time
+// while the receiver is down. Before, nine were (63KiB of events, 360KiB
+// of memory).
+func TestMaxInFlightBytesCountsHeldMemory(t *testing.T) {
+	addr := testutil.FreeAddr(t)
+	const limit, held = 64 << 10, 40 << 10
+	o := newOutput(t, t.TempDir(), nil, func(c *Config) { c.Servers = []string{addr}; c.MaxInFlightBytes = limit })
+	bs := batches(4, 10, 100)
+	for i := range bs {
+		if len(bs[i].Entries) >= held {
+			t.Fatalf("batch of %d bytes, not less than what it pins", len(bs[i].Entries))
+		}
+		bs[i].Held = held
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res := drive(ctx, o, bs)
+	testutil.CheckFor(t, 5*time.Second, func() error {
+		if testutil.Value(o.m.failures.WithLabelValues("fwd", addr, "connect")) < 3 {
+			return errors.New("not retrying the connection yet")
+		}
+		return nil
+	})
+	expectNoResult(t, res, 50*time.Millisecond)
+	if n := o.held.inUse(); n != held {
+		t.Fatalf("the output holds %d bytes while the receiver is down; want one chunk's %d", n, held)
+	}
+	rec := newRecorder()
+	receiver(t, addr, nil, rec)
+	for _, r := range waitResults(t, res, len(bs), 10*time.Second) {
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+	checkAllArrived(t, bs, rec)
+	if n := o.held.inUse(); n != 0 {
+		t.Fatalf("%d bytes still held after every chunk was delivered", n)
+	}
+}
