@@ -436,12 +436,7 @@ func TestReceiverDownAtStartComesUpLater(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	res := drive(ctx, o, bs)
-	testutil.CheckFor(t, 5*time.Second, func() error {
-		if testutil.Value(o.m.failures.WithLabelValues("fwd", addr, "connect")) < 3 {
-			return errors.New("not retrying the connection yet")
-		}
-		return nil
-	})
+	waitConnectRetries(t, o, addr)
 	expectNoResult(t, res, 10*time.Millisecond)
 	rec := newRecorder()
 	receiver(t, addr, nil, rec)
@@ -490,12 +485,7 @@ func TestMaxInFlightBytesBoundsWhatIsHeld(t *testing.T) {
 		}
 	}()
 	res := drive(ctx, o, bs)
-	testutil.CheckFor(t, 5*time.Second, func() error {
-		if testutil.Value(o.m.failures.WithLabelValues("fwd", addr, "connect")) < 3 {
-			return errors.New("not retrying the connection yet")
-		}
-		return nil
-	})
+	waitConnectRetries(t, o, addr)
 	expectNoResult(t, res, 50*time.Millisecond)
 	if n := o.held.inUse(); n == 0 || n > limit {
 		t.Fatalf("the output holds %d bytes while the receiver is down; want 1 to %d", n, limit)
@@ -844,12 +834,7 @@ func TestMaxInFlightBytesCountsHeldMemory(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	res := drive(ctx, o, bs)
-	testutil.CheckFor(t, 5*time.Second, func() error {
-		if testutil.Value(o.m.failures.WithLabelValues("fwd", addr, "connect")) < 3 {
-			return errors.New("not retrying the connection yet")
-		}
-		return nil
-	})
+	waitConnectRetries(t, o, addr)
 	expectNoResult(t, res, 50*time.Millisecond)
 	if n := o.held.inUse(); n != held {
 		t.Fatalf("the output holds %d bytes while the receiver is down; want one chunk's %d", n, held)
@@ -865,4 +850,16 @@ func TestMaxInFlightBytesCountsHeldMemory(t *testing.T) {
 	if n := o.held.inUse(); n != 0 {
 		t.Fatalf("%d bytes still held after every chunk was delivered", n)
 	}
+}
+
+// waitConnectRetries waits until the output has failed to connect to addr
+// three times: it is retrying a receiver that is down.
+func waitConnectRetries(t *testing.T, o *Output, addr string) {
+	t.Helper()
+	testutil.CheckFor(t, 5*time.Second, func() error {
+		if testutil.Value(o.m.failures.WithLabelValues("fwd", addr, "connect")) < 3 {
+			return errors.New("not retrying the connection yet")
+		}
+		return nil
+	})
 }
